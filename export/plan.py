@@ -1,0 +1,229 @@
+"""The layer plan: the integer IR between the ONNX golden model and the hardware.
+
+A plan holds everything the accelerator needs and nothing it does not (DESIGN.md, "The layer
+plan"). Tensors are numpy integer arrays in channel-major (C, H, W) order; every scale is a power
+of two, stored as its exponent. `plan.json` holds the descriptors (versioned), `plan.npz` the
+arrays; `load(save(p)) == p`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from export.encoding import SparseRows, dense_weight_bits
+from quant.atomic import atomic_write
+
+PLAN_VERSION = 1
+KINDS = ("conv2d", "maxpool", "flatten", "linear")
+ACC_LIMIT = 1 << 24  # contract rule 5: float32 sums of integers are exact below this
+
+
+@dataclass(frozen=True)
+class IntType:
+    """An integer tensor type: `bits` wide, signed or not, real value = q * 2**exp."""
+
+    bits: int
+    signed: bool
+    exp: int
+
+    @property
+    def min(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def max_abs(self) -> int:
+        return max(-self.min, self.max)
+
+
+@dataclass(eq=False)
+class Layer:
+    """One layer descriptor.
+
+    conv2d / linear: `acc = sum(w * x) + bias` in int64, then (unless `out` is None, the logits
+    layer) `q = saturate(relu?(round_half_even(acc * 2**-shift)))` to `out`; a negative `shift`
+    is a left shift. maxpool works on the integers. flatten is a no-op on a (C, H, W) buffer.
+    """
+
+    name: str
+    kind: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    inp: IntType
+    out: IntType | None
+    kernel: int = 1
+    stride: int = 1
+    weight: np.ndarray | None = None  # conv (Cout, Cin, k, k), linear (out, in); int
+    bias: np.ndarray | None = None  # (Cout,), int64, in the accumulator's scale
+    w_type: IntType | None = None
+    shift: int = 0
+    relu: bool = False
+    cls: str = "NP"  # "NP": dense on the systolic array; "P": pruned, sparse engine
+    sparse: SparseRows | None = None  # the P-layer's stored encoding
+
+    @property
+    def acc_exp(self) -> int:
+        """Exponent of the accumulator's LSB: s_in * s_w."""
+        return self.inp.exp + self.w_type.exp
+
+    @property
+    def reduction(self) -> int:
+        """Products summed per output value (K)."""
+        return int(np.prod(self.weight.shape[1:])) if self.weight is not None else 0
+
+    @property
+    def out_pixels(self) -> int:
+        return int(np.prod(self.out_shape[1:])) if self.kind == "conv2d" else 1
+
+    @property
+    def macs_dense(self) -> int:
+        return int(self.weight.size) * self.out_pixels if self.weight is not None else 0
+
+    @property
+    def macs_effective(self) -> int:
+        return int(np.count_nonzero(self.weight)) * self.out_pixels if self.weight is not None else 0
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - np.count_nonzero(self.weight) / self.weight.size if self.weight is not None else 0.0
+
+    @property
+    def weight_bits(self) -> int:
+        """Weight (and bias) bits as stored on chip: dense, or the sparse encoding's exact count."""
+        if self.weight is None:
+            return 0
+        bias_bits = 32 * int(self.bias.size)
+        if self.sparse is not None:
+            return self.sparse.stored_bits + bias_bits
+        return dense_weight_bits(self.weight.size, self.w_type.bits) + bias_bits
+
+    @property
+    def float_bits(self) -> int:
+        """The same parameters in float32."""
+        return 32 * (int(self.weight.size) + int(self.bias.size)) if self.weight is not None else 0
+
+    @property
+    def acc_bound(self) -> int:
+        """Worst-case |partial sum| per contract rule 5: max over outputs of sum|w|*max|x| + |b|."""
+        if self.weight is None:
+            return 0
+        w = np.abs(self.weight.reshape(self.weight.shape[0], -1).astype(np.int64)).sum(axis=1)
+        return int((w * self.inp.max_abs + np.abs(self.bias.astype(np.int64))).max())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Layer):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or a.dtype != b.dtype or not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+
+@dataclass(eq=True)
+class Plan:
+    """A whole network: the input type and shape, the layers in order, the class names."""
+
+    input_shape: tuple[int, ...]
+    input_type: IntType
+    layers: list[Layer]
+    class_names: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def logit_exp(self) -> int:
+        """Exponent of the logits' LSB (contract rule 7: round(ort / 2**logit_exp) == RTL)."""
+        return self.layers[-1].acc_exp
+
+    @property
+    def compute_layers(self) -> list[Layer]:
+        return [l for l in self.layers if l.weight is not None]
+
+    @property
+    def weight_bits(self) -> int:
+        return sum(l.weight_bits for l in self.layers)
+
+    @property
+    def float_bits(self) -> int:
+        return sum(l.float_bits for l in self.layers)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.float_bits / self.weight_bits
+
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
+        """Write `<stem>.json` and `<stem>.npz` atomically; returns both paths."""
+        stem = Path(stem)
+        stem = stem.with_suffix("") if stem.suffix in (".json", ".npz") else stem
+        arrays: dict[str, np.ndarray] = {}
+        layers = []
+        for i, l in enumerate(self.layers):
+            d = {f.name: getattr(l, f.name) for f in fields(l)}
+            for key in ("weight", "bias"):
+                if d[key] is not None:
+                    arrays[f"{i}.{key}"] = d[key]
+                    d[key] = f"{i}.{key}"
+            if l.sparse is not None:
+                for key, arr in l.sparse.arrays().items():
+                    arrays[f"{i}.sparse.{key}"] = arr
+                d["sparse"] = {"index_bits": l.sparse.index_bits, "value_bits": l.sparse.value_bits}
+            for key in ("inp", "out", "w_type"):
+                d[key] = None if d[key] is None else vars(d[key])
+            d["in_shape"], d["out_shape"] = list(l.in_shape), list(l.out_shape)
+            layers.append(d)
+        doc = {
+            "version": PLAN_VERSION,
+            "input_shape": list(self.input_shape),
+            "input_type": vars(self.input_type),
+            "class_names": self.class_names,
+            "meta": self.meta,
+            "layers": layers,
+        }
+        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        atomic_write(json_path, lambda f: f.write(json.dumps(doc, indent=1).encode()))
+        atomic_write(npz_path, lambda f: np.savez(f, **arrays))
+        return json_path, npz_path
+
+    @classmethod
+    def load(cls, stem: str | Path) -> "Plan":
+        stem = Path(stem)
+        stem = stem.with_suffix("") if stem.suffix in (".json", ".npz") else stem
+        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        for p in (json_path, npz_path):
+            if not p.is_file():
+                raise PlanError(f"{p}: no such plan file (write one with `python -m export plan MODEL.onnx --out {stem}`)")
+        doc = json.loads(json_path.read_text())
+        if doc.get("version") != PLAN_VERSION:
+            raise PlanError(f"{json_path}: plan version {doc.get('version')}, this toolkit reads {PLAN_VERSION}; re-run `python -m export plan`")
+        with np.load(npz_path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        layers = []
+        for i, d in enumerate(doc["layers"]):
+            for key in ("weight", "bias"):
+                d[key] = arrays[d[key]] if d[key] is not None else None
+            for key in ("inp", "out", "w_type"):
+                d[key] = IntType(**d[key]) if d[key] is not None else None
+            if d["sparse"] is not None:
+                d["sparse"] = SparseRows(
+                    **d["sparse"], **{k: arrays[f"{i}.sparse.{k}"] for k in SparseRows.ARRAYS})
+            d["in_shape"], d["out_shape"] = tuple(d["in_shape"]), tuple(d["out_shape"])
+            layers.append(Layer(**d))
+        return cls(tuple(doc["input_shape"]), IntType(**doc["input_type"]), layers,
+                   doc["class_names"], doc["meta"])
+
+
+class PlanError(ValueError):
+    """A plan that cannot be read, or that breaks the number contract."""
+
+
+__all__ = ["ACC_LIMIT", "IntType", "KINDS", "Layer", "Plan", "PlanError", "PLAN_VERSION", "replace"]
