@@ -1,0 +1,75 @@
+"""The host side of the board link: frame an image, parse the logits and class (see boards.top)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from boards.top import LOGIT_BYTES, MAGIC
+
+IMAGE_SIZE = 64
+
+
+class LinkError(RuntimeError):
+    """The board did not answer, or answered something that is not a reply."""
+
+
+def load_image(path: str | Path, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file as uint8 HWC `size`x`size`x3: centre-cropped to a square, then resized."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not an image ({e})") from None
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def encode_request(image: np.ndarray) -> bytes:
+    """MAGIC, then the uint8 image in HWC order."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"the image must be uint8, got {image.dtype}")
+    return bytes([MAGIC]) + image.tobytes(order="C")
+
+
+def reply_size(num_classes: int) -> int:
+    return num_classes * LOGIT_BYTES + 1
+
+
+def decode_reply(data: bytes, num_classes: int) -> tuple[np.ndarray, int]:
+    """(logits int64, class) from the board's reply; checks the class byte against the logits."""
+    if len(data) != reply_size(num_classes):
+        raise LinkError(f"expected {reply_size(num_classes)} reply bytes, got {len(data)}; "
+                        f"is the board running a bitstream for {num_classes} classes?")
+    logits = np.array(struct.unpack(f"<{num_classes}i", data[:-1]), dtype=np.int64)
+    cls = data[-1]
+    if cls != int(np.argmax(logits)):
+        raise LinkError(f"the class byte {cls} is not the argmax {int(np.argmax(logits))} of the logits {logits.tolist()}")
+    return logits, cls
+
+
+def classify(port: str, image: np.ndarray, num_classes: int, baud: int, timeout_s: float = 10.0
+             ) -> tuple[np.ndarray, int]:
+    """Send one image over the serial port and wait for the board's logits and class."""
+    import serial
+
+    try:
+        with serial.Serial(port, baud, timeout=timeout_s) as link:
+            link.reset_input_buffer()
+            link.write(encode_request(image))
+            link.flush()
+            data = link.read(reply_size(num_classes))
+    except serial.SerialException as e:
+        raise LinkError(f"{port}: {e}") from None
+    if not data:
+        raise LinkError(f"{port}: no reply within {timeout_s:g} s; is the bitstream loaded and the baud rate {baud}?")
+    return decode_reply(data, num_classes)
+
+
+__all__ = ["IMAGE_SIZE", "LinkError", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]
