@@ -1,0 +1,169 @@
+"""`python -m quant`: train, evaluate, experiment, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
+
+
+def _data_default() -> str | None:
+    return str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from quant.train import TrainConfig
+    d = TrainConfig()
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 for adam, 0.1 for sgd, 5e-4 for QAT")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 30 float, 14 QAT)")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience on validation loss")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip/jitter")
+    p.add_argument("--prune-epochs", type=int, default=d.prune_epochs, help="QAT: epochs to reach the target sparsity")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    from quant.model import ARCHS
+    p.add_argument("--arch", choices=list(ARCHS), default="paper", help="paper: the seed CNN; paper-nopool2: without the second pool; vgg: 16-32-64")
+    p.add_argument("--sparsity", type=float, default=None, help="target sparsity of P-layers (default 0.9)")
+    p.add_argument("--config", default=None, help="JSON file of per-layer overrides: {\"layers\": {\"2\": {\"w_bits\": 4, \"cls\": \"P\", \"sparsity\": 0.8}}} (weighted layers counted from 0)")
+
+
+def add_data_args(p: argparse.ArgumentParser, split: bool = False) -> None:
+    p.add_argument("--data", default=_data_default(), required=_data_default() is None,
+                   help="ImageFolder-style folder: train/, val/ [, test/] of <class>/ folders, or one folder of <class>/ folders (default: ../shared/data/animals5)")
+    p.add_argument("--classes", default=None, help="comma list of classes in order (English or Animals-10 Italian names)")
+    if split:
+        p.add_argument("--split", default="val", choices=["train", "val", "test"])
+        p.add_argument("--limit", type=int, default=None, help="at most N images per class")
+
+
+def _classes(args) -> list[str] | None:
+    return [c.strip() for c in args.classes.split(",")] if args.classes else None
+
+
+def train_config(args, qat: bool):
+    from quant.train import TrainConfig
+    kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    kw.setdefault("lr", 5e-4 if qat else (0.1 if args.optimizer == "sgd" else 1e-3))
+    kw.setdefault("epochs", 14 if qat else 30)
+    return TrainConfig(**kw)
+
+
+def cmd_train(args) -> int:
+    from quant import checkpoint
+    from quant.data import read_split
+    from quant.model import named_config, quantized_twin
+    from quant.train import train
+    init = checkpoint.load(args.init) if args.qat else None
+    if init is not None:
+        from quant.model import ModelConfig
+        cfg = ModelConfig.from_dict(init["config"])
+        if args.sparsity is not None:
+            for l in cfg.layers:
+                if l.cls == "P":
+                    l.sparsity = args.sparsity
+        cfg = quantized_twin(cfg)
+    else:
+        cfg = named_config(args.arch, args.config, sparsity=args.sparsity)
+    classes = _classes(args) or (init["class_names"] if init else None)
+    tr = read_split(args.data, "train", classes)
+    va = read_split(args.data, "val", tr.class_names)
+    print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"
+          + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
+    ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume)
+    print(f"best epoch {ckpt['best_epoch']}: val acc {ckpt['metrics']['val_acc']:.4f}, val loss {ckpt['metrics']['val_loss']:.4f} -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from quant.evaluate import evaluate
+    res = evaluate(args.checkpoint, args.data, args.split, _classes(args), args.limit, args.plots)
+    if args.json:
+        from quant.atomic import atomic_write_text
+        atomic_write_text(args.json, json.dumps(res, indent=1))
+    from quant.metrics import format_metrics
+    print(format_metrics(res))
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from quant.experiment import run_experiment
+    run_experiment(args.data, args.out, quick=args.quick, seed=args.seed, both_pools=not args.skip_nopool2)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from quant.report import build_report, write_report
+    rep = build_report(args.results)
+    write_report(rep, args.json, args.markdown)
+    print(Path(args.markdown).read_text() if args.markdown else json.dumps(rep, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m quant", description="Quantization-aware training of the paper CNN (Brevitas): float and QAT+pruned models, metrics, plots, the Adam-vs-SGD experiment and the accuracy/compression report.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("train", help="train a float model, or fine-tune a quantized (QAT+pruned) one from a float checkpoint",
+                       description="Float training (Adam lr 1e-3 or SGD lr 0.1), or with --qat --init FLOAT.pt quantization-aware fine-tuning with gradual magnitude pruning of the P-layers. Early stopping on validation loss; the best epoch is saved to --out; Ctrl-C keeps it; --resume continues.")
+    add_data_args(p)
+    add_model_args(p)
+    add_train_args(p)
+    p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning (needs --init)")
+    p.add_argument("--init", default=None, help="float checkpoint to start QAT from")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro P/R/F1, confusion matrix, curves and the 5x8 prediction grid",
+                       description="Evaluate a checkpoint on one split (centre-cropped 64x64). Default checkpoint: the bundled QAT+pruned paper model.")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (.pt); default: the bundled QAT+pruned paper model")
+    add_data_args(p, split=True)
+    p.add_argument("--json", default=None, help="write the metrics as JSON here")
+    p.add_argument("--plots", default=None, help="write confusion.png, curves.png, grid.png into this folder")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiment", help="the paper's Table 2 (Adam vs SGD, float, with and without the second pool), then QAT and QAT+pruned",
+                       description="Trains float Adam and SGD (paper and paper-nopool2), then QAT-unpruned and QAT+pruned fine-tuned from the better float paper model; writes every checkpoint, curve and metric into --out.")
+    add_data_args(p)
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a few batches per run (a smoke test, not a result)")
+    p.add_argument("--skip-nopool2", action="store_true", help="train only the default (two-pool) architecture")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="accuracy/compression table of an experiment's results, beside the paper's figures")
+    p.add_argument("--results", required=True, help="the experiment's --out folder")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--markdown", default=None, help="write the report as Markdown")
+    p.set_defaults(func=cmd_report)
+
+    args = ap.parse_args(argv)
+    if args.cmd == "train" and args.qat and not args.init:
+        ap.error("--qat needs --init FLOAT_CHECKPOINT")
+    from quant.checkpoint import CheckpointError
+    from quant.data import DataError
+    from quant.model import ConfigError
+    warnings.filterwarnings("ignore", category=UserWarning, module="brevitas")
+    warnings.filterwarnings("ignore", message=".*Named tensors.*")
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

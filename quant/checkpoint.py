@@ -1,0 +1,71 @@
+"""Checkpoints: weights plus everything needed to rebuild, evaluate and trace the model.
+
+A checkpoint is a dict saved with torch.save: format tag, model config, class names, state dict,
+training history, best epoch, metrics, data set counts and hash, git revision. The bundled ones
+live in quant/checkpoints/ so every command runs out of the box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+from pathlib import Path
+
+import torch
+
+from quant.atomic import atomic_write
+from quant.model import ModelConfig, Net, build
+
+FORMAT = "cnn-codesign-checkpoint/1"
+BUNDLED_DIR = Path(__file__).parent / "checkpoints"
+BUNDLED_FLOAT = BUNDLED_DIR / "paper_float.pt"
+BUNDLED_QAT = BUNDLED_DIR / "paper_qat_pruned.pt"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of this toolkit."""
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save(path: str | Path, ckpt: dict) -> Path:
+    ckpt = {"format": FORMAT, "git": git_revision(), **ckpt}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def load(path: str | Path | None = None) -> dict:
+    """Read a checkpoint (the bundled QAT+pruned one when `path` is None)."""
+    path = Path(path) if path is not None else BUNDLED_QAT
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint (train one with `python -m quant train`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__}); re-train or re-download it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (no '{FORMAT}' tag); train one with `python -m quant train`")
+    return ckpt
+
+
+def model_from(ckpt: dict) -> Net:
+    """The model a checkpoint describes, with its weights loaded, in eval mode."""
+    model = build(ModelConfig.from_dict(ckpt["config"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit its own config: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

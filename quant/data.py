@@ -1,0 +1,194 @@
+"""ImageFolder-style data: folders of images per class, decoded once into uint8 tensors.
+
+Layouts: `DIR/{train,val[,test]}/<class>/*` (splits), or `DIR/<class>/*` (one folder, split by a
+seed). Animals-10's Italian folder names are mapped to English. Images become 64x64 RGB uint8 and
+reach the model as p/256 (contract rule 2); evaluation centre-crops, training crops at random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SIZE = 64
+DEFAULT_CLASSES = ("cat", "cow", "elephant", "horse", "sheep")
+ITALIAN = {
+    "gatto": "cat", "mucca": "cow", "elefante": "elephant", "cavallo": "horse", "pecora": "sheep",
+    "cane": "dog", "farfalla": "butterfly", "gallina": "chicken", "ragno": "spider", "scoiattolo": "squirrel",
+}
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the path and what to do."""
+
+
+@dataclass
+class Split:
+    """Decoded images of one split: uint8 (N, 3, S, S) with S >= 64, labels, class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    files: list[str]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
+
+
+def english(name: str) -> str:
+    return ITALIAN.get(name.lower(), name.lower())
+
+
+def class_dirs(folder: Path) -> dict[str, Path]:
+    """English class name -> its folder, for every sub-folder of `folder`."""
+    out: dict[str, Path] = {}
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        name = english(d.name)
+        if name in out:
+            raise DataError(f"{folder}: folders {out[name].name!r} and {d.name!r} both mean class {name!r}; keep one")
+        out[name] = d
+    return out
+
+
+def resolve_classes(found: dict[str, Path], classes: list[str] | None, where: Path) -> list[str]:
+    if classes is None:
+        default = [c for c in DEFAULT_CLASSES if c in found]
+        return default if len(default) == len(DEFAULT_CLASSES) else sorted(found)
+    wanted = [english(c) for c in classes]
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise DataError(f"{where}: no folder for class(es) {', '.join(missing)}; found {', '.join(sorted(found)) or 'none'}")
+    return wanted
+
+
+def to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Grey, palette, RGBA, CMYK and 16-bit images become 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def fit_size(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is `size` (keeping 72-px sources as they are), centre-crop square."""
+    h, w = arr.shape[:2]
+    if min(h, w) != size:
+        s = size / min(h, w)
+        arr = np.asarray(Image.fromarray(arr).resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR))
+        h, w = arr.shape[:2]
+    t, l = (h - size) // 2, (w - size) // 2
+    return arr[t:t + size, l:l + size]
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """One file as uint8 (3, size, size); raises DataError naming the file if it is not an image."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = to_rgb_uint8(img)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    return fit_size(arr, size).transpose(2, 0, 1).copy()
+
+
+def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
+                limit: int | None = None) -> Split:
+    """Decode every image under `folder/<class>/`; unreadable files are skipped with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (give --data a folder of class folders, or of train/val/test)")
+    found = class_dirs(folder)
+    if not found:
+        raise DataError(f"{folder}: no class folders inside (expected {folder}/<class>/<image>)")
+    names = resolve_classes(found, classes, folder)
+    images, labels, files, skipped = [], [], [], 0
+    for i, name in enumerate(names):
+        paths = sorted(p for p in found[name].iterdir() if p.is_file() and not p.name.startswith("."))
+        n_before = len(labels)
+        for p in paths:
+            if limit is not None and len(labels) - n_before >= limit:
+                break
+            try:
+                images.append(load_image(p, size))
+            except DataError as e:
+                warnings.warn(f"skipped {e}", stacklevel=2)
+                skipped += 1
+                continue
+            labels.append(i)
+            files.append(str(p))
+        if len(labels) == n_before:
+            raise DataError(f"{found[name]}: no readable images for class {name!r}")
+    return Split(np.stack(images), np.asarray(labels, dtype=np.int64), names, files, skipped)
+
+
+def has_splits(root: Path) -> bool:
+    return any((root / s).is_dir() for s in SPLITS)
+
+
+def check_same_classes(root: Path) -> None:
+    """Every split folder must hold the same class folders."""
+    sets = {s: set(class_dirs(root / s)) for s in SPLITS if (root / s).is_dir()}
+    ref_name, ref = next(iter(sets.items()))
+    for s, names in sets.items():
+        if names != ref:
+            diff = sorted(names ^ ref)
+            raise DataError(f"{root}: splits {ref_name!r} and {s!r} hold different classes ({', '.join(diff)}); make them match or pass --classes")
+
+
+def read_split(data: str | Path, split: str, classes: list[str] | None = None, size: int = 72,
+               limit: int | None = None, seed: int = 0, val_fraction: float = 0.1) -> Split:
+    """One split of a data folder. A folder without train/val/test is split by `seed`.
+
+    `limit` caps the images per class. Returns uncropped `size` px images; use `centre_crop`.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder (download Animals-10 and give its folder with --data; see README)")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if has_splits(root):
+        if not (root / split).is_dir():
+            raise DataError(f"{root}: no {split!r} split folder (found {', '.join(s for s in SPLITS if (root / s).is_dir())})")
+        check_same_classes(root)
+        return read_folder(root / split, classes, size, limit)
+    whole = read_folder(root, classes, size)
+    order = np.random.default_rng(seed).permutation(len(whole))
+    n_val = int(round(len(whole) * val_fraction))
+    parts = {"val": order[:n_val], "test": order[n_val:2 * n_val], "train": order[2 * n_val:]}
+    idx = np.sort(parts[split])
+    if limit is not None:
+        idx = np.concatenate([idx[whole.labels[idx] == c][:limit] for c in range(len(whole.class_names))])
+    return Split(whole.images[idx], whole.labels[idx], whole.class_names, [whole.files[i] for i in idx], whole.skipped)
+
+
+def centre_crop(images: np.ndarray, size: int = SIZE) -> np.ndarray:
+    h, w = images.shape[-2:]
+    t, l = (h - size) // 2, (w - size) // 2
+    return images[..., t:t + size, l:l + size]
+
+
+def load_split(data: str | Path, split: str, limit: int | None = None,
+               classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 (N, 3, 64, 64) centre-cropped images, labels and class names of one split."""
+    s = read_split(data, split, classes, limit=limit)
+    return np.ascontiguousarray(centre_crop(s.images)), s.labels, s.class_names
+
+
+def dataset_hash(split: Split) -> str:
+    """A short hash of the file names and labels, recorded in checkpoints."""
+    h = hashlib.sha256()
+    for f, l in zip(split.files, split.labels):
+        h.update(f"{Path(f).name}:{l}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,27 @@
+"""The quantizers of the number contract, named once (DESIGN.md rules 1-3).
+
+Every scale is a power of two (Brevitas FixedPoint quantizers), biases are int32 in the
+accumulator's scale, and the input quantizer has the constant scale 2**-8 so that the image
+p/256 enters as its integer pixel value p.
+"""
+
+from brevitas.inject.enum import ScalingImplType
+from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
+
+BIAS_QUANT = Int32Bias  # rule 3: scale = s_in * s_w, 32-bit
+
+
+class WeightQuant(Int8WeightPerTensorFixedPoint):
+    """Signed narrow-range weights, one power-of-two scale per tensor; width set per layer."""
+
+
+class ActQuant(Uint8ActPerTensorFixedPoint):
+    """Unsigned activations after ReLU, learned power-of-two scale; width set per layer."""
+
+
+class InputQuant(Uint8ActPerTensorFixedPoint):
+    """Rule 2: unsigned 8-bit with the constant scale 2**-8 (1.0 / 255 rounded up to a power of two)."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    scaling_const = 1.0
+    max_val = 1.0

@@ -1,0 +1,164 @@
+"""Training: float (Adam or SGD) and QAT fine-tuning with gradual pruning of P-layers.
+
+Early stopping on validation loss with patience; the best epoch is saved as the checkpoint
+(atomically) each time it improves, so Ctrl-C always leaves a usable checkpoint. A `.resume.pt`
+beside it holds optimizer and RNG state for `--resume`. Seeded and deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from quant import checkpoint
+from quant.data import SIZE, Split, centre_crop, dataset_hash
+from quant.model import ConfigError, ModelConfig, build
+from quant.prune import Pruner, p_layers
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.0
+    batch: int = 128
+    epochs: int = 30
+    patience: int = 5
+    seed: int = 0
+    augment: bool = True
+    prune_epochs: int = 6  # QAT: epochs over which P-layers reach their sparsity
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels p -> p/256 (contract rule 2)."""
+    return images.float() / 256.0
+
+
+def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 64-px crop, horizontal flip, mild brightness/contrast jitter; stays on the p/256 grid."""
+    n, _, h, w = batch.shape
+    ys = torch.randint(0, h - SIZE + 1, (n,), generator=gen)
+    xs = torch.randint(0, w - SIZE + 1, (n,), generator=gen)
+    out = torch.stack([batch[i, :, ys[i]:ys[i] + SIZE, xs[i]:xs[i] + SIZE] for i in range(n)]).float()
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(-1)
+    bright = 1.0 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    contrast = 1.0 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * contrast + mean) * bright
+    return out.round().clamp(0, 255) / 256.0
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Logits for uint8 (N, 3, >=64, >=64) images, centre-cropped."""
+    model.eval()
+    x = torch.as_tensor(np.ascontiguousarray(centre_crop(np.asarray(images))))
+    return torch.cat([model(to_input(x[i:i + batch])) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
+
+
+def evaluate_loss(model: nn.Module, split: Split) -> tuple[float, float]:
+    logits = predict(model, split.images)
+    y = torch.as_tensor(split.labels)
+    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=tc.lr)
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum)
+    raise ValueError(f"unknown optimizer {tc.optimizer!r}; use adam or sgd")
+
+
+def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
+          init: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train and return the best checkpoint dict (also saved at `out`)."""
+    out = Path(out)
+    resume_path = out.with_suffix(".resume.pt")
+    torch.manual_seed(tc.seed)
+    torch.use_deterministic_algorithms(True)
+    model = build(config)
+    if init is not None:  # QAT from a float checkpoint: same parameter names, quantizer params extra
+        model.load_state_dict(init["state_dict"], strict=False)
+    opt = make_optimizer(model, tc)
+    gen = torch.Generator().manual_seed(tc.seed)
+    steps = (len(train_split) + tc.batch - 1) // tc.batch
+    pruner = Pruner(p_layers(model), tc.prune_epochs * steps) if config.quantized else None
+    history, best, start_epoch, bad = [], None, 0, 0
+    if resume and resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        history, best, start_epoch, bad = state["history"], state["best"], state["epoch"], state["bad"]
+        if pruner is not None:
+            pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
+    meta = {"config": config.to_dict(), "class_names": train_split.class_names, "train": asdict(tc),
+            "data": {"train": train_split.counts(), "val": val_split.counts(),
+                     "train_hash": dataset_hash(train_split), "val_hash": dataset_hash(val_split),
+                     "skipped": train_split.skipped + val_split.skipped}}
+    images = torch.as_tensor(train_split.images)
+    labels = torch.as_tensor(train_split.labels)
+    t_start = time.time() - (history[-1]["elapsed"] if history else 0.0)
+    try:
+        for epoch in range(start_epoch, tc.epochs):
+            model.train()
+            perm = torch.randperm(len(labels), generator=gen)
+            loss_sum = correct = seen = 0.0
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+            for s in bar:
+                idx = perm[s * tc.batch:(s + 1) * tc.batch]
+                x = augment(images[idx], gen) if tc.augment else to_input(centre_crop(images[idx]))
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if pruner is not None:
+                    pruner.step()
+                loss_sum += float(loss) * len(idx)
+                correct += float((logits.argmax(1) == labels[idx]).sum())
+                seen += len(idx)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            val_loss, val_acc = evaluate_loss(model, val_split)
+            rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "val_loss": val_loss, "val_acc": val_acc, "elapsed": time.time() - t_start}
+            if pruner is not None:
+                rec["sparsity"] = pruner.sparsity()
+            history.append(rec)
+            ready = pruner is None or pruner.done  # never keep a model that is not yet fully pruned
+            improved = ready and (best is None or val_loss < best["val_loss"])
+            if improved:
+                best, bad = rec, 0
+                checkpoint.save(out, {**meta, "state_dict": model.state_dict(), "history": history,
+                                      "best_epoch": rec["epoch"], "metrics": {"val_loss": val_loss, "val_acc": val_acc},
+                                      "train_time_s": rec["elapsed"]})
+            elif ready:
+                bad += 1
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
+                           f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                        "history": history, "best": best, "epoch": epoch + 1, "bad": bad,
+                        "pruner_t": pruner.t if pruner else 0, "pruner_masks": pruner.masks if pruner else None},
+                       resume_path)
+            if bad >= tc.patience:
+                break
+    except KeyboardInterrupt:
+        if best is None:
+            raise
+        tqdm.write(f"interrupted: the best checkpoint so far (epoch {best['epoch']}) is at {out}; --resume continues")
+        raise
+    if best is None:
+        raise ConfigError("training ended before any epoch completed with the P-layers fully pruned; raise --epochs above --prune-epochs")
+    ckpt = checkpoint.load(out)
+    ckpt["history"] = history  # the full curve, past the best epoch too
+    checkpoint.save(out, ckpt)
+    return ckpt
