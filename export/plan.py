@@ -67,6 +67,7 @@ class Layer:
     relu: bool = False
     cls: str = "NP"  # "NP": dense on the systolic array; "P": pruned, sparse engine
     sparse: SparseRows | None = None  # the P-layer's stored encoding
+    tensor: str = ""  # the ONNX tensor holding this layer's output, dequantized (for layer-wise checks)
 
     @property
     def acc_exp(self) -> int:

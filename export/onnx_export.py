@@ -1,0 +1,53 @@
+"""Brevitas QCDQ export of a checkpoint to the golden ONNX model.
+
+The graph has a dynamic batch dimension and carries metadata_props: class names, the input scale,
+the model config and the checkpoint's hash, so the compiler and every tool downstream read what
+they need from the ONNX file alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from quant import checkpoint
+from quant.atomic import atomic_write
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def export(ckpt_path: str | Path | None, out: str | Path) -> Path:
+    """Export a quantized checkpoint (default: the bundled QAT+pruned one) to `out`."""
+    ckpt_path = Path(ckpt_path) if ckpt_path is not None else checkpoint.BUNDLED_QAT
+    ckpt = checkpoint.load(ckpt_path)
+    if not ckpt["config"].get("quantized"):
+        raise checkpoint.CheckpointError(
+            f"{ckpt_path}: a float checkpoint; export a quantized one (train it with `python -m quant train --qat --init {ckpt_path}`)")
+    model = checkpoint.model_from(ckpt)
+    from brevitas.export import export_onnx_qcdq
+    x = torch.zeros(1, *ckpt["config"]["in_shape"])
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx_qcdq(model, args=x, export_path=buf, dynamo=False, input_names=[INPUT_NAME],
+                         output_names=[OUTPUT_NAME],
+                         dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {"class_names": json.dumps(ckpt["class_names"]), "input_scale": "0.00390625",
+            "model_config": json.dumps(ckpt["config"]), "checkpoint_hash": checkpoint.file_hash(ckpt_path),
+            "checkpoint": Path(ckpt_path).name, "producer": "cnn-codesign export"}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(proto)
+    return atomic_write(out, lambda f: f.write(proto.SerializeToString()))
+
+
+def metadata(model: str | Path | onnx.ModelProto) -> dict[str, str]:
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    return {p.key: p.value for p in proto.metadata_props}
