@@ -8,7 +8,7 @@ first, then one byte: the index of the largest logit (the first one on a tie, as
 
 from amaranth.build import Attrs, ResourceError
 from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
-from amaranth.lib import fifo, wiring
+from amaranth.lib import fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth_boards.resources import UARTResource
 
@@ -116,27 +116,28 @@ class BoardTop(Elaboratable):
         m = Module()
         period = bit_period(platform.default_clk_frequency, self.baud)
         m.submodules.link = link = HostLink(self.accel, self.n_pixels, self.num_classes, period)
-        uart = platform.request("uart", 0)
-        m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
-        leds = _request_leds(platform)
-        status = [link.busy, *link.klass]
-        for led, bit in zip(leds, status):
-            m.d.comb += led.eq(bit)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
+        for i, (port, bit) in enumerate(zip(_request_leds(platform), [link.busy, *link.klass])):
+            m.submodules[f"led{i}"] = led = io.Buffer("o", port)
+            m.d.comb += led.o.eq(bit)
         return m
 
 
-def _request_leds(platform) -> list[Signal]:
-    """Every plain LED the board has, else the channels of its RGB LED."""
+def _request_leds(platform) -> list:
+    """Every plain LED port the board has, else the channels of its RGB LED."""
     leds = []
     while True:
         try:
-            leds.append(platform.request("led", len(leds)).o)
+            leds.append(platform.request("led", len(leds), dir="-"))
         except ResourceError:
             break
     if not leds:
         try:
-            rgb = platform.request("rgb_led", 0)
-            leds = [rgb.r.o, rgb.g.o, rgb.b.o]
+            rgb = platform.request("rgb_led", 0, dir="-")
+            leds = [rgb.r, rgb.g, rgb.b]
         except ResourceError:
             pass
     return leds
