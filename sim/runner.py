@@ -69,14 +69,8 @@ class Build:
         return self.dir / TOP
 
 
-def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
-          cache_dir: str | Path | None = None, log=None) -> Build:
-    """Compile `rtl_dir/accelerator.v` inside the harness, or reuse the cached build.
-
-    Every other file in `rtl_dir` (memory init files) is part of the key and is copied next to
-    each simulation run, since `$readmemh` paths are relative to the run folder.
-    """
-    _toolchain_env()
+def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> tuple[str, str, list[str], tuple[Path, ...]]:
+    """The cache key of a build: a hash of the Verilog, the init files, the harness and the flags."""
     rtl_dir = Path(rtl_dir)
     verilog = rtl_dir / "accelerator.v"
     if not verilog.is_file():
@@ -89,7 +83,19 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
                  cocotb.__version__.encode(), str(VERILATOR_ROOT).encode(),
                  *(p.name.encode() + b"\0" + p.read_bytes() for p in data_files)):
         h.update(hashlib.sha256(part).digest())
-    key = h.hexdigest()[:20]
+    return h.hexdigest()[:20], harness, flags, data_files
+
+
+def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
+          cache_dir: str | Path | None = None, log=None) -> Build:
+    """Compile `rtl_dir/accelerator.v` inside the harness, or reuse the cached build.
+
+    Every other file in `rtl_dir` (memory init files) is part of the key and is copied next to
+    each simulation run, since `$readmemh` paths are relative to the run folder.
+    """
+    _toolchain_env()
+    key, harness, flags, data_files = build_key(rtl_dir, pixel_count, waves=waves)
+    verilog = Path(rtl_dir) / "accelerator.v"
     out = Path(cache_dir or default_cache_dir()) / (key + ("-fst" if waves else ""))
     result = Build(out, key, data_files, waves, compiled=False)
     if (out / "ok").is_file() and result.executable.is_file():
@@ -192,4 +198,4 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
     return SimResult(records[:-1], records[-1], run_dir)
 
 
-__all__ = ["Build", "SimResult", "build", "default_cache_dir", "simulate"]
+__all__ = ["Build", "SimResult", "build", "build_key", "default_cache_dir", "simulate"]

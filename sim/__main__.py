@@ -1,0 +1,113 @@
+"""`python -m sim run`: the accelerator RTL under Verilator against ONNX Runtime on real images.
+
+    python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC]
+                      --json FILE [--clock-mhz 100]
+
+Prints one line per image and a summary; writes the summary (and per-image results) to --json.
+Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="simulate the accelerator on a data split and compare with ONNX Runtime")
+    r.add_argument("--onnx", type=Path, help="the golden model (default: the bundled QAT+pruned model)")
+    r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders")
+    r.add_argument("--split", required=True, choices=("train", "val", "test"))
+    r.add_argument("--limit", type=int, help="at most N images (the first N of the split)")
+    r.add_argument("--array", default=None, help="systolic array RxC (default: the hardware's default)")
+    r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
+    r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
+    r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder)")
+    r.add_argument("--gaps", action="store_true", help="random bubbles in the pixel stream")
+    r.add_argument("--backpressure", action="store_true", help="random ready on the logits stream")
+    return ap.parse_args(argv)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.compile import compile_onnx, default_onnx
+    from hw.array import ArrayConfig
+    from quant.atomic import atomic_write_text
+    from quant.data import load_split
+    from sim.golden import expected_logits
+    from sim.verify import generate_rtl, verify
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if args.clock_mhz <= 0:
+        raise UsageError(f"--clock-mhz must be positive, got {args.clock_mhz}")
+    if not (args.data / args.split).is_dir():
+        raise UsageError(f"{args.data / args.split}: no such folder (--data DIR needs DIR/{args.split}/<class>/)")
+    array = str(ArrayConfig.parse(args.array) if args.array else ArrayConfig())
+    onnx_path = args.onnx or default_onnx()
+    if not Path(onnx_path).is_file():
+        raise UsageError(f"{onnx_path}: no such ONNX model")
+    plan = compile_onnx(onnx_path)
+    images, labels, names = load_split(args.data, args.split, limit=args.limit)
+    if len(images) == 0:
+        raise UsageError(f"{args.data / args.split}: no images")
+    if plan.class_names and list(names) != list(plan.class_names):
+        missing = [n for n in names if n not in plan.class_names]
+        if missing:
+            raise UsageError(f"classes {missing} of {args.data / args.split} are not the model's {plan.class_names}")
+        labels = np.array([plan.class_names.index(names[l]) for l in labels])
+    work = args.work or Path(tempfile.mkdtemp(prefix="sim-run-"))
+    print(f"model {onnx_path}, {len(images)} {args.split} images, array {array}, work {work}", file=sys.stderr)
+    expected = expected_logits(onnx_path, plan, images)
+    rtl = generate_rtl(plan, array, work / "rtl")
+    class_names = plan.class_names or [str(i) for i in range(expected.shape[1])]
+    bar = tqdm(total=len(images), unit="img", desc="RTL vs ONNX Runtime", file=sys.stderr)
+
+    def line(r: dict) -> None:
+        got = class_names[int(np.argmax(r["got"]))] if r["got"] else "-"
+        status = "bit-exact" if r["bit_exact"] else ("ERROR " + r["error"] if r["error"] else "MISMATCH")
+        bar.write(f"image {r['index']:4d}  label {class_names[r['label']]:>10}  rtl {got:>10}  "
+                  f"cycles {r['cycles']}  {status}", file=sys.stderr)
+        bar.update(1)
+
+    out = verify(plan, rtl, images, expected, labels=labels, work_dir=work, clock_mhz=args.clock_mhz,
+                 gaps=args.gaps, backpressure=args.backpressure, on_image=line,
+                 log=lambda m: bar.write(m, file=sys.stderr))
+    bar.close()
+    summary = {**out.summary, "split": args.split, "data": str(args.data), "onnx": str(onnx_path), "array": array,
+               "diagnosis": out.diagnosis, "waveform": str(out.waveform) if out.waveform else None,
+               "per_image": out.records}
+    atomic_write_text(args.json, json.dumps(summary, indent=1))
+    s = out.summary
+    print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
+          f"RTL accuracy {s['rtl_accuracy']:.4f}, cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
+          f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz, "
+          f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s -> {args.json}")
+    if out.diagnosis:
+        print(out.diagnosis)
+    return 0 if s["bit_exact"] == s["images"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

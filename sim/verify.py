@@ -1,0 +1,123 @@
+"""The whole check: plan -> accelerator Verilog -> Verilator -> logits vs ONNX Runtime.
+
+Used by `python -m sim run` and by the tests. Per image: bit-exact (every logit equal), class
+agreement (argmax), cycles. On the first mismatching image, a traced + FST re-run names the first
+layer, channel and pixel where the RTL departs from export.reference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from export.plan import Plan
+from sim import runner
+from sim.golden import first_difference, read_trace
+
+
+def generate_rtl(plan: Plan, array: str, out_dir: str | Path) -> Path:
+    """The accelerator's Verilog and memory init files for `plan` on a `RxC` array."""
+    from hw.array import ArrayConfig
+    from hw.top import generate
+    out_dir = Path(out_dir)
+    generate(plan, ArrayConfig.parse(array), out_dir)
+    return out_dir
+
+
+def timeout_cycles(plan: Plan) -> int:
+    """A generous bound on one image's cycles (only a hung design reaches it): a 1x1 array
+    spends about one cycle per dense MAC, plus the pixel stream and per-layer overheads."""
+    macs = sum(l.macs_dense for l in plan.layers)
+    return 8 * macs + 64 * int(np.prod(plan.input_shape)) + 200_000
+
+
+@dataclass
+class Outcome:
+    records: list[dict]  # per image: index, expected, got, cycles, bit_exact, class_agree, [label, correct], error
+    summary: dict
+    diagnosis: str | None = None
+    waveform: Path | None = None
+    run_dir: Path | None = None
+    mismatches: list[int] = field(default_factory=list)
+
+
+def summarize(records: list[dict], sim: dict, clock_mhz: float) -> dict:
+    cycles = [r["cycles"] for r in records if r["cycles"] is not None]
+    mean = float(np.mean(cycles)) if cycles else None
+    labelled = [r for r in records if "label" in r]
+    return {
+        "images": len(records),
+        "bit_exact": sum(r["bit_exact"] for r in records),
+        "class_agree": sum(r["class_agree"] for r in records),
+        "rtl_accuracy": (sum(r["correct"] for r in labelled) / len(labelled)) if labelled else None,
+        "onnx_accuracy": (sum(r["onnx_correct"] for r in labelled) / len(labelled)) if labelled else None,
+        "errors": sum(r["error"] is not None for r in records),
+        "cycles": {"min": min(cycles), "mean": mean, "max": max(cycles)} if cycles else None,
+        "clock_mhz": clock_mhz,
+        "images_per_second": clock_mhz * 1e6 / mean if mean else None,
+        "sim_cycles": sim["sim_cycles"],
+        "sim_wall_s": round(sim["wall_s"], 3),
+        "sim_cycles_per_second": round(sim["sim_cycles_per_second"]),
+    }
+
+
+def verify(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.ndarray, *,
+           labels: np.ndarray | None = None, work_dir: str | Path | None = None, clock_mhz: float = 100.0,
+           gaps: bool = False, backpressure: bool = False, diagnose: bool = True,
+           on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+    """Simulate `images` (uint8 (N, C, H, W)) on the RTL in `rtl_dir`; compare with `expected`
+    integer logits (N, classes), e.g. from sim.golden.expected_logits."""
+    images = np.asarray(images, dtype=np.uint8)
+    expected = np.asarray(expected, dtype=np.int64)
+    if images.shape[1:] != tuple(plan.input_shape):
+        raise ValueError(f"images are {images.shape[1:]}, the plan's input is {tuple(plan.input_shape)}")
+    if expected.shape != (len(images), plan.layers[-1].out_shape[0]):
+        raise ValueError(f"expected logits are {expected.shape}, need ({len(images)}, {plan.layers[-1].out_shape[0]})")
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sim-"))
+    pixels = int(np.prod(plan.input_shape))
+    build = runner.build(rtl_dir, pixels, log=log)
+    records: list[dict] = []
+
+    def judge(rec: dict) -> None:
+        i = rec["index"]
+        exp = expected[i].tolist()
+        got = rec["logits"]
+        r = {"index": i, "expected": exp, "got": got, "cycles": rec["cycles"], "error": rec["error"],
+             "bit_exact": rec["error"] is None and got == exp,
+             "class_agree": rec["error"] is None and got is not None and int(np.argmax(got)) == int(np.argmax(exp))}
+        if labels is not None:
+            r["label"] = int(labels[i])
+            r["correct"] = r["class_agree"] and int(np.argmax(got)) == int(labels[i])
+            r["onnx_correct"] = int(np.argmax(exp)) == int(labels[i])
+        records.append(r)
+        if on_image:
+            on_image(r)
+
+    sim = runner.simulate(build, images, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
+                          gaps=gaps, backpressure=backpressure, on_image=judge)
+    out = Outcome(records, summarize(records, sim.summary, clock_mhz), run_dir=work_dir,
+                  mismatches=[r["index"] for r in records if not r["bit_exact"]])
+    if out.mismatches and diagnose:
+        out.diagnosis, out.waveform = locate(plan, rtl_dir, images, expected, out.mismatches[0], work_dir, log=log,
+                                             got=records[out.mismatches[0]])
+    return out
+
+
+def locate(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.ndarray, i: int,
+           work_dir: Path, *, got: dict, log=None) -> tuple[str, Path]:
+    """Re-run image `i` with the trace writer and an FST waveform; name where it departs."""
+    build = runner.build(rtl_dir, int(np.prod(plan.input_shape)), waves=True, log=log)
+    run_dir = work_dir / f"mismatch-image{i}"
+    trace = run_dir / "trace.txt"
+    res = runner.simulate(build, images[i:i + 1], expected.shape[1], run_dir, timeout_cycles=timeout_cycles(plan),
+                          trace_file=trace)
+    rerun = res.images[0]
+    writes = read_trace(trace) if trace.is_file() else []
+    what = got["error"] or f"RTL logits {got['got']}, ONNX Runtime {got['expected']}"
+    where = first_difference(plan, images[i], writes, rerun["logits"])
+    wave = run_dir / "waves.fst"
+    return f"image {i}: {what}; {where}; waveform: {wave}", wave

@@ -1,0 +1,85 @@
+"""sim.runner and sim.testbench on the PixelSums fixture (tests/sim_helpers.py), not the accelerator:
+the build cache, the stream protocol corners (pixel bubbles, logits back-pressure), timeouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import runner
+from sim.harness import HarnessError, harness_verilog
+from sim_helpers import pixel_sums_expected, write_pixel_sums
+
+SHAPE, CLASSES = (3, 8, 8), 5
+PIXELS = int(np.prod(SHAPE))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("verilator-cache")
+
+
+@pytest.fixture(scope="module")
+def rtl(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pixelsums")
+    write_pixel_sums(d, SHAPE, CLASSES, compute_cycles=200)
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(rtl, cache):
+    return runner.build(rtl, PIXELS, cache_dir=cache)
+
+
+def test_second_build_comes_from_the_cache(rtl, cache, built):
+    assert built.compiled
+    again = runner.build(rtl, PIXELS, cache_dir=cache)
+    assert not again.compiled and again.dir == built.dir
+    assert again.executable.stat().st_mtime == built.executable.stat().st_mtime
+
+
+def test_cache_key_covers_verilog_init_files_and_flags(rtl, tmp_path):
+    key = runner.build_key(rtl, PIXELS)[0]
+    assert runner.build_key(rtl, PIXELS)[0] == key
+    assert runner.build_key(rtl, PIXELS, waves=True)[0] != key
+    assert runner.build_key(rtl, PIXELS + 1)[0] != key  # the harness's pixel memory
+    other = write_pixel_sums(tmp_path, SHAPE, CLASSES, compute_cycles=201).parent
+    assert runner.build_key(other, PIXELS)[0] != key
+    (other / "weights.hex").write_text("01\n")
+    k1 = runner.build_key(other, PIXELS)[0]
+    (other / "weights.hex").write_text("02\n")
+    assert runner.build_key(other, PIXELS)[0] != k1
+
+
+@pytest.mark.parametrize("gaps,backpressure", [(False, False), (True, True)])
+def test_logits_and_cycles(built, tmp_path, gaps, backpressure):
+    images = np.random.default_rng(1).integers(0, 256, (6, *SHAPE), dtype=np.uint8)
+    images[0] = 0
+    images[1] = 255
+    res = runner.simulate(built, images, CLASSES, tmp_path, timeout_cycles=10_000,
+                          gaps=gaps, backpressure=backpressure)
+    assert [r["error"] for r in res.images] == [None] * len(images)
+    for r, img in zip(res.images, images):
+        assert r["logits"] == pixel_sums_expected(img, CLASSES).tolist()
+    cycles = [r["cycles"] for r in res.images]
+    if not gaps:  # start, one pixel a cycle, the compute wait, one logit a cycle
+        assert cycles == [1 + PIXELS + 201 + CLASSES] * len(images)
+    else:
+        assert min(cycles) > 1 + PIXELS + 201 + CLASSES
+    assert all(r["sim_cycles"] >= c for r, c in zip(res.images, cycles))
+    assert res.summary["sim_cycles"] >= sum(cycles)
+
+
+def test_a_hung_design_times_out_with_a_clear_error(rtl, cache, tmp_path):
+    # the harness holds fewer pixels than the design waits for: it never finishes
+    short = runner.build(rtl, PIXELS - 3, cache_dir=cache)
+    images = np.zeros((1, 3, 1, PIXELS // 3 - 1), dtype=np.uint8)
+    res = runner.simulate(short, images, CLASSES, tmp_path, timeout_cycles=2_000)
+    err = res.images[0]["error"]
+    assert err.startswith("timeout") and f"took {PIXELS - 3} of {PIXELS - 3} pixels" in err
+
+
+def test_harness_refuses_a_design_without_the_port_shape():
+    v = "module accelerator(clk, rst);\n  input clk;\n  input rst;\nendmodule\n"
+    with pytest.raises(HarnessError, match="no port `start`"):
+        harness_verilog(v, 12)
