@@ -1,0 +1,209 @@
+"""Fit check before synthesis: do the design's memories and multipliers fit the board's part?
+
+Memories are mapped the way yosys maps them: each memory onto whole block RAMs in the block's
+best width x depth configuration (ECP5 DP16KD 18 Kbit, iCE40 SB_RAM40_4K 4 Kbit, 7-series
+RAMB18 halves of a 36 Kbit block); memories that are never initialised and use one port may
+go to iCE40 SPRAM. Multipliers beyond the hard DSPs are built from LUTs, estimated here at
+a_bits * b_bits LUT4s each against half the part's LUTs (the rest is control and I/O).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from boards.profiles import PROFILES, BoardProfile
+
+# (width, depth) configurations of one block RAM, per toolchain
+BLOCK_SHAPES = {
+    "ecp5": [(1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)],
+    "ice40": [(2, 2048), (4, 1024), (8, 512), (16, 256)],
+    # RAMB18 shapes; one RAMB18 is half of the profile's 36 Kbit block
+    "vendor": [(1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)],
+}
+BLOCKS_PER_SHAPE = {"ecp5": 1.0, "ice40": 1.0, "vendor": 0.5}
+SPRAM_SHAPE = (16, 16384)
+LUTRAM_MAX_DEPTH = {"ecp5": 16, "ice40": 0, "vendor": 64}  # yosys keeps these in LUTs
+DSP_MAX_BITS = {"ecp5": (18, 18), "ice40": (16, 16), "vendor": (25, 18)}
+LUT_SHARE_FOR_MULTIPLIERS = 0.5
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """One memory of the design: `initialised` from the plan (weights) or written at run time."""
+
+    name: str
+    width: int
+    depth: int
+    initialised: bool = False
+    single_port: bool = False
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What the design needs of the part, known before synthesis."""
+
+    memories: tuple[MemoryNeed, ...]
+    multipliers: int
+    mult_bits: tuple[int, int] = (9, 8)
+
+    @property
+    def memory_bits(self) -> int:
+        return sum(m.bits for m in self.memories)
+
+
+def blocks_for(mem: MemoryNeed, toolchain: str) -> float:
+    """Block RAMs one memory takes in its cheapest configuration (0 when it stays in LUTs)."""
+    if mem.depth <= LUTRAM_MAX_DEPTH[toolchain]:
+        return 0.0
+    best = min(math.ceil(mem.width / w) * math.ceil(mem.depth / d) for w, d in BLOCK_SHAPES[toolchain])
+    return best * BLOCKS_PER_SHAPE[toolchain]
+
+
+def sprams_for(mem: MemoryNeed) -> int:
+    w, d = SPRAM_SHAPE
+    return math.ceil(mem.width / w) * math.ceil(mem.depth / d)
+
+
+@dataclass(frozen=True)
+class Check:
+    resource: str
+    need: float
+    have: float
+    unit: str
+
+    @property
+    def ok(self) -> bool:
+        return self.need <= self.have
+
+    def __str__(self) -> str:
+        return f"{self.resource}: {self.need:g} of {self.have:g} {self.unit}"
+
+
+@dataclass
+class FitResult:
+    """The checks, where each memory went, and, when it misses, what would help."""
+
+    board: str
+    part: str
+    checks: list[Check]
+    placement: dict[str, str] = field(default_factory=dict)  # memory -> "bram" | "spram" | "lut"
+    knobs: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def message(self) -> str:
+        """One line: what misses and by how much, then what helps."""
+        if self.fits:
+            return f"fits {self.board} ({self.part}): " + "; ".join(map(str, self.checks))
+        misses = [f"{c.resource} needs {c.need:g} {c.unit}, the {self.part} has {c.have:g} "
+                  f"({c.need / c.have:.1f}x, {c.need - c.have:g} over)" if c.have else
+                  f"{c.resource} needs {c.need:g} {c.unit}, the {self.part} has none"
+                  for c in self.checks if not c.ok]
+        return f"does not fit {self.board}: " + "; ".join(misses) + ". Try: " + "; ".join(self.knobs)
+
+    def to_dict(self) -> dict:
+        return {"board": self.board, "part": self.part, "fits": self.fits,
+                "checks": [{"resource": c.resource, "need": c.need, "have": c.have, "unit": c.unit}
+                           for c in self.checks],
+                "placement": self.placement, "message": self.message()}
+
+
+def check_fit(demand: Demand, profile: BoardProfile, *, knobs: bool = True) -> FitResult:
+    """Map `demand` onto `profile`'s part; the result says whether and by how much it misses."""
+    tc = profile.toolchain
+    placement: dict[str, str] = {}
+    bram = 0.0
+    spram_left = profile.spram_bits // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1])
+    spram = 0
+    # biggest first, so SPRAM (if any) takes the memories that would cost the most blocks
+    for mem in sorted(demand.memories, key=lambda m: -m.bits):
+        if mem.single_port and not mem.initialised and 0 < sprams_for(mem) <= spram_left:
+            spram_left -= sprams_for(mem)
+            spram += sprams_for(mem)
+            placement[mem.name] = "spram"
+            continue
+        blocks = blocks_for(mem, tc)
+        bram += blocks
+        placement[mem.name] = "bram" if blocks else "lut"
+    block_kbit = profile.bram_block_bits // 1024
+    in_bram = sum(m.bits for m in demand.memories if placement[m.name] == "bram")
+    checks = [Check(f"block RAM ({in_bram / 1024:.0f} Kbit of memories)", bram, profile.bram_blocks,
+                    f"blocks of {block_kbit} Kbit")]
+    if spram or profile.spram_bits:
+        checks.append(Check("SPRAM", spram, profile.spram_bits // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1]), "blocks of 256 Kbit"))
+    on_dsp = min(demand.multipliers, profile.dsps) if _dsp_can_take(demand.mult_bits, tc) else 0
+    in_luts = demand.multipliers - on_dsp
+    checks.append(Check("multipliers on DSPs", on_dsp, profile.dsps, "DSPs"))
+    if in_luts:
+        lut_cost = in_luts * demand.mult_bits[0] * demand.mult_bits[1]
+        checks.append(Check(f"LUTs for {in_luts} multipliers beyond the DSPs (estimate)", lut_cost,
+                            int(profile.luts * LUT_SHARE_FOR_MULTIPLIERS), "LUT4s"))
+    result = FitResult(profile.name, profile.part, checks, placement)
+    if knobs and not result.fits:
+        result.knobs = _knobs(demand, profile, result)
+    return result
+
+
+def _dsp_can_take(bits: tuple[int, int], toolchain: str) -> bool:
+    a, b = sorted(bits, reverse=True)
+    da, db = sorted(DSP_MAX_BITS[toolchain], reverse=True)
+    return a <= da and b <= db
+
+
+def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str]:
+    knobs = []
+    failed = {c.resource.split(" ")[0] for c in result.checks if not c.ok}
+    if failed & {"block", "SPRAM"}:
+        weights = sum(m.bits for m in demand.memories if m.initialised)
+        buffers = demand.memory_bits - weights
+        biggest = max(demand.memories, key=lambda m: m.bits)
+        if weights >= buffers:
+            knobs.append(f"weights are {weights / 1024:.0f} of {demand.memory_bits / 1024:.0f} Kbit: "
+                         f"more pruning or fewer weight bits (biggest memory: {biggest.name}, {biggest.bits / 1024:.0f} Kbit)")
+        else:
+            knobs.append(f"activation buffers are {buffers / 1024:.0f} of {demand.memory_bits / 1024:.0f} Kbit: "
+                         f"fewer activation bits or a smaller input (biggest memory: {biggest.name}, {biggest.bits / 1024:.0f} Kbit)")
+        if profile.spram_bits and any(not m.initialised and not m.single_port for m in demand.memories):
+            knobs.append("single-port activation buffers could use the SPRAM")
+    if failed & {"multipliers", "LUTs"}:
+        knobs.append("a smaller array (--array RxC, or --array auto for the largest that fits)")
+    others = [p.name for p in PROFILES.values() if p.name != profile.name and check_fit(demand, p, knobs=False).fits] \
+        if profile.name in PROFILES else []
+    if others:
+        knobs.append(f"another board: {', '.join(others)}")
+    return knobs
+
+
+def candidate_arrays(max_rows: int = 16, max_cols: int = 16) -> list[tuple[int, int]]:
+    """Array shapes from the most PEs down; among equals, the squarest first."""
+    shapes = [(r, c) for r in range(1, max_rows + 1) for c in range(1, max_cols + 1)]
+    return sorted(shapes, key=lambda rc: (-rc[0] * rc[1], abs(rc[0] - rc[1]), -rc[0]))
+
+
+class FitError(ValueError):
+    """Nothing fits; the message is one line with what to change."""
+
+
+def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
+               shapes: Iterable[tuple[int, int]] | None = None) -> tuple[tuple[int, int], FitResult]:
+    """The largest array (rows, cols) whose design fits `profile`; `demand_of(rows, cols)` sizes one."""
+    shapes = list(candidate_arrays() if shapes is None else shapes)
+    last = None
+    for rows, cols in shapes:
+        last = check_fit(demand_of(rows, cols), profile)
+        if last.fits:
+            return (rows, cols), last
+    raise FitError(f"no array from {shapes[0][0]}x{shapes[0][1]} down to {shapes[-1][0]}x{shapes[-1][1]} fits: "
+                   + last.message())
+
+
+__all__ = ["BLOCK_SHAPES", "Check", "Demand", "FitError", "FitResult", "MemoryNeed", "blocks_for",
+           "candidate_arrays", "check_fit", "pick_array"]

@@ -1,0 +1,65 @@
+"""Fit check: memory mapping onto block RAM / SPRAM, multipliers, the miss message, --array auto."""
+
+import pytest
+
+from boards.fit import (Demand, FitError, MemoryNeed, blocks_for, candidate_arrays, check_fit,
+                        pick_array)
+from boards.profiles import get_profile
+
+
+def test_memories_map_onto_whole_blocks_in_their_best_shape():
+    wide = MemoryNeed("w", width=80, depth=300, initialised=True)
+    assert blocks_for(wide, "ecp5") == 3  # 3 x (36 x 512)
+    assert blocks_for(wide, "ice40") == 10  # 5 x 2 x (16 x 256) or 10 x (8 x 512)
+    assert blocks_for(MemoryNeed("deep", 8, 2049), "ecp5") == 2  # 9 x 2048 twice
+    assert blocks_for(MemoryNeed("tiny", 32, 16), "ecp5") == 0  # stays in LUT RAM
+    assert blocks_for(MemoryNeed("tiny", 32, 16), "ice40") == 2  # no LUT RAM on iCE40
+
+
+def test_spram_takes_only_uninitialised_single_port_memories():
+    up5k = get_profile("icebreaker")
+    act = MemoryNeed("act", 16, 32768, single_port=True)  # 512 Kbit: two SPRAMs
+    weights = MemoryNeed("w", 8, 1024, initialised=True, single_port=True)
+    r = check_fit(Demand((act, weights), multipliers=4), up5k)
+    assert r.fits and r.placement == {"act": "spram", "w": "bram"}
+    assert [c.need for c in r.checks[:2]] == [2, 2]
+    dual = check_fit(Demand((MemoryNeed("act", 16, 32768), weights), multipliers=4), up5k)
+    assert not dual.fits and dual.placement["act"] == "bram"
+    assert "SPRAM" in dual.message()
+
+
+def test_a_miss_says_by_how_much_and_which_knob_helps():
+    weights = MemoryNeed("fc1_weights", 8, 600 * 1024, initialised=True)  # 4.7 Mbit
+    r = check_fit(Demand((weights,), multipliers=16), get_profile("ulx3s-12f"))
+    msg = r.message()
+    assert not r.fits and "\n" not in msg
+    assert "block RAM" in msg and "has 32" in msg and "x," in msg
+    assert "more pruning or fewer weight bits" in msg and "fc1_weights" in msg
+    assert "another board" not in msg or "ulx3s-85f" in msg
+
+    many = check_fit(Demand((MemoryNeed("w", 8, 512, True),), multipliers=100), get_profile("icebreaker"))
+    assert not many.fits and "a smaller array" in many.message() and "ulx3s-85f" in many.message()
+
+
+def test_candidate_arrays_go_from_most_pes_down_squarest_first():
+    shapes = candidate_arrays()
+    assert shapes[0] == (16, 16) and shapes[-1] == (1, 1) and len(shapes) == 256
+    assert shapes.index((8, 8)) < shapes.index((16, 4))
+    pes = [r * c for r, c in shapes]
+    assert pes == sorted(pes, reverse=True)
+
+
+def test_pick_array_takes_the_largest_that_fits():
+    up5k = get_profile("icebreaker")
+    weights = (MemoryNeed("w", 8, 4096, initialised=True),)
+    (rows, cols), fit = pick_array(lambda r, c: Demand(weights, multipliers=r * c), up5k)
+    assert fit.fits
+    for r, c in candidate_arrays():
+        if r * c > rows * cols:
+            assert not check_fit(Demand(weights, multipliers=r * c), up5k).fits
+
+
+def test_pick_array_refuses_when_nothing_fits():
+    huge = (MemoryNeed("w", 8, 1 << 20, initialised=True),)
+    with pytest.raises(FitError, match=r"no array from 16x16 down to 1x1 fits: does not fit icebreaker"):
+        pick_array(lambda r, c: Demand(huge, multipliers=r * c), get_profile("icebreaker"))
