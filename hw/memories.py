@@ -1,0 +1,87 @@
+"""On-chip memories: the banked ping-pong activation buffer and the write bus that feeds it.
+
+An activation tensor is stored flat in (C, H, W) order. The buffer is split into `banks` (the
+power of two >= cols) single-port-pair memories; element `a` lives in bank `a % banks` at row
+`a // banks`. Any `cols` consecutive elements then sit in distinct banks, so one cycle reads or
+writes a whole vector through a rotator, and all address arithmetic stays binary.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+def banks_for(cols: int) -> int:
+    """The power of two >= cols: the number of banks of an activation buffer."""
+    return 1 << (cols - 1).bit_length()
+
+
+def write_layout(addr_width: int, cols: int, width: int) -> data.StructLayout:
+    """One vector write: `count` (1..cols) consecutive elements from flat address `addr`."""
+    return data.StructLayout({
+        "valid": 1,
+        "addr": unsigned(addr_width),
+        "count": range(cols + 1),
+        "data": data.ArrayLayout(unsigned(width), cols),
+    })
+
+
+def logit_layout(addr_width: int, acc_width: int) -> data.StructLayout:
+    """One raw accumulator of the last layer, written to the logits memory."""
+    return data.StructLayout({"valid": 1, "addr": unsigned(addr_width), "data": unsigned(acc_width)})
+
+
+class ActivationBuffer(wiring.Component):
+    """`depth` elements of `width` bits in `banks_for(cols)` banks; one vector read and one
+    vector write per cycle.
+
+    `rdata[c]` is the element at `raddr + c`, one cycle after `raddr` (the rotator undoes the
+    bank interleave). A write stores `wr.data[i]` at `wr.addr + i` for `i < wr.count`.
+    """
+
+    def __init__(self, cols: int, depth: int, width: int, addr_width: int):
+        if not 1 <= cols <= 16:
+            raise ValueError(f"cols must be 1..16, got {cols}")
+        self.cols, self.width, self.banks = cols, width, banks_for(cols)
+        self.rows = max(1, -(-depth // self.banks))
+        if addr_width < (self.rows * self.banks - 1).bit_length():
+            raise ValueError(f"addr_width {addr_width} cannot address {self.rows * self.banks} elements")
+        super().__init__({
+            "raddr": In(addr_width),
+            "rdata": Out(data.ArrayLayout(unsigned(width), cols)),
+            "wr": In(write_layout(addr_width, cols, width)),
+        })
+
+    @property
+    def bits(self) -> int:
+        return self.banks * self.rows * self.width
+
+    def elaborate(self, platform):
+        m = Module()
+        lb = self.banks.bit_length() - 1
+        rphase, rrow = self.raddr[:lb], self.raddr[lb:]
+        wphase, wrow = self.wr.addr[:lb], self.wr.addr[lb:]
+        rphase_q = Signal(max(lb, 1))
+        m.d.sync += rphase_q.eq(rphase)
+        outs = []
+        wdata = Array(self.wr.data[c] for c in range(self.cols))
+        for b in range(self.banks):
+            mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self.width), depth=self.rows, init=[])
+            rd, wp = mem.read_port(), mem.write_port()
+            # bank b holds the element of the vector at column (b - phase) mod banks
+            m.d.comb += rd.addr.eq(rrow + (b < rphase))
+            col = Signal(range(self.banks), name=f"wcol{b}")
+            m.d.comb += [
+                col.eq((b - wphase)[:lb] if lb else 0),
+                wp.addr.eq(wrow + (b < wphase)),
+                wp.data.eq(wdata[col]),
+                wp.en.eq(self.wr.valid & (col < self.wr.count)),
+            ]
+            outs.append(rd.data)
+        rdata = Array(outs)
+        for c in range(self.cols):
+            m.d.comb += self.rdata[c].eq(rdata[(rphase_q + c)[:lb]] if lb else outs[0])
+        return m

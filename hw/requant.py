@@ -1,0 +1,73 @@
+"""Requantizer: accumulator -> activation, `acc * 2**-shift` rounded half to even, ReLU, saturate.
+
+Bit-exact with export.reference.requantize. The per-layer constants (shift split into a right and
+a left amount, the rounding bias, the clamp bounds with ReLU folded in) are computed in Python by
+`requant_config` and held in a register by the sequencer; the hardware only adds, shifts and
+clamps. The output is registered (one cycle of latency).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from export.plan import IntType
+
+MAX_LEFT = 15  # largest left shift (negative plan shift) the requantizer implements
+
+
+def requant_layout(acc_width: int, out_width: int) -> data.StructLayout:
+    return data.StructLayout({
+        "shift_r": range(acc_width + 2),
+        "shift_l": range(MAX_LEFT + 1),
+        "half_m1": unsigned(acc_width + 1),  # 2**(shift_r-1) - 1, or 0 when shift_r == 0
+        "odd_en": 1,  # shift_r > 0: ties go to the even neighbour
+        "lo": signed(out_width + 1),
+        "hi": signed(out_width + 1),
+    })
+
+
+def requant_config(shift: int, relu: bool, out: IntType, acc_width: int) -> dict:
+    """The constants for one layer. A shift above acc_width+1 rounds every value to 0, exactly
+    as acc_width+1 does, so it is clamped there."""
+    if shift < -MAX_LEFT:
+        raise ValueError(f"left shift {-shift} exceeds {MAX_LEFT}")
+    right = min(max(shift, 0), acc_width + 1)
+    lo = max(out.min, 0) if relu else out.min
+    return {"shift_r": right, "shift_l": max(-shift, 0), "half_m1": (1 << right >> 1) - 1 if right else 0,
+            "odd_en": int(right > 0), "lo": lo, "hi": out.max}
+
+
+class Requantizer(wiring.Component):
+    """`q` = saturate(round_half_even(acc * 2**-shift)) one cycle after `acc`, as `out_width`
+    raw bits (two's complement for signed types); `raw` is `acc` delayed alike (logits)."""
+
+    def __init__(self, acc_width: int, out_width: int):
+        if not 2 <= acc_width <= 40:
+            raise ValueError(f"acc_width must be 2..40, got {acc_width}")
+        if not 1 <= out_width <= 16:
+            raise ValueError(f"out_width must be 1..16, got {out_width}")
+        self.acc_width, self.out_width = acc_width, out_width
+        super().__init__({
+            "acc": In(signed(acc_width)),
+            "cfg": In(requant_layout(acc_width, out_width)),
+            "q": Out(unsigned(out_width)),
+            "raw": Out(signed(acc_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, acc = self.cfg, self.acc
+        odd = Signal()
+        m.d.comb += odd.eq((acc >> cfg.shift_r)[0] & cfg.odd_en)
+        biased = Signal(signed(self.acc_width + 2))
+        m.d.comb += biased.eq(acc + cfg.half_m1 + odd)
+        right = Signal(signed(self.acc_width + 2))
+        m.d.comb += right.eq(biased >> cfg.shift_r)
+        left = Signal(signed(self.acc_width + 2 + MAX_LEFT))
+        m.d.comb += left.eq(right << cfg.shift_l)
+        clamped = Signal(signed(self.out_width + 1))
+        m.d.comb += clamped.eq(Mux(left < cfg.lo, cfg.lo, Mux(left > cfg.hi, cfg.hi, left)))
+        m.d.sync += [self.q.eq(clamped), self.raw.eq(acc)]
+        return m

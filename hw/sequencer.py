@@ -1,0 +1,247 @@
+"""From a plan to a schedule of passes, and the sequencer that steps through it.
+
+`schedule(plan, config)` is all the static work, in Python: it refuses what the hardware cannot
+run (one line naming the layer and what to change), picks the datapath widths, lays out the
+weight / bias / sparse memories and computes every pass's constants. The `Sequencer` is a
+generated FSM, two states per pass: load the pass's constants into registers, then start its
+engine and wait for its `done`. No descriptor memory: the constants are the FSM's outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from export.plan import Layer, Plan
+from hw.array import ArrayConfig
+from hw.memories import banks_for
+from hw.pool import pool_config
+from hw.requant import MAX_LEFT, requant_config
+from hw.window import window_config
+
+MAX_BITS = 8  # activation and weight widths the datapath is generated for
+
+
+class UnsupportedPlan(ValueError):
+    """A plan the generator refuses; the message names the layer and what to change."""
+
+
+@dataclass
+class Pass:
+    """One engine run: `kind` in ENGINES, reading buffer `src`, writing buffer `dst`."""
+
+    kind: str
+    layer: int  # index in plan.layers (-1: the image load, len(layers): the logits out)
+    name: str
+    src: int = 0
+    dst: int = 0
+    in_signed: bool = False
+    cfg: dict = field(default_factory=dict)
+    macs: int = 0  # dense MACs (array) or stored entries (sparse)
+
+
+ENGINES = ("load", "array", "pool", "sparse", "emit")
+
+
+@dataclass
+class Schedule:
+    """Everything static about one plan on one array."""
+
+    plan: Plan
+    config: ArrayConfig
+    passes: list[Pass]
+    act_width: int
+    w_width: int
+    acc_width: int
+    addr_width: int
+    buffer_depths: tuple[int, int]
+    weight_words: list[int]
+    bias_words: list[int]
+    sparse_entries: list[int]
+    sparse_row_end: list[int]
+    sparse_biases: list[int]
+    value_bits: int
+    index_bits: int
+
+    @property
+    def engines(self) -> list[str]:
+        return [e for e in ENGINES if any(p.kind == e for p in self.passes)]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.plan.layers[-1].out_shape[0])
+
+
+def _refuse(i: int, layer: Layer, what: str) -> UnsupportedPlan:
+    return UnsupportedPlan(f"layer {i} {layer.name!r} ({layer.kind}): {what}")
+
+
+def _pack(values, width: int) -> int:
+    word = 0
+    for j, v in enumerate(values):
+        word |= (int(v) & ((1 << width) - 1)) << (j * width)
+    return word
+
+
+def _check_types(i: int, l: Layer) -> None:
+    for what, t in (("input", l.inp), ("output", l.out)):
+        if t is not None and not 1 <= t.bits <= MAX_BITS:
+            raise _refuse(i, l, f"{what} is {t.bits}-bit; the datapath takes 1..{MAX_BITS} bits, quantize it narrower")
+    if l.w_type is not None and not 2 <= l.w_type.bits <= MAX_BITS:
+        raise _refuse(i, l, f"weights are {l.w_type.bits}-bit; the array takes 2..{MAX_BITS} bits")
+    if l.out is not None and l.shift < -MAX_LEFT:
+        raise _refuse(i, l, f"requant left shift {-l.shift} exceeds {MAX_LEFT}; rescale the layer")
+
+
+def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
+    """Check `plan` against the hardware and compute every constant of every pass."""
+    rows, cols = config.rows, config.cols
+    layers = plan.layers
+    if len(plan.input_shape) != 3:
+        raise UnsupportedPlan(f"input shape {plan.input_shape}: the accelerator takes one (C, H, W) image")
+    if plan.input_type.bits != 8 or plan.input_type.signed:
+        raise UnsupportedPlan(f"input type {plan.input_type}: the pixel stream carries uint8; quantize the input as unsigned 8-bit")
+    if not layers or layers[-1].kind != "linear" or layers[-1].out is not None:
+        raise UnsupportedPlan("the last layer must be a linear layer emitting raw accumulators (out=None)")
+    compute = [l for l in layers if l.weight is not None]
+    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute)
+    if acc_width > 32:
+        raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
+    act_width = max([8] + [l.out.bits for l in layers if l.out is not None])
+    array_layers = [l for l in compute if l.sparse is None]
+    w_width = max([2] + [l.w_type.bits + (0 if l.w_type.signed else 1) for l in array_layers])
+    p_layers = [l for l in compute if l.sparse is not None]
+    value_bits = max([1] + [l.sparse.value_bits for l in p_layers])
+    index_bits = max([1] + [l.sparse.index_bits for l in p_layers])
+
+    passes = [Pass("load", -1, "image", dst=0)]
+    sizes = [int(np.prod(plan.input_shape)), 0]
+    reads = [0, 0]
+    weight_words, bias_words, entries, row_end, sbias = [], [], [], [], []
+    cur, shape, signed = 0, tuple(plan.input_shape), False
+    for i, l in enumerate(layers):
+        _check_types(i, l)
+        if tuple(l.in_shape) != shape:
+            raise _refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
+        last = i == len(layers) - 1
+        if l.out is None and not last:
+            raise _refuse(i, l, "only the last layer may emit raw accumulators (out=None)")
+        if l.kind == "flatten":
+            shape = tuple(l.out_shape)
+            continue
+        rq = {} if l.out is None else requant_config(l.shift, l.relu, l.out, acc_width)
+        p = Pass("", i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed)
+        if l.kind == "conv2d" or (l.kind == "linear" and l.sparse is None):
+            if l.kind == "conv2d":
+                if l.stride != 1:
+                    raise _refuse(i, l, f"stride {l.stride}: the window generator makes stride 1 only; use stride 1 and a max-pool")
+                cin, h, w = l.in_shape
+                cout, oh, ow = l.out_shape
+                k = l.kernel
+            else:
+                cin, h, w, k, (cout,), oh, ow = l.in_shape[0], 1, 1, 1, l.out_shape, 1, 1
+            w2 = l.weight.reshape(cout, -1).astype(np.int64)
+            n_og = -(-cout // rows)
+            padded = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
+            padded[:cout] = w2
+            bpad = np.zeros(n_og * rows, dtype=np.int64)
+            bpad[:cout] = l.bias
+            win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(weight_words), len(bias_words))
+            for og in range(n_og):
+                block = padded[og * rows:(og + 1) * rows]
+                weight_words += [_pack(block[:, kidx], w_width) for kidx in range(w2.shape[1])]
+                bias_words.append(_pack(bpad[og * rows:(og + 1) * rows], acc_width))
+            n_xt = -(-ow // cols)
+            reads[cur] = max(reads[cur], (oh - 1) * w + (n_xt - 1) * cols + (cin - 1) * h * w + (k - 1) * w + k - 1)
+            p.kind, p.macs = "array", l.macs_dense
+            p.cfg = {"win": win, "rq": rq, "logits": int(last)}
+        elif l.kind == "maxpool":
+            if l.kernel != 2 or l.stride != 2:
+                raise _refuse(i, l, f"max-pool {l.kernel}x{l.kernel} stride {l.stride}: only 2x2 stride 2 is generated")
+            c, h, w = l.in_shape
+            cfg = pool_config(c, h, w, cols)
+            reads[cur] = max(reads[cur], (c - 1) * h * w + (2 * cfg["oh_m1"] + 1) * w + 2 * cfg["n_xt_m1"] * cols + cols)
+            p.kind, p.cfg = "pool", cfg
+        elif l.kind == "linear":
+            sp = l.sparse
+            nrows = sp.row_ptr.size - 1
+            vals = sp.values.astype(np.int64)
+            base_e, base_r = len(entries), len(row_end)
+            entries += [((int(v) & ((1 << value_bits) - 1)) << index_bits) | int(d) for v, d in zip(vals, sp.deltas)]
+            row_end += [base_e + int(e) for e in sp.row_ptr[1:]]
+            sbias += [int(b) for b in l.bias]
+            reads[cur] = max(reads[cur], l.in_shape[0] - 1)
+            p.kind, p.macs = "sparse", sp.entries
+            p.cfg = {"rows_m1": nrows - 1, "row_base": base_r, "e_base": base_e, "rq": rq, "logits": int(last)}
+        else:
+            raise _refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, flatten, linear are)")
+        passes.append(p)
+        shape = tuple(l.out_shape)
+        if not last:
+            cur = 1 - cur
+            sizes[cur] = max(sizes[cur], int(np.prod(l.out_shape)))
+            signed = l.out.signed
+    passes.append(Pass("emit", len(layers), "logits", src=cur))
+
+    banks = banks_for(cols)
+    depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
+    acc_words = [_pack([b], acc_width) for b in sbias]
+    addr_width = max(int(d + banks).bit_length() for d in
+                     (*depths, len(weight_words), len(bias_words), len(entries) + 1, len(row_end)))
+    return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths,
+                    weight_words, bias_words, entries, row_end, acc_words, value_bits, index_bits)
+
+
+class Sequencer(wiring.Component):
+    """IDLE until `start`; then per pass: constants into `cfg`, one-cycle `go[kind]`, wait for
+    `finished[kind]`. `done` pulses after the last pass (the logits emitter)."""
+
+    def __init__(self, sched: Schedule, layouts: dict[str, data.StructLayout]):
+        self.sched, self.layouts = sched, layouts
+        engines = sched.engines
+        nlayers = len(sched.plan.layers)
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "go": Out(data.StructLayout({e: 1 for e in engines})),
+            "finished": In(data.StructLayout({e: 1 for e in engines})),
+            "cfg": Out(data.StructLayout(layouts)),
+            "kind": Out(data.StructLayout({e: 1 for e in engines})),  # one-hot: the running engine
+            "src": Out(1),
+            "dst": Out(2),  # 0/1: that buffer, 2: the logits memory
+            "in_signed": Out(1),
+            "layer": Out(range(nlayers + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        passes = self.sched.passes
+        for e in self.sched.engines:
+            m.d.sync += self.go[e].eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "P0"
+            for i, p in enumerate(passes):
+                with m.State(f"P{i}"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += [self.go[p.kind].eq(1), self.src.eq(p.src), self.dst.eq(2 if p.dst < 0 else p.dst),
+                                 self.in_signed.eq(p.in_signed), self.layer.eq(max(p.layer, 0)),
+                                 *(self.kind[e].eq(e == p.kind) for e in self.sched.engines)]
+                    if p.kind in self.layouts:
+                        m.d.sync += self.cfg[p.kind].eq(self.layouts[p.kind].const(p.cfg))
+                    m.next = f"R{i}"
+                with m.State(f"R{i}"):
+                    m.d.comb += self.busy.eq(1)
+                    with m.If(self.finished[p.kind]):
+                        if i + 1 < len(passes):
+                            m.next = f"P{i + 1}"
+                        else:
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
+        return m

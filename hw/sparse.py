@@ -1,0 +1,115 @@
+"""Sparse engine for P-layers: streams the stored (value, delta) entries, one MAC per cycle.
+
+Walks each output row exactly as export.encoding describes: `idx += delta; acc += value * x[idx]`
+(padding entries have value 0 and only move idx), then adds the bias, requantizes and writes one
+output. Zero weights cost nothing; an all-zero row costs its two cycles of row overhead only.
+Entries of every P-layer sit in one memory, `row_end[r]` (absolute entry index) ends row r.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.memories import logit_layout, write_layout
+from hw.requant import Requantizer, requant_layout
+
+
+def sparse_layout(addr_width: int, acc_width: int, act_width: int) -> data.StructLayout:
+    return data.StructLayout({
+        "rows_m1": unsigned(addr_width),
+        "row_base": unsigned(addr_width),  # this layer's first row in the row_end / bias memories
+        "e_base": unsigned(addr_width),  # this layer's first entry
+        "rq": requant_layout(acc_width, act_width),
+        "logits": 1,
+    })
+
+
+class SparseEngine(wiring.Component):
+    """One P-layer per `start`; `done` one cycle after its last write. `raddr`/`rdata[0]` read
+    the input vector (one element per cycle)."""
+
+    def __init__(self, cols: int, addr_width: int, act_width: int, acc_width: int, value_bits: int,
+                 index_bits: int, entries: list[int], row_end: list[int], biases: list[int]):
+        if not 1 <= value_bits <= 16 or not 1 <= index_bits <= 16:
+            raise ValueError(f"sparse value and index widths must be 1..16, got {value_bits}, {index_bits}")
+        self.cols, self.addr_width, self.act_width, self.acc_width = cols, addr_width, act_width, acc_width
+        self.value_bits, self.index_bits = value_bits, index_bits
+        self.entries, self.row_end, self.biases = entries or [0], row_end or [0], biases or [0]
+        super().__init__({
+            "start": In(1),
+            "cfg": In(sparse_layout(addr_width, acc_width, act_width)),
+            "raddr": Out(addr_width),
+            "rdata": In(data.ArrayLayout(signed(act_width + 1), cols)),
+            "wr": Out(write_layout(addr_width, cols, act_width)),
+            "logit": Out(logit_layout(addr_width, acc_width)),
+            "done": Out(1),
+        })
+
+    @property
+    def memory_bits(self) -> dict[str, int]:
+        return {"sparse_entries": len(self.entries) * (self.value_bits + self.index_bits),
+                "sparse_row_end": len(self.row_end) * self.addr_width,
+                "sparse_biases": len(self.biases) * self.acc_width}
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, aw, vb, ib = self.cfg, self.addr_width, self.value_bits, self.index_bits
+        emem = m.submodules.entries = Memory(shape=unsigned(vb + ib), depth=len(self.entries), init=self.entries)
+        pmem = m.submodules.row_end = Memory(shape=unsigned(aw), depth=len(self.row_end), init=self.row_end)
+        bmem = m.submodules.biases = Memory(shape=unsigned(self.acc_width), depth=len(self.biases), init=self.biases)
+        erd, prd, brd = emem.read_port(), pmem.read_port(), bmem.read_port()
+
+        # issue: per row one WAIT cycle (row_end answers), the row's entries, one END token
+        busy, wait, first = Signal(), Signal(), Signal()
+        o, e = Signal(aw), Signal(aw)
+        m.d.comb += [prd.addr.eq(cfg.row_base + o), erd.addr.eq(e)]
+        tok = data.StructLayout({"entry": 1, "end": 1, "first": 1, "o": unsigned(aw)})
+        s0, s1, s2 = Signal(tok), Signal(tok), Signal(tok)
+        m.d.comb += s0.o.eq(o)
+        with m.If(self.start):
+            m.d.sync += [busy.eq(1), wait.eq(1), first.eq(1), o.eq(0), e.eq(cfg.e_base)]
+        with m.Elif(busy & wait):
+            m.d.sync += wait.eq(0)
+        with m.Elif(busy & (e != prd.data)):
+            m.d.comb += [s0.entry.eq(1), s0.first.eq(first)]
+            m.d.sync += [e.eq(e + 1), first.eq(0)]
+        with m.Elif(busy):
+            m.d.comb += s0.end.eq(1)
+            m.d.sync += [o.eq(o + 1), wait.eq(1), first.eq(1)]
+            with m.If(o == cfg.rows_m1):
+                m.d.sync += busy.eq(0)
+
+        # stage 1: entry read answered; step the index, read x[idx] and the row's bias
+        m.d.sync += [s1.eq(s0), s2.eq(s1)]
+        value, delta = erd.data[ib:].as_signed(), erd.data[:ib]
+        idx, idx_next = Signal(aw), Signal(aw)
+        value2 = Signal(signed(vb))
+        m.d.comb += [idx_next.eq(Mux(s1.first, 0, idx) + delta), self.raddr.eq(idx_next),
+                     brd.addr.eq(cfg.row_base + s1.o)]
+        with m.If(s1.entry):
+            m.d.sync += [idx.eq(idx_next), value2.eq(value)]
+
+        # stage 2: multiply-accumulate; at END add the bias and requantize
+        acc = Signal(signed(self.acc_width))
+        rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width)
+        m.d.comb += [rq.acc.eq(acc + brd.data.as_signed()), rq.cfg.eq(cfg.rq)]
+        with m.If(s2.entry):
+            m.d.sync += acc.eq(acc + value2 * self.rdata[0])
+        with m.If(s2.end | self.start):
+            m.d.sync += acc.eq(0)
+        wvalid, addr = Signal(), Signal(aw)
+        m.d.sync += [wvalid.eq(s2.end), addr.eq(s2.o)]
+        m.d.comb += [self.wr.valid.eq(wvalid & ~cfg.logits), self.wr.addr.eq(addr), self.wr.count.eq(1),
+                     self.wr.data[0].eq(rq.q),
+                     self.logit.valid.eq(wvalid & cfg.logits), self.logit.addr.eq(addr), self.logit.data.eq(rq.raw)]
+
+        running = Signal()
+        with m.If(self.start):
+            m.d.sync += running.eq(1)
+        with m.Elif(running & ~busy & ~s1.entry & ~s1.end & ~s2.entry & ~s2.end & ~wvalid):
+            m.d.sync += running.eq(0)
+            m.d.comb += self.done.eq(1)
+        return m

@@ -1,0 +1,100 @@
+"""The accelerator's two streams: pixels in (HWC, as images travel) and logits out.
+
+PixelLoader writes each uint8 pixel into the first activation buffer at its (C, H, W) address, so
+the layers see channel-major tensors. LogitEmitter owns the small logits memory the last layer
+writes its raw accumulators into, and sends them as signed 32-bit transfers, class 0 first.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.memories import logit_layout, write_layout
+
+
+class PixelLoader(wiring.Component):
+    """After `start`, accepts exactly C*H*W pixels (order H, W, C) and writes them in (C, H, W)
+    order; `done` one cycle after the last write."""
+
+    def __init__(self, shape: tuple[int, int, int], cols: int, addr_width: int, act_width: int):
+        self.shape, self.addr_width = tuple(shape), addr_width
+        super().__init__({
+            "start": In(1),
+            "pixels": In(stream.Signature(unsigned(8))),
+            "wr": Out(write_layout(addr_width, cols, act_width)),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c, h, w = self.shape
+        active, ch = Signal(), Signal(range(c))
+        pix, addr = Signal(self.addr_width), Signal(self.addr_width)
+        m.d.comb += self.pixels.ready.eq(active)
+        m.d.sync += self.wr.valid.eq(0)
+        with m.If(self.start):
+            m.d.sync += [active.eq(1), ch.eq(0), pix.eq(0), addr.eq(0)]
+        with m.Elif(self.pixels.valid & active):
+            m.d.sync += [self.wr.valid.eq(1), self.wr.addr.eq(addr), self.wr.count.eq(1),
+                         self.wr.data[0].eq(self.pixels.payload)]
+            with m.If(ch != c - 1):
+                m.d.sync += [ch.eq(ch + 1), addr.eq(addr + h * w)]
+            with m.Else():
+                m.d.sync += [ch.eq(0), pix.eq(pix + 1), addr.eq(pix + 1)]
+                with m.If(pix == h * w - 1):
+                    m.d.sync += active.eq(0)
+        running = Signal()
+        with m.If(self.start):
+            m.d.sync += running.eq(1)
+        with m.Elif(running & ~active & ~self.wr.valid):
+            m.d.sync += running.eq(0)
+            m.d.comb += self.done.eq(1)
+        return m
+
+
+class LogitEmitter(wiring.Component):
+    """Stores `count` raw accumulators written through `logit`; after `start` sends them on
+    `logits` (two cycles per transfer, waiting on ready); `done` as the last one is accepted."""
+
+    def __init__(self, count: int, acc_width: int, addr_width: int):
+        if not 1 <= acc_width <= 32:
+            raise ValueError(f"logits must fit 32 bits, the accumulator needs {acc_width}")
+        self.count, self.acc_width = count, acc_width
+        super().__init__({
+            "start": In(1),
+            "logit": In(logit_layout(addr_width, acc_width)),
+            "logits": Out(stream.Signature(signed(32))),
+            "done": Out(1),
+        })
+
+    @property
+    def memory_bits(self) -> dict[str, int]:
+        return {"logits": self.count * self.acc_width}
+
+    def elaborate(self, platform):
+        m = Module()
+        mem = m.submodules.mem = Memory(shape=unsigned(self.acc_width), depth=self.count, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.en.eq(self.logit.valid), wp.addr.eq(self.logit.addr), wp.data.eq(self.logit.data)]
+        i = Signal(range(self.count))
+        m.d.comb += [rp.addr.eq(i), self.logits.payload.eq(rp.data.as_signed())]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += i.eq(0)
+                    m.next = "READ"
+            with m.State("READ"):
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += self.logits.valid.eq(1)
+                with m.If(self.logits.ready):
+                    with m.If(i == self.count - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += i.eq(i + 1)
+                        m.next = "READ"
+        return m

@@ -1,0 +1,173 @@
+"""The accelerator top level: engines, ping-pong buffers and sequencer for one plan.
+
+Interface (the contract sim/ and boards/ build against): `pixels` (uint8, one image, H*W*C
+transfers in HWC order), `logits` (signed 32, class 0 first), `start` / `busy` / `done`,
+`cycles` (start to done, latched at done), and `trace`, a registered copy of every activation
+buffer write of a layer output: `layer` (plan index), `addr` (flat (C, H, W) address of element
+0), `count` valid elements, `data` (`count` elements of `act_width` bits, element i at bits
+[i*act_width, (i+1)*act_width), two's complement for signed layers).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.back import verilog
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from export.plan import Plan
+from hw.array import ArrayConfig, ArrayEngine, array_pass_layout
+from hw.memories import ActivationBuffer, logit_layout, write_layout
+from hw.pool import PoolEngine, pool_layout
+from hw.sequencer import Schedule, Sequencer, schedule
+from hw.sparse import SparseEngine, sparse_layout
+from hw.stream_io import LogitEmitter, PixelLoader
+from quant.atomic import atomic_write, atomic_write_text
+
+
+class Accelerator(wiring.Component):
+    def __init__(self, plan: Plan, config: ArrayConfig = ArrayConfig()):
+        self.plan, self.config = plan, config
+        self.sched = s = schedule(plan, config)
+        cols = config.cols
+        self.layouts = {"array": array_pass_layout(s.addr_width, s.acc_width, s.act_width),
+                        "pool": pool_layout(s.addr_width),
+                        "sparse": sparse_layout(s.addr_width, s.acc_width, s.act_width)}
+        self.layouts = {k: v for k, v in self.layouts.items() if k in s.engines}
+        super().__init__({
+            "pixels": In(stream.Signature(unsigned(8))),
+            "logits": Out(stream.Signature(signed(32))),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(32),
+            "trace": Out(wiring.Signature({
+                "valid": Out(1),
+                "layer": Out(range(len(plan.layers) + 1)),
+                "addr": Out(s.addr_width),
+                "count": Out(range(cols + 1)),
+                "data": Out(unsigned(cols * s.act_width)),
+            })),
+        })
+        self.buffers = [ActivationBuffer(cols, d, s.act_width, s.addr_width) for d in s.buffer_depths]
+        self.engines = self._engines()
+
+    def _engines(self) -> dict[str, wiring.Component]:
+        s, cols = self.sched, self.config.cols
+        shape = tuple(self.plan.input_shape)
+        make = {
+            "load": lambda: PixelLoader(shape, cols, s.addr_width, s.act_width),
+            "array": lambda: ArrayEngine(self.config, s.addr_width, s.act_width, s.w_width, s.acc_width,
+                                         s.weight_words, s.bias_words),
+            "pool": lambda: PoolEngine(cols, s.addr_width, s.act_width),
+            "sparse": lambda: SparseEngine(cols, s.addr_width, s.act_width, s.acc_width, s.value_bits,
+                                           s.index_bits, s.sparse_entries, s.sparse_row_end, s.sparse_biases),
+            "emit": lambda: LogitEmitter(s.num_classes, s.acc_width, s.addr_width),
+        }
+        return {e: make[e]() for e in s.engines}
+
+    @property
+    def memory_bits(self) -> dict[str, int]:
+        bits = {f"act_buffer{i}": b.bits for i, b in enumerate(self.buffers)}
+        for e in self.engines.values():
+            bits.update(getattr(e, "memory_bits", {}))
+        return bits
+
+    def elaborate(self, platform):
+        m = Module()
+        s, cols, aw = self.sched, self.config.cols, self.sched.addr_width
+        seq = m.submodules.seq = Sequencer(s, self.layouts)
+        for i, buf in enumerate(self.buffers):
+            m.submodules[f"buf{i}"] = buf
+        for name, e in self.engines.items():
+            m.submodules[name] = e
+            m.d.comb += [e.start.eq(seq.go[name]), seq.finished[name].eq(e.done)]
+            if name in self.layouts:
+                m.d.comb += e.cfg.eq(seq.cfg[name])
+        wiring.connect(m, wiring.flipped(self.pixels), self.engines["load"].pixels)
+        wiring.connect(m, self.engines["emit"].logits, wiring.flipped(self.logits))
+
+        # one read bus: the running engine's address to both buffers, the source's data back
+        readers = [n for n in ("array", "pool", "sparse") if n in self.engines]
+        raddr = Signal(aw)
+        for n in readers:
+            with m.If(seq.kind[n]):
+                m.d.comb += raddr.eq(self.engines[n].raddr)
+        rdata = Signal(data.ArrayLayout(signed(s.act_width + 1), cols))
+        for c in range(cols):
+            raw = Mux(seq.src, self.buffers[1].rdata[c], self.buffers[0].rdata[c])
+            m.d.comb += rdata[c].eq(Mux(seq.in_signed, raw.as_signed(), raw))
+        for buf in self.buffers:
+            m.d.comb += buf.raddr.eq(raddr)
+        for n in readers:
+            m.d.comb += self.engines[n].rdata.eq(rdata)
+
+        # one write bus: the running engine's (registered) write to the destination buffer
+        wr = Signal(write_layout(aw, cols, s.act_width))
+        for n in ("load", *readers):
+            with m.If(seq.kind[n]):
+                m.d.comb += wr.eq(self.engines[n].wr)
+        for i, buf in enumerate(self.buffers):
+            m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i))]
+        logit = Signal(logit_layout(aw, s.acc_width))
+        for n in ("array", "sparse"):
+            if n in self.engines:
+                with m.If(seq.kind[n]):
+                    m.d.comb += logit.eq(self.engines[n].logit)
+        m.d.comb += self.engines["emit"].logit.eq(logit)
+
+        m.d.sync += [self.trace.valid.eq(wr.valid & ~seq.kind.load), self.trace.layer.eq(seq.layer),
+                     self.trace.addr.eq(wr.addr), self.trace.count.eq(wr.count), self.trace.data.eq(wr.data)]
+
+        # start / busy / done / cycles
+        m.d.comb += [seq.start.eq(self.start), self.busy.eq(seq.busy)]
+        count = Signal(32)
+        m.d.sync += [self.done.eq(seq.done), count.eq(count + 1)]
+        with m.If(self.start & ~seq.busy):
+            m.d.sync += count.eq(1)
+        with m.If(seq.done):
+            m.d.sync += self.cycles.eq(count + 1)
+        return m
+
+
+def resources(plan: Plan, config: ArrayConfig = ArrayConfig()) -> dict:
+    """What a board must hold: memory bits per memory, multipliers (array PEs + sparse engine)."""
+    acc = Accelerator(plan, config)
+    bits = acc.memory_bits
+    return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
+            "multipliers": config.pes + int("sparse" in acc.engines),
+            "array": str(config), "act_width": acc.sched.act_width, "acc_width": acc.sched.acc_width}
+
+
+def _hex_words(words: list[int], width: int) -> str:
+    digits = max(1, -(-width // 4))
+    return "".join(f"{w & ((1 << width) - 1):0{digits}x}\n" for w in words)
+
+
+def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
+    """Write `accelerator.v` and one `$readmemh` file per initialised memory into `out_dir`;
+    return the per-layer prediction (cycles, utilisation) and the memory bits."""
+    from hw.cycles import predict
+
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    top = Accelerator(plan, config)
+    s = top.sched
+    text = verilog.convert(top, name="accelerator")
+    atomic_write_text(out_dir / "accelerator.v", text)
+    rows = config.rows
+    inits = {"array_weights": (s.weight_words, rows * s.w_width), "array_biases": (s.bias_words, rows * s.acc_width),
+             "sparse_entries": (s.sparse_entries, s.value_bits + s.index_bits),
+             "sparse_row_end": (s.sparse_row_end, s.addr_width), "sparse_biases": (s.sparse_biases, s.acc_width)}
+    files = ["accelerator.v"]
+    for name, (words, width) in inits.items():
+        if words:
+            atomic_write(out_dir / f"{name}.hex", lambda f, w=words, n=width: f.write(_hex_words(w, n).encode()))
+            files.append(f"{name}.hex")
+    model = predict(s)
+    return {"array": str(config), "files": files, "layers": model["layers"], "total_cycles": model["total_cycles"],
+            "memory_bits": top.memory_bits, "memory_bits_total": sum(top.memory_bits.values()),
+            "multipliers": config.pes + int("sparse" in top.engines), "seconds": round(time.monotonic() - t0, 2)}

@@ -1,0 +1,142 @@
+"""Shared helpers for the hw/ tests: tiny random plans and an amaranth.sim run of the accelerator."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from export.encoding import encode_best
+from export.plan import IntType, Layer, Plan
+
+
+def _weights(rng, shape, bits, density=1.0):
+    lim = (1 << (bits - 1)) - 1
+    w = rng.integers(-lim - 1, lim + 1, size=shape)
+    if density < 1.0:
+        w = w * (rng.random(shape) < density)
+    return w.astype(np.int8 if bits <= 8 else np.int16)
+
+
+def _layer(rng, name, kind, in_shape, out_shape, inp, out_bits, w_bits, kernel=1, relu=True, signed_out=False,
+           density=1.0, sparse=False, last=False, shift=None):
+    cout = out_shape[0]
+    wshape = (cout, in_shape[0], kernel, kernel) if kind == "conv2d" else (cout, in_shape[0])
+    w = _weights(rng, wshape, w_bits, density)
+    w_type = IntType(w_bits, True, -(w_bits - 1))
+    k = int(np.prod(wshape[1:]))
+    typical = max(1, int(np.sqrt(k)) * inp.max_abs * (1 << (w_bits - 1)) // 2)
+    bias = rng.integers(-typical, typical + 1, size=cout).astype(np.int64)
+    out = None if last else IntType(out_bits, signed_out, 0)
+    if shift is None:
+        shift = max(0, typical.bit_length() - out_bits + int(rng.integers(-1, 2)))
+    layer = Layer(name, kind, tuple(in_shape), tuple(out_shape), inp, out, kernel=kernel, stride=1,
+                  weight=w, bias=bias, w_type=w_type, shift=0 if last else shift, relu=relu and not last,
+                  cls="P" if sparse else "NP", sparse=encode_best(w, w_bits) if sparse else None)
+    return layer
+
+
+def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=2, hidden=6, classes=3,
+                act_bits=8, w_bits=8, density=0.3, signed_mid=False) -> Plan:
+    """conv k1 (ReLU) -> maxpool 2 -> conv k2 -> maxpool 2 -> flatten -> linear P (sparse) -> linear NP.
+    The paper model's shape, small. `signed_mid`: the second conv has no ReLU and a signed output."""
+    img = IntType(8, False, -8)
+    a = IntType(act_bits, False, -4)
+    C, H, W = shape
+    layers = []
+    l1 = _layer(rng, "conv1", "conv2d", shape, (c1, H - k1 + 1, W - k1 + 1), img, act_bits, w_bits, k1)
+    layers.append(l1)
+    p1 = (c1, l1.out_shape[1] // 2, l1.out_shape[2] // 2)
+    layers.append(Layer("pool1", "maxpool", l1.out_shape, p1, l1.out, l1.out, kernel=2, stride=2))
+    t2 = IntType(act_bits, signed_mid, -4)
+    l2 = _layer(rng, "conv2", "conv2d", p1, (c2, p1[1] - k2 + 1, p1[2] - k2 + 1), l1.out, act_bits, w_bits, k2,
+                relu=not signed_mid, signed_out=signed_mid)
+    layers.append(l2)
+    p2 = (c2, l2.out_shape[1] // 2, l2.out_shape[2] // 2)
+    layers.append(Layer("pool2", "maxpool", l2.out_shape, p2, t2, t2, kernel=2, stride=2))
+    flat = (int(np.prod(p2)),)
+    layers.append(Layer("flatten", "flatten", p2, flat, t2, t2))
+    l3 = _layer(rng, "fc1", "linear", flat, (hidden,), t2, act_bits, w_bits, density=density, sparse=True)
+    layers.append(l3)
+    layers.append(_layer(rng, "fc2", "linear", (hidden,), (classes,), l3.out, act_bits, w_bits, last=True))
+    return Plan(tuple(shape), img, layers, [f"c{i}" for i in range(classes)])
+
+
+def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
+    return rng.integers(0, 256, size=plan.input_shape).astype(np.uint8)
+
+
+def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_000, vcd: str | None = None):
+    """Stream `image` (C, H, W) in HWC order, collect the logits; returns (logits, cycles, writes).
+
+    `rng` adds random stalls on the pixel stream and back-pressure on the logits stream.
+    `writes` is every trace record: (layer, addr, [values...]) as raw unsigned elements.
+    """
+    hwc = np.transpose(image, (1, 2, 0)).reshape(-1)
+    classes = dut.sched.num_classes
+    width = dut.sched.act_width
+    result = {"logits": [], "cycles": None, "writes": []}
+
+    async def feeder(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        i = 0
+        while i < len(hwc):
+            stall = rng is not None and rng.random() < 0.3
+            ctx.set(dut.pixels.valid, 0 if stall else 1)
+            ctx.set(dut.pixels.payload, int(hwc[i]))
+            _, _, ready, valid = await ctx.tick().sample(dut.pixels.ready, dut.pixels.valid)
+            if ready and valid:
+                i += 1
+        ctx.set(dut.pixels.valid, 0)
+
+    async def collector(ctx):
+        for n in range(max_cycles):
+            ready = not (rng is not None and rng.random() < 0.4)
+            ctx.set(dut.logits.ready, 1 if ready else 0)
+            _, _, valid, payload, done, cycles, tv, tl, ta, tc, td = await ctx.tick().sample(
+                dut.logits.valid, dut.logits.payload, dut.done, dut.cycles,
+                dut.trace.valid, dut.trace.layer, dut.trace.addr, dut.trace.count, dut.trace.data)
+            if tv:
+                vals = [(int(td) >> (i * width)) & ((1 << width) - 1) for i in range(int(tc))]
+                result["writes"].append((int(tl), int(ta), vals))
+            if valid and ready:
+                result["logits"].append(int(payload))
+            if done:
+                await ctx.tick()
+                result["cycles"] = int(ctx.get(dut.cycles))
+                return
+        raise AssertionError(f"no done within {max_cycles} cycles")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feeder)
+    sim.add_testbench(collector)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    assert len(result["logits"]) == classes, f"got {len(result['logits'])} logits, want {classes}"
+    return np.array(result["logits"], dtype=np.int64), result["cycles"], result["writes"]
+
+
+def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int) -> str | None:
+    """Replay the trace into per-layer tensors; name the first layer/channel/pixel that differs."""
+    got = {}
+    for layer, addr, vals in writes:
+        buf = got.setdefault(layer, {})
+        for i, v in enumerate(vals):
+            buf[addr + i] = v
+    for i, (l, ref) in enumerate(zip(plan.layers, outs)):
+        if l.kind == "flatten" or l.out is None:
+            continue
+        flat = ref.reshape(-1)
+        for a, want in enumerate(flat):
+            v = got.get(i, {}).get(a)
+            if v is not None and l.out.signed and v >= 1 << (width - 1):
+                v -= 1 << width
+            if v != want:
+                c, rest = divmod(a, int(np.prod(ref.shape[1:])) if ref.ndim == 3 else 1)
+                return f"layer {i} {l.name}: flat {a} (channel {c}, pixel {rest}) want {int(want)} got {v}"
+    return None
