@@ -1,0 +1,182 @@
+"""`python -m quant report`: the experiment's accuracy/compression table beside the paper's figures.
+
+Every checkpoint of an experiment folder is evaluated on the validation split of the experiment's
+data. Weight bits as stored come from export's one accounting (export/encoding.py through the
+compiled layer plan): quantized checkpoints are exported to ONNX and compiled; float ones store
+32 bits per parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quant import checkpoint
+from quant.atomic import atomic_write_text
+from quant.data import Split, dataset_hash, read_split
+from quant.evaluate import score
+
+REQUIRED = ("float_adam", "float_sgd", "qat_unpruned", "qat_pruned")
+ORDER = ("float_adam", "float_sgd", "float_adam_paper-nopool2", "float_sgd_paper-nopool2", "qat_unpruned", "qat_pruned")
+LABELS = {"float_adam": "float, Adam", "float_sgd": "float, SGD",
+          "float_adam_paper-nopool2": "float, Adam, no 2nd pool", "float_sgd_paper-nopool2": "float, SGD, no 2nd pool",
+          "qat_unpruned": "QAT, unpruned", "qat_pruned": "QAT + pruned"}
+PAPER = {"accuracy_adam": 0.9118, "accuracy_sgd": 0.8889, "precision": 0.9474, "recall": 0.9, "f1": 0.9231,
+         "note": "as published; not reproduced here"}
+TARGETS = {"max_accuracy_drop": 0.01, "min_compression_ratio": 27.5}
+
+
+class ReportError(checkpoint.CheckpointError):
+    """An experiment folder the report cannot read."""
+
+
+def float_storage(ckpt: dict) -> dict:
+    """A float model stores every parameter (weights and biases) as float32."""
+    params = sum(int(np.prod(v.shape)) for k, v in ckpt["state_dict"].items()
+                 if isinstance(v, torch.Tensor) and k.endswith((".weight", ".bias")))
+    return {"weight_bits": 32 * params, "float_bits": 32 * params, "compression_ratio": 1.0, "layers": []}
+
+
+def quantized_storage(path: Path) -> dict:
+    """Export to ONNX, compile, and read the plan's accounting (values + indices for P-layers)."""
+    from export.compile import CompileError, compile_onnx
+    from export.onnx_export import export
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            plan = compile_onnx(export(path, Path(tmp) / "model.onnx"))
+        except CompileError as e:
+            raise ReportError(f"{path}: cannot compile the exported model: {e}") from None
+    layers = [{"name": l.name, "kind": l.kind, "cls": l.cls, "weights": int(l.weight.size),
+               "nonzero": int(np.count_nonzero(l.weight)), "w_bits": l.w_type.bits,
+               "index_bits": l.sparse.index_bits if l.sparse is not None else None,
+               "weight_bits": l.weight_bits, "float_bits": l.float_bits} for l in plan.compute_layers]
+    return {"weight_bits": plan.weight_bits, "float_bits": plan.float_bits,
+            "compression_ratio": plan.compression_ratio, "layers": layers}
+
+
+def read_manifest(results: Path) -> dict:
+    path = results / "experiment.json"
+    if not path.is_file():
+        raise ReportError(f"{results}: no experiment.json (run `python -m quant experiment --out {results}` first)")
+    try:
+        manifest = json.loads(path.read_text())
+        runs = manifest["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ReportError(f"{path}: not an experiment manifest ({e.__class__.__name__}); re-run the experiment") from None
+    missing = [r for r in REQUIRED if r not in runs]
+    if missing:
+        raise ReportError(f"{path}: no run(s) {', '.join(missing)}; re-run the experiment")
+    return manifest
+
+
+def run_row(name: str, path: Path, ckpt: dict, val: Split) -> dict:
+    m = score(ckpt, val)
+    quantized = bool(ckpt["config"].get("quantized"))
+    history = ckpt.get("history") or []
+    return {"label": LABELS.get(name, name), "checkpoint": path.name, "arch": ckpt["config"]["arch"],
+            "quantized": quantized, "optimizer": ckpt["train"]["optimizer"],
+            **{k: m[k] for k in ("images", "accuracy", "precision_macro", "recall_macro", "f1_macro")},
+            "best_epoch": ckpt["best_epoch"], "epochs": len(history),
+            "train_time_s": history[-1]["elapsed"] if history else ckpt["train_time_s"],
+            "time_to_best_s": ckpt["train_time_s"],
+            "val_hash_matches": dataset_hash(val) == ckpt["data"]["val_hash"],
+            **(quantized_storage(path) if quantized else float_storage(ckpt)),
+            "per_class": m["per_class"], "confusion": m["confusion"]}
+
+
+def build_report(results_dir: str | Path) -> dict:
+    """Evaluate every run of an experiment folder on its val split; the report as a JSON-able dict."""
+    results = Path(results_dir)
+    manifest = read_manifest(results)
+    data, runs = manifest["data"], manifest["runs"]
+    splits: dict[tuple[str, ...], Split] = {}
+    rows: dict[str, dict] = {}
+    for name in [r for r in ORDER if r in runs] + sorted(set(runs) - set(ORDER)):
+        path = results / runs[name]
+        ckpt = checkpoint.load(path)
+        key = tuple(ckpt["class_names"])
+        if key not in splits:
+            splits[key] = read_split(data, "val", list(key))
+        rows[name] = run_row(name, path, ckpt, splits[key])
+    ref = manifest.get("float_reference") or max(("float_adam", "float_sgd"), key=lambda r: rows[r]["accuracy"])
+    for row in rows.values():
+        row["accuracy_delta"] = row["accuracy"] - rows[ref]["accuracy"]
+    pruned = rows["qat_pruned"]
+    return {
+        "results": str(results), "data": data, "split": "val", "images": rows[ref]["images"],
+        "quick": bool(manifest.get("quick")), "float_reference": ref,
+        "compression_ratio": pruned["compression_ratio"],
+        "targets": {**TARGETS, "qat_pruned_accuracy_drop": -pruned["accuracy_delta"],
+                    "accuracy_met": -pruned["accuracy_delta"] <= TARGETS["max_accuracy_drop"],
+                    "compression_met": pruned["compression_ratio"] >= TARGETS["min_compression_ratio"]},
+        "runs": rows, "paper": PAPER,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _bits(b: int) -> str:
+    return f"{b:,} ({b / 8192:.1f} KiB)"
+
+
+def markdown(rep: dict) -> str:
+    """The report as Markdown: our runs, the paper's figures, the targets, P-layer storage."""
+    ref = rep["float_reference"]
+    out = ["# Accuracy and compression report", ""]
+    if rep["quick"]:
+        out += ["> **Smoke test** (`--quick`: a few batches): these numbers are not a result.", ""]
+    out += [f"Results `{rep['results']}`, evaluated on the **{rep['split']}** split of `{rep['data']}` "
+            f"({rep['images']} images). Float reference: **{rep['runs'][ref]['label']}** (`{ref}`), the model the "
+            "QAT runs were fine-tuned from. Precision, recall and F1 are macro averages over the classes.", "",
+            "| model | arch | accuracy | Δ vs float | precision | recall | F1 | best epoch / epochs | training time | weight bits as stored | × vs float32 |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def _delta(name: str, r: dict) -> str:
+        return "reference" if name == ref else f"{100 * r['accuracy_delta']:+.2f} pt"
+
+    for name, r in rep["runs"].items():
+        out.append(f"| {r['label']} | {r['arch']} | {_pct(r['accuracy'])} | {_delta(name, r)} | "
+                   f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
+                   f"{r['best_epoch']} / {r['epochs']} | {_duration(r['train_time_s'])} | {_bits(r['weight_bits'])} | "
+                   f"{r['compression_ratio']:.1f}× |")
+    p = rep["paper"]
+    out += ["", "The paper's figures (as published, for comparison; not reproduced here):", "",
+            "| paper | accuracy | precision | recall | F1 |", "|---|---:|---:|---:|---:|",
+            f"| paper, float, Adam | {_pct(p['accuracy_adam'])} | | | |",
+            f"| paper, float, SGD | {_pct(p['accuracy_sgd'])} | | | |",
+            f"| paper, reported P/R/F1 | | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} |", ""]
+    t = rep["targets"]
+    out += ["Targets:", "",
+            f"- QAT + pruned vs float: {-100 * t['qat_pruned_accuracy_drop']:+.2f} pt "
+            f"(target: at most {100 * t['max_accuracy_drop']:.0f} pt below) — {'met' if t['accuracy_met'] else '**not met**'}",
+            f"- weight compression vs float32: {rep['compression_ratio']:.1f}× "
+            f"(target ≥ {t['min_compression_ratio']}×) — {'met' if t['compression_met'] else '**not met**'}", ""]
+    layers = rep["runs"]["qat_pruned"]["layers"]
+    out += ["Weight storage of QAT + pruned, per layer (export's accounting: dense layers at their bit width, "
+            "P-layers as value + index entries and row pointers; 32-bit biases included):", "",
+            "| layer | class | weights | non-zero | w bits | index bits | bits as stored | float32 bits | × |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out += [f"| {l['name']} | {l['cls']} | {l['weights']:,} | {l['nonzero']:,} | {l['w_bits']} | "
+            f"{l['index_bits'] if l['index_bits'] is not None else '–'} | {l['weight_bits']:,} | {l['float_bits']:,} | "
+            f"{l['float_bits'] / l['weight_bits']:.1f}× |" for l in layers]
+    stale = [r["label"] for r in rep["runs"].values() if not r["val_hash_matches"]]
+    if stale:
+        out += ["", f"Note: the val split differs from the one these were trained with: {', '.join(stale)}."]
+    out += ["", "Training time is the run's own wall time (QAT runs exclude the float model they start from)."]
+    return "\n".join(out) + "\n"
+
+
+def write_report(rep: dict, json_path: str | Path | None = None, md_path: str | Path | None = None) -> None:
+    if json_path:
+        atomic_write_text(json_path, json.dumps(rep, indent=1))
+    if md_path:
+        atomic_write_text(md_path, markdown(rep))
