@@ -36,7 +36,7 @@ def _layer(rng, name, kind, in_shape, out_shape, inp, out_bits, w_bits, kernel=1
 
 
 def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=2, hidden=6, classes=3,
-                act_bits=8, w_bits=8, density=0.3, signed_mid=False) -> Plan:
+                act_bits=8, w_bits=8, density=0.3, signed_mid=False, fc_bits=None) -> Plan:
     """conv k1 (ReLU) -> maxpool 2 -> conv k2 -> maxpool 2 -> flatten -> linear P (sparse) -> linear NP.
     The paper model's shape, small. `signed_mid`: the second conv has no ReLU and a signed output."""
     img = IntType(8, False, -8)
@@ -55,7 +55,7 @@ def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=
     layers.append(Layer("pool2", "maxpool", l2.out_shape, p2, t2, t2, kernel=2, stride=2))
     flat = (int(np.prod(p2)),)
     layers.append(Layer("flatten", "flatten", p2, flat, t2, t2))
-    l3 = _layer(rng, "fc1", "linear", flat, (hidden,), t2, act_bits, w_bits, density=density, sparse=True)
+    l3 = _layer(rng, "fc1", "linear", flat, (hidden,), t2, act_bits, fc_bits or w_bits, density=density, sparse=True)
     layers.append(l3)
     layers.append(_layer(rng, "fc2", "linear", (hidden,), (classes,), l3.out, act_bits, w_bits, last=True))
     return Plan(tuple(shape), img, layers, [f"c{i}" for i in range(classes)])
@@ -65,8 +65,10 @@ def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
     return rng.integers(0, 256, size=plan.input_shape).astype(np.uint8)
 
 
-def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_000, vcd: str | None = None):
+def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_000, vcd: str | None = None,
+                    passes: list | None = None):
     """Stream `image` (C, H, W) in HWC order, collect the logits; returns (logits, cycles, writes).
+    With `passes` (a list), appends (kind, cycles) per engine run, counted as hw.cycles does.
 
     `rng` adds random stalls on the pixel stream and back-pressure on the logits stream.
     `writes` is every trace record: (layer, addr, [values...]) as raw unsigned elements.
@@ -90,8 +92,16 @@ def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_0
                 i += 1
         ctx.set(dut.pixels.valid, 0)
 
+    engines = list(dut.engines.items())
     async def collector(ctx):
+        began = {}
         for n in range(max_cycles):
+            if passes is not None:
+                for kind, e in engines:
+                    if ctx.get(e.start):
+                        began[kind] = n
+                    if ctx.get(e.done):
+                        passes.append((kind, n - began.pop(kind) + 2))
             ready = not (rng is not None and rng.random() < 0.4)
             ctx.set(dut.logits.ready, 1 if ready else 0)
             _, _, valid, payload, done, cycles, tv, tl, ta, tc, td = await ctx.tick().sample(
@@ -109,6 +119,7 @@ def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_0
         raise AssertionError(f"no done within {max_cycles} cycles")
 
     sim = Simulator(dut)
+
     sim.add_clock(1e-8)
     sim.add_testbench(feeder)
     sim.add_testbench(collector)
@@ -140,3 +151,58 @@ def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int) -> st
                 c, rest = divmod(a, int(np.prod(ref.shape[1:])) if ref.ndim == 3 else 1)
                 return f"layer {i} {l.name}: flat {a} (channel {c}, pixel {rest}) want {int(want)} got {v}"
     return None
+
+
+def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: bool, max_cycles: int = 20_000):
+    """Run one pass of an array / pool / sparse engine against a numpy activation buffer.
+
+    The buffer answers `raddr` one cycle later with `rdata[c] = tensor[raddr + c]` (0 past the
+    end), as hw.memories.ActivationBuffer does. Returns (written {addr: raw value}, logits
+    {addr: value}, cycles from start to done inclusive).
+    """
+    from amaranth.sim import Simulator
+
+    flat = np.asarray(tensor, dtype=np.int64).reshape(-1)
+    cols = len(engine.rdata)
+    written, logits = {}, {}
+    out = {}
+
+    def element(a):
+        v = int(flat[a]) if 0 <= a < flat.size else 0
+        v &= (1 << width) - 1
+        return v - (1 << width) if signed and v >= 1 << (width - 1) else v
+
+    async def bench(ctx):
+        ctx.set(engine.cfg, engine.cfg.shape().const(cfg))
+        ctx.set(engine.start, 1)
+        addr = 0
+        for n in range(max_cycles):
+            addr = ctx.get(engine.raddr)
+            wr = ctx.get(engine.wr)
+            if wr.valid:
+                for i in range(wr.count):
+                    written[wr.addr + i] = int(wr.data[i])
+            if hasattr(engine, "logit"):
+                lg = ctx.get(engine.logit)
+                if lg.valid:
+                    logits[lg.addr] = int(lg.data) - ((1 << engine.acc_width) if lg.data >> (engine.acc_width - 1) else 0)
+            if ctx.get(engine.done):
+                out["cycles"] = n + 1
+                return
+            await ctx.tick()
+            ctx.set(engine.start, 0)
+            for c in range(cols):
+                ctx.set(engine.rdata[c], element(addr + c))
+        raise AssertionError(f"engine not done within {max_cycles} cycles")
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return written, logits, out["cycles"]
+
+
+def to_signed(raw: dict, width: int, signed: bool) -> dict:
+    if not signed:
+        return raw
+    return {a: v - (1 << width) if v >= 1 << (width - 1) else v for a, v in raw.items()}

@@ -1,0 +1,50 @@
+"""Cycle model: the cycles each pass takes, derived from the engines' pipelines.
+
+Exact for a pixel stream without gaps and a logits stream that is always ready (the tests check
+it against amaranth.sim). Utilisation of an array layer = dense MACs / (rows*cols) / cycles, the
+fraction of PE-cycles doing useful work; the sparse engine's is stored entries / cycles.
+"""
+
+from __future__ import annotations
+
+from hw.sequencer import Pass, Schedule
+
+PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
+
+
+def pass_cycles(p: Pass, s: Schedule) -> int:
+    """Cycles from the sequencer entering this pass to entering the next one."""
+    rows = s.config.rows
+    if p.kind == "load":
+        c, h, w = s.plan.input_shape
+        return PASS_SETUP + c * h * w + 3
+    if p.kind == "array":
+        w = p.cfg["win"]
+        k, tiles = w["k_steps"], (w["n_og_m1"] + 1) * (w["oh_m1"] + 1) * (w["n_xt_m1"] + 1)
+        return PASS_SETUP + k + (tiles - 1) * max(k, rows) + 5 + w["last_rows"]
+    if p.kind == "pool":
+        c = p.cfg
+        return PASS_SETUP + 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1) + 4
+    if p.kind == "sparse":
+        return PASS_SETUP + 2 * (p.cfg["rows_m1"] + 1) + p.macs + 5
+    if p.kind == "emit":
+        return PASS_SETUP + 2 * s.num_classes + 1
+    raise ValueError(f"unknown pass kind {p.kind!r}")
+
+
+def predict(s: Schedule) -> dict:
+    """Per-pass cycles and utilisation, and the total from `start` to `done`."""
+    pes = s.config.pes
+    layers = []
+    for p in s.passes:
+        cyc = pass_cycles(p, s)
+        row = {"pass": p.kind, "layer": p.layer, "name": p.name, "cycles": cyc}
+        if p.kind == "array":
+            row["macs"] = p.macs
+            row["ideal_cycles"] = p.macs / pes
+            row["utilisation"] = p.macs / pes / cyc
+        elif p.kind == "sparse":
+            row["entries"] = p.macs
+            row["utilisation"] = p.macs / cyc
+        layers.append(row)
+    return {"layers": layers, "total_cycles": 1 + sum(r["cycles"] for r in layers)}

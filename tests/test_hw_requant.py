@@ -1,0 +1,59 @@
+"""Requantizer under amaranth.sim against export.reference.requantize: random, ties, saturation,
+negative accumulators, left shifts, shifts beyond the accumulator."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from export.plan import IntType
+from export.reference import requantize
+from hw.requant import Requantizer, requant_config
+
+ACC = 20
+
+
+def _cases(rng, shift):
+    lo, hi = -(1 << (ACC - 1)), (1 << (ACC - 1)) - 1
+    accs = list(rng.integers(lo, hi + 1, size=40)) + [lo, hi, 0, -1, 1]
+    if shift > 0:  # exact ties, both parities, both signs
+        half = 1 << (shift - 1)
+        accs += [m * (1 << shift) + half for m in (-3, -2, -1, 0, 1, 2, 3)]
+        accs += [m * (1 << shift) + half + d for m in (-2, 1) for d in (-1, 1)]
+    return [int(a) for a in accs if lo <= a <= hi]
+
+
+@pytest.mark.parametrize("out", [IntType(8, False, 0), IntType(8, True, 0), IntType(4, True, 0), IntType(3, False, 0)])
+def test_requantizer_matches_reference(out):
+    rng = np.random.default_rng(out.bits * 2 + out.signed)
+    dut = Requantizer(ACC, 8)
+    shifts = [0, 1, 2, 5, 9, ACC + 5, -1, -4]
+
+    async def bench(ctx):
+        for shift in shifts:
+            for relu in (False, True):
+                cfg = requant_config(shift, relu, out, ACC)
+                ctx.set(dut.cfg, dut.cfg.shape().const(cfg))
+                accs = _cases(rng, shift)
+                want = requantize(np.array(accs), shift, relu, out)
+                for a, w in zip(accs, want):
+                    ctx.set(dut.acc, a)
+                    await ctx.tick()
+                    q = ctx.get(dut.q)
+                    got = q - 256 if out.signed and q >= 128 else q
+                    assert got == w, f"shift {shift} relu {relu} {out}: acc {a} want {w} got {got}"
+                    assert ctx.get(dut.raw) == a
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_requant_config_refuses_large_left_shift():
+    with pytest.raises(ValueError, match="left shift"):
+        requant_config(-20, False, IntType(8, False, 0), ACC)
+
+
+def test_requantizer_validates_widths():
+    with pytest.raises(ValueError, match="acc_width must be"):
+        Requantizer(60, 8)
