@@ -64,7 +64,13 @@ def class_dirs(folder: Path) -> dict[str, Path]:
 def resolve_classes(found: dict[str, Path], classes: list[str] | None, where: Path) -> list[str]:
     if classes is None:
         default = [c for c in DEFAULT_CLASSES if c in found]
-        return default if len(default) == len(DEFAULT_CLASSES) else sorted(found)
+        if len(default) < len(DEFAULT_CLASSES):
+            return sorted(found)
+        extra = sorted(found[c].name for c in found if c not in DEFAULT_CLASSES)
+        if extra:
+            warnings.warn(f"{where}: ignored folder(s) {', '.join(extra)}: not among the classes "
+                          f"{', '.join(DEFAULT_CLASSES)} (pass --classes to use them)", stacklevel=3)
+        return default
     wanted = [english(c) for c in classes]
     missing = [c for c in wanted if c not in found]
     if missing:
@@ -161,7 +167,8 @@ def read_split(data: str | Path, split: str, classes: list[str] | None = None, s
     if has_splits(root):
         if not (root / split).is_dir():
             raise DataError(f"{root}: no {split!r} split folder (found {', '.join(s for s in SPLITS if (root / s).is_dir())})")
-        check_same_classes(root)
+        if classes is None:  # with --classes, each split is checked for the chosen ones
+            check_same_classes(root)
         return read_folder(root / split, classes, size, limit)
     whole = read_folder(root, classes, size)
     order = np.random.default_rng(seed).permutation(len(whole))
