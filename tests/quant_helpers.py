@@ -1,0 +1,59 @@
+"""Shared helpers of the quant tests: tiny generated image folders and tiny trained checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from quant.data import DEFAULT_CLASSES, Split
+
+ANIMALS5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "animals5"
+
+
+def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (72, 72), seed: int = 0) -> Path:
+    """A random image in `mode` (RGB, L, RGBA, CMYK, P, I;16), as PNG or JPEG by the suffix."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    elif mode == "RGBA":
+        img = Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (h, w, 1), dtype=np.uint8)]))
+    else:
+        img = Image.fromarray(rgb).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def class_images(root: Path, classes=DEFAULT_CLASSES, per_class: int = 3, seed: int = 0,
+                 size: tuple[int, int] = (72, 72)) -> Path:
+    """`root/<class>/<class>-<i>.png` random RGB images; returns root."""
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write_image(root / name / f"{name}-{i}.png", size=size, seed=seed * 100_000 + c * 1000 + i)
+    return root
+
+
+def split_dataset(root: Path, classes=DEFAULT_CLASSES, per_class: dict | None = None) -> Path:
+    """`root/{train,val}/<class>/*.png` with a few images per class and split."""
+    per_class = per_class or {"train": 4, "val": 2}
+    for s, (split, n) in enumerate(per_class.items()):
+        class_images(root / split, classes, n, seed=s + 1)
+    return root
+
+
+def learnable_split(n_per_class: int = 8, classes=DEFAULT_CLASSES, seed: int = 0) -> Split:
+    """Images whose class is its mean colour (class i is bright in channel i % 3, with a level by i // 3)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(len(classes)):
+        base = np.full((3, 72, 72), 40 + 60 * (c // 3), dtype=np.int64)
+        base[c % 3] = 200
+        for _ in range(n_per_class):
+            images.append(np.clip(base + rng.integers(-30, 31, base.shape), 0, 255).astype(np.uint8))
+            labels.append(c)
+    files = [f"gen/{classes[l]}/{i}.png" for i, l in enumerate(labels)]
+    return Split(np.stack(images), np.asarray(labels, dtype=np.int64), list(classes), files)
