@@ -116,12 +116,6 @@ class ArrayEngine(wiring.Component):
             "done": Out(1),
         })
 
-    @property
-    def memory_bits(self) -> dict[str, int]:
-        r = self.config.rows
-        return {"array_weights": len(self.weight_words) * r * self.w_width,
-                "array_biases": len(self.bias_words) * r * self.acc_width}
-
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.config.rows, self.config.cols

@@ -19,6 +19,11 @@ def banks_for(cols: int) -> int:
     return 1 << (cols - 1).bit_length()
 
 
+def buffer_rows(depth: int, cols: int) -> int:
+    """Rows per bank of a buffer holding `depth` elements."""
+    return max(1, -(-depth // banks_for(cols)))
+
+
 def write_layout(addr_width: int, cols: int, width: int) -> data.StructLayout:
     """One vector write: `count` (1..cols) consecutive elements from flat address `addr`."""
     return data.StructLayout({
@@ -46,7 +51,7 @@ class ActivationBuffer(wiring.Component):
         if not 1 <= cols <= 16:
             raise ValueError(f"cols must be 1..16, got {cols}")
         self.cols, self.width, self.banks = cols, width, banks_for(cols)
-        self.rows = max(1, -(-depth // self.banks))
+        self.rows = buffer_rows(depth, cols)
         if addr_width < (self.rows * self.banks - 1).bit_length():
             raise ValueError(f"addr_width {addr_width} cannot address {self.rows * self.banks} elements")
         super().__init__({
@@ -54,10 +59,6 @@ class ActivationBuffer(wiring.Component):
             "rdata": Out(data.ArrayLayout(unsigned(width), cols)),
             "wr": In(write_layout(addr_width, cols, width)),
         })
-
-    @property
-    def bits(self) -> int:
-        return self.banks * self.rows * self.width
 
     def elaborate(self, platform):
         m = Module()

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from export.plan import Layer, Plan
 from hw.array import ArrayConfig
-from hw.memories import banks_for
+from hw.memories import banks_for, buffer_rows
 from hw.pool import pool_config
 from hw.requant import MAX_LEFT, requant_config
 from hw.window import window_config
@@ -75,6 +75,26 @@ class Schedule:
     def num_classes(self) -> int:
         return int(self.plan.layers[-1].out_shape[0])
 
+    @property
+    def memory_inits(self) -> dict[str, tuple[list[int], int]]:
+        """Each plan-initialised memory: (words, word width)."""
+        rows = self.config.rows
+        inits = {"array_weights": (self.weight_words, rows * self.w_width),
+                 "array_biases": (self.bias_words, rows * self.acc_width),
+                 "sparse_entries": (self.sparse_entries, self.value_bits + self.index_bits),
+                 "sparse_row_end": (self.sparse_row_end, self.addr_width),
+                 "sparse_biases": (self.sparse_biases, self.acc_width)}
+        return {k: v for k, v in inits.items() if v[0]}
+
+    @property
+    def memory_bits(self) -> dict[str, int]:
+        """Bits of every on-chip memory: the two activation buffers, the plan's, the logits."""
+        bits = {f"act_buffer{i}": banks_for(self.config.cols) * buffer_rows(d, self.config.cols) * self.act_width
+                for i, d in enumerate(self.buffer_depths)}
+        bits.update({k: len(words) * width for k, (words, width) in self.memory_inits.items()})
+        bits["logits"] = self.num_classes * self.acc_width
+        return bits
+
 
 def _refuse(i: int, layer: Layer, what: str) -> UnsupportedPlan:
     return UnsupportedPlan(f"layer {i} {layer.name!r} ({layer.kind}): {what}")
@@ -125,6 +145,8 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     cur, shape, signed = 0, tuple(plan.input_shape), False
     for i, l in enumerate(layers):
         _check_types(i, l)
+        if 0 in tuple(l.out_shape):
+            raise _refuse(i, l, f"output shape {tuple(l.out_shape)} is empty; use a larger input or smaller kernels")
         if tuple(l.in_shape) != shape:
             raise _refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
         last = i == len(layers) - 1
@@ -189,11 +211,10 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
 
     banks = banks_for(cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
-    acc_words = [_pack([b], acc_width) for b in sbias]
     addr_width = max(int(d + banks).bit_length() for d in
                      (*depths, len(weight_words), len(bias_words), len(entries) + 1, len(row_end)))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths,
-                    weight_words, bias_words, entries, row_end, acc_words, value_bits, index_bits)
+                    weight_words, bias_words, entries, row_end, sbias, value_bits, index_bits)
 
 
 class Sequencer(wiring.Component):

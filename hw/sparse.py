@@ -37,7 +37,9 @@ class SparseEngine(wiring.Component):
             raise ValueError(f"sparse value and index widths must be 1..16, got {value_bits}, {index_bits}")
         self.cols, self.addr_width, self.act_width, self.acc_width = cols, addr_width, act_width, acc_width
         self.value_bits, self.index_bits = value_bits, index_bits
-        self.entries, self.row_end, self.biases = entries or [0], row_end or [0], biases or [0]
+        mask = (1 << acc_width) - 1
+        self.entries, self.row_end = entries or [0], row_end or [0]
+        self.biases = [b & mask for b in biases] or [0]  # two's complement words
         super().__init__({
             "start": In(1),
             "cfg": In(sparse_layout(addr_width, acc_width, act_width)),
@@ -47,12 +49,6 @@ class SparseEngine(wiring.Component):
             "logit": Out(logit_layout(addr_width, acc_width)),
             "done": Out(1),
         })
-
-    @property
-    def memory_bits(self) -> dict[str, int]:
-        return {"sparse_entries": len(self.entries) * (self.value_bits + self.index_bits),
-                "sparse_row_end": len(self.row_end) * self.addr_width,
-                "sparse_biases": len(self.biases) * self.acc_width}
 
     def elaborate(self, platform):
         m = Module()

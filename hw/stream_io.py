@@ -70,10 +70,6 @@ class LogitEmitter(wiring.Component):
             "done": Out(1),
         })
 
-    @property
-    def memory_bits(self) -> dict[str, int]:
-        return {"logits": self.count * self.acc_width}
-
     def elaborate(self, platform):
         m = Module()
         mem = m.submodules.mem = Memory(shape=unsigned(self.acc_width), depth=self.count, init=[])

@@ -69,13 +69,6 @@ class Accelerator(wiring.Component):
         }
         return {e: make[e]() for e in s.engines}
 
-    @property
-    def memory_bits(self) -> dict[str, int]:
-        bits = {f"act_buffer{i}": b.bits for i, b in enumerate(self.buffers)}
-        for e in self.engines.values():
-            bits.update(getattr(e, "memory_bits", {}))
-        return bits
-
     def elaborate(self, platform):
         m = Module()
         s, cols, aw = self.sched, self.config.cols, self.sched.addr_width
@@ -135,11 +128,11 @@ class Accelerator(wiring.Component):
 
 def resources(plan: Plan, config: ArrayConfig = ArrayConfig()) -> dict:
     """What a board must hold: memory bits per memory, multipliers (array PEs + sparse engine)."""
-    acc = Accelerator(plan, config)
-    bits = acc.memory_bits
+    s = schedule(plan, config)
+    bits = s.memory_bits
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
-            "multipliers": config.pes + int("sparse" in acc.engines),
-            "array": str(config), "act_width": acc.sched.act_width, "acc_width": acc.sched.acc_width}
+            "multipliers": config.pes + int("sparse" in s.engines),
+            "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}
 
 
 def _hex_words(words: list[int], width: int) -> str:
@@ -158,16 +151,10 @@ def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
     s = top.sched
     text = verilog.convert(top, name="accelerator")
     atomic_write_text(out_dir / "accelerator.v", text)
-    rows = config.rows
-    inits = {"array_weights": (s.weight_words, rows * s.w_width), "array_biases": (s.bias_words, rows * s.acc_width),
-             "sparse_entries": (s.sparse_entries, s.value_bits + s.index_bits),
-             "sparse_row_end": (s.sparse_row_end, s.addr_width), "sparse_biases": (s.sparse_biases, s.acc_width)}
     files = ["accelerator.v"]
-    for name, (words, width) in inits.items():
-        if words:
-            atomic_write(out_dir / f"{name}.hex", lambda f, w=words, n=width: f.write(_hex_words(w, n).encode()))
-            files.append(f"{name}.hex")
+    for name, (words, width) in s.memory_inits.items():
+        atomic_write(out_dir / f"{name}.hex", lambda f, w=words, n=width: f.write(_hex_words(w, n).encode()))
+        files.append(f"{name}.hex")
     model = predict(s)
-    return {"array": str(config), "files": files, "layers": model["layers"], "total_cycles": model["total_cycles"],
-            "memory_bits": top.memory_bits, "memory_bits_total": sum(top.memory_bits.values()),
-            "multipliers": config.pes + int("sparse" in top.engines), "seconds": round(time.monotonic() - t0, 2)}
+    return {**resources(plan, config), "files": files, "layers": model["layers"],
+            "total_cycles": model["total_cycles"], "seconds": round(time.monotonic() - t0, 2)}

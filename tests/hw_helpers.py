@@ -38,6 +38,7 @@ def _layer(rng, name, kind, in_shape, out_shape, inp, out_bits, w_bits, kernel=1
 def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=2, hidden=6, classes=3,
                 act_bits=8, w_bits=8, density=0.3, signed_mid=False, fc_bits=None) -> Plan:
     """conv k1 (ReLU) -> maxpool 2 -> conv k2 -> maxpool 2 -> flatten -> linear P (sparse) -> linear NP.
+    (The shape must leave at least one pixel after the second pool.)
     The paper model's shape, small. `signed_mid`: the second conv has no ReLU and a signed output."""
     img = IntType(8, False, -8)
     a = IntType(act_bits, False, -4)

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """PE and SystolicArray under amaranth.sim against numpy: bias load on `first`, accumulate,
 capture on `last`, drain through the shadow chain while the next tile accumulates."""
 

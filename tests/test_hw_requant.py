@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Requantizer under amaranth.sim against export.reference.requantize: random, ties, saturation,
 negative accumulators, left shifts, shifts beyond the accumulator."""
 

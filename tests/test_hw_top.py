@@ -1,0 +1,102 @@
+# amaranth: UnusedElaboratable=no
+"""The whole Accelerator under amaranth.sim on tiny random plans == export.reference, at several
+array sizes and bit widths; the cycle model is exact; bad plans are refused by layer; the
+Verilog converts with the documented port names."""
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from export import reference
+from export.plan import IntType, Layer
+from hw.array import ArrayConfig
+from hw.cycles import predict
+from hw.sequencer import UnsupportedPlan, schedule
+from hw.top import Accelerator, generate, resources
+from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator
+
+
+@pytest.mark.parametrize("array", ["1x1", "2x3", "4x4"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_accelerator_matches_reference(array, bits):
+    rng = np.random.default_rng(bits * 31 + len(array))
+    plan = random_plan(rng, act_bits=bits, w_bits=bits)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig.parse(array))
+    passes = []
+    logits, cycles, writes = run_accelerator(dut, image, passes=passes)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+    np.testing.assert_array_equal(logits, reference.logits(plan, image))
+    model = predict(dut.sched)
+    assert cycles == model["total_cycles"]
+    assert [c for _, c in passes] == [r["cycles"] for r in model["layers"]]
+
+
+def test_accelerator_under_stalls_and_backpressure_signed_layers():
+    rng = np.random.default_rng(3)
+    plan = random_plan(rng, shape=(2, 12, 14), c1=5, c2=3, k2=3, signed_mid=True, hidden=7, classes=4)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig(3, 2))
+    logits, _, writes = run_accelerator(dut, image, rng=rng)
+    outs = reference.run(plan, image)
+    assert (outs[2] < 0).any() and (outs[3] < 0).any(), "the signed layers should see negative values"
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+
+
+def test_trace_names_the_first_difference():
+    rng = np.random.default_rng(1)
+    plan = random_plan(rng)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig(2, 3))
+    _, _, writes = run_accelerator(dut, image)
+    outs = reference.run(plan, image)
+    layer, addr, vals = writes[len(writes) // 2]
+    writes[len(writes) // 2] = (layer, addr, [(vals[0] + 1) % 256] + vals[1:])
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width).startswith(f"layer {layer} ")
+
+
+def _refused(plan, match):
+    with pytest.raises(UnsupportedPlan, match=match):
+        schedule(plan, ArrayConfig(2, 2))
+
+
+def test_refusals_name_the_layer():
+    rng = np.random.default_rng(2)
+    plan = random_plan(rng)
+    bad = replace(plan, layers=[replace(plan.layers[0], stride=2)] + plan.layers[1:])
+    _refused(bad, r"layer 0 'conv1' \(conv2d\): stride 2")
+    bad = replace(plan, layers=plan.layers[:1] + [replace(plan.layers[1], kernel=3, stride=1)] + plan.layers[2:])
+    _refused(bad, r"layer 1 'pool1' \(maxpool\): max-pool 3x3")
+    wide = IntType(12, False, 0)
+    bad = replace(plan, layers=[replace(plan.layers[0], out=wide)] + plan.layers[1:])
+    _refused(bad, r"layer 0 'conv1' .*12-bit")
+    bad = replace(plan, layers=plan.layers[:-1])
+    _refused(bad, "last layer must be a linear layer")
+    odd = Layer("norm", "batchnorm", plan.layers[1].in_shape, plan.layers[1].out_shape, plan.layers[1].inp,
+                plan.layers[1].out)
+    bad = replace(plan, layers=plan.layers[:1] + [odd] + plan.layers[2:])
+    _refused(bad, r"layer 1 'norm' \(batchnorm\): kind 'batchnorm' is not generated")
+    with pytest.raises(ValueError, match="array must be 1..16 x 1..16"):
+        ArrayConfig(17, 2)
+
+
+def test_generate_writes_verilog_and_memories(tmp_path):
+    plan = random_plan(np.random.default_rng(3))
+    info = generate(plan, ArrayConfig(2, 3), tmp_path)
+    text = (tmp_path / "accelerator.v").read_text()
+    assert re.search(r"^module accelerator\(", text, re.M)
+    for port in ("clk", "rst", "pixels__valid", "pixels__ready", "pixels__payload", "logits__valid",
+                 "logits__ready", "logits__payload", "start", "busy", "done", "cycles", "trace__valid",
+                 "trace__layer", "trace__addr", "trace__count", "trace__data"):
+        assert re.search(rf"\b(input|output)\b[^;]*\b{port}\b", text), port
+    weights = (tmp_path / "array_weights.hex").read_text().split()
+    assert len(weights) == len(Accelerator(plan, ArrayConfig(2, 3)).sched.weight_words)
+    assert {"array_weights.hex", "array_biases.hex", "sparse_entries.hex"} <= set(info["files"])
+    assert info["total_cycles"] == predict(schedule(plan, ArrayConfig(2, 3)))["total_cycles"]
+    res = resources(plan, ArrayConfig(2, 3))
+    assert res["multipliers"] == 2 * 3 + 1
+    assert res["memory_bits_total"] == info["memory_bits_total"] > 0
