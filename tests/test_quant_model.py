@@ -1,0 +1,109 @@
+"""quant.model: shapes of every architecture (float and quantized), power-of-two quantizer scales."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from quant.model import ConfigError, build, named_config, quantized_twin, shapes
+
+EXPECTED_SHAPES = {
+    "paper": [(10, 62, 62), (10, 31, 31), (20, 27, 27), (20, 13, 13), (3380,), (128,), (5,)],
+    "paper-nopool2": [(10, 62, 62), (10, 31, 31), (20, 27, 27), (14580,), (128,), (5,)],
+    "vgg": [(16, 62, 62), (16, 60, 60), (16, 30, 30), (32, 28, 28), (32, 26, 26), (32, 13, 13),
+            (64, 11, 11), (64, 9, 9), (64, 4, 4), (1024,), (128,), (5,)],
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("arch", list(EXPECTED_SHAPES))
+def test_layer_shapes(arch):
+    assert shapes(named_config(arch)) == EXPECTED_SHAPES[arch]
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "quantized"])
+@pytest.mark.parametrize("arch", list(EXPECTED_SHAPES))
+def test_forward_gives_one_logit_per_class(arch, quantized):
+    cfg = named_config(arch)
+    model = build(quantized_twin(cfg) if quantized else cfg).eval()
+    with torch.no_grad():
+        assert model(torch.rand(3, 3, 64, 64)).shape == (3, 5)
+    weighted = [l for l in cfg.layers if l.kind in ("conv", "linear")]
+    assert [tuple(m.weight.shape[:1]) for m in model.weighted] == [(l.out,) for l in weighted]
+    assert [l.cls for l in weighted][-2:] == ["P", "NP"]
+
+
+@pytest.mark.parametrize("arch", list(EXPECTED_SHAPES))
+def test_float_weights_load_into_the_quantized_twin(arch):
+    cfg = named_config(arch)
+    fl = build(cfg)
+    q = build(quantized_twin(cfg))
+    missing, unexpected = q.load_state_dict(fl.state_dict(), strict=False)
+    assert not unexpected
+    assert all(k not in fl.state_dict() for k in missing)  # only quantizer parameters are new
+    for a, b in zip(fl.weighted, q.weighted):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_config_file_overrides_layers(tmp_path):
+    f = tmp_path / "cfg.json"
+    f.write_text('{"layers": {"1": {"w_bits": 4, "a_bits": 6}, "2": {"sparsity": 0.8}}}')
+    cfg = named_config("paper", f)
+    weighted = [l for l in cfg.layers if l.kind in ("conv", "linear")]
+    assert (weighted[1].w_bits, weighted[1].a_bits, weighted[2].sparsity) == (4, 6, 0.8)
+    f.write_text('{"layers": {"0": {"w_bits": 9}}}')
+    with pytest.raises(ConfigError, match="bit widths must be 2..8"):
+        named_config("paper", f)
+    f.write_text('{"layers": {"7": {"w_bits": 4}}}')
+    with pytest.raises(ConfigError, match="does not exist"):
+        named_config("paper", f)
+
+
+def is_pow2(x: torch.Tensor) -> bool:
+    vals = x.detach().reshape(-1).tolist()
+    return len(vals) > 0 and all(v > 0 and math.frexp(v)[0] == 0.5 for v in vals)
+
+
+@pytest.mark.parametrize("arch", ["paper", "vgg"])
+def test_every_quantizer_scale_is_a_power_of_two(arch):
+    torch.manual_seed(0)
+    model = build(quantized_twin(named_config(arch)))
+    model.train()
+    for _ in range(4):  # activation scales are learned from runtime statistics in training mode
+        model(torch.rand(8, 3, 64, 64) * 0.9)
+    model.eval()
+    seen: dict = {}
+
+    def keep(mod, inp, out):
+        seen[mod] = (inp, out)
+
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if type(m).__name__.startswith("Quant")]
+    hooks += [m.bias_quant.register_forward_hook(keep) for m in model.weighted]
+    with torch.no_grad():
+        model(torch.randint(0, 256, (2, 3, 64, 64)).float() / 256)
+    for h in hooks:
+        h.remove()
+
+    assert float(seen[model.inp][1].scale) == 2.0 ** -8  # contract rule 2
+    acts = [m for m in model.modules() if type(m).__name__ == "QuantReLU"]
+    assert len(acts) == len(model.weighted) - 1
+    for m in acts:
+        assert is_pow2(seen[m][1].scale), f"{m}: activation scale {seen[m][1].scale}"
+    for m, spec in zip(model.weighted, [l for l in model.config.layers if l.kind in ("conv", "linear")]):
+        qw = m.quant_weight()
+        assert is_pow2(qw.scale), f"weight scale {qw.scale}"
+        assert int(qw.bit_width) == spec.w_bits
+        s_in = seen[m][0][0].scale
+        assert is_pow2(s_in)
+        qb = seen[m.bias_quant][1]
+        assert int(qb.bit_width) == 32  # rule 3: Int32Bias, scale s_in * s_w
+        assert torch.equal(qb.scale.reshape(-1), (s_in * qw.scale).reshape(-1))
+        ints = qb.value / qb.scale
+        assert torch.equal(ints, ints.round())
