@@ -66,71 +66,85 @@ def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
     return rng.integers(0, 256, size=plan.input_shape).astype(np.uint8)
 
 
-def run_accelerator(dut, image: np.ndarray, *, rng=None, max_cycles: int = 200_000, vcd: str | None = None,
-                    passes: list | None = None):
-    """Stream `image` (C, H, W) in HWC order, collect the logits; returns (logits, cycles, writes).
-    With `passes` (a list), appends (kind, cycles) per engine run, counted as hw.cycles does.
+def run_accelerator(dut, image: np.ndarray, **kwargs):
+    """One image: (logits, cycles, writes); see run_images."""
+    return run_images(dut, [image], **kwargs)[0]
+
+
+def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list | None = None,
+               poke_start: bool = False):
+    """Stream each (C, H, W) image in HWC order after a `start` pulse, collect its logits and
+    trace; returns [(logits, cycles, writes)] per image, images back to back in one simulation.
 
     `rng` adds random stalls on the pixel stream and back-pressure on the logits stream.
     `writes` is every trace record: (layer, addr, [values...]) as raw unsigned elements.
+    With `passes` (a list), appends (kind, cycles) per engine run, counted as hw.cycles does.
+    `poke_start` pulses `start` again while the accelerator is busy (it must be ignored).
     """
-    hwc = np.transpose(image, (1, 2, 0)).reshape(-1)
-    classes = dut.sched.num_classes
-    width = dut.sched.act_width
-    result = {"logits": [], "cycles": None, "writes": []}
+    classes, width = dut.sched.num_classes, dut.sched.act_width
+    results = [{"logits": [], "cycles": None, "writes": []} for _ in images]
 
     async def feeder(ctx):
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        i = 0
-        while i < len(hwc):
-            stall = rng is not None and rng.random() < 0.3
-            ctx.set(dut.pixels.valid, 0 if stall else 1)
-            ctx.set(dut.pixels.payload, int(hwc[i]))
-            _, _, ready, valid = await ctx.tick().sample(dut.pixels.ready, dut.pixels.valid)
-            if ready and valid:
-                i += 1
-        ctx.set(dut.pixels.valid, 0)
+        for image in images:
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            hwc = np.transpose(image, (1, 2, 0)).reshape(-1)
+            i = 0
+            while i < len(hwc):
+                stall = rng is not None and rng.random() < 0.3
+                ctx.set(dut.pixels.valid, 0 if stall else 1)
+                ctx.set(dut.pixels.payload, int(hwc[i]))
+                _, _, ready, valid = await ctx.tick().sample(dut.pixels.ready, dut.pixels.valid)
+                if ready and valid:
+                    i += 1
+            ctx.set(dut.pixels.valid, 0)
+            if poke_start:
+                ctx.set(dut.start, 1)
+                await ctx.tick()
+                ctx.set(dut.start, 0)
+            await ctx.tick()
 
     engines = list(dut.engines.items())
+
     async def collector(ctx):
         began = {}
-        for n in range(max_cycles):
-            if passes is not None:
-                for kind, e in engines:
-                    if ctx.get(e.start):
-                        began[kind] = n
-                    if ctx.get(e.done):
-                        passes.append((kind, n - began.pop(kind) + 2))
-            ready = not (rng is not None and rng.random() < 0.4)
-            ctx.set(dut.logits.ready, 1 if ready else 0)
-            _, _, valid, payload, done, cycles, tv, tl, ta, tc, td = await ctx.tick().sample(
-                dut.logits.valid, dut.logits.payload, dut.done, dut.cycles,
-                dut.trace.valid, dut.trace.layer, dut.trace.addr, dut.trace.count, dut.trace.data)
-            if tv:
-                vals = [(int(td) >> (i * width)) & ((1 << width) - 1) for i in range(int(tc))]
-                result["writes"].append((int(tl), int(ta), vals))
-            if valid and ready:
-                result["logits"].append(int(payload))
-            if done:
-                await ctx.tick()
-                result["cycles"] = int(ctx.get(dut.cycles))
-                return
-        raise AssertionError(f"no done within {max_cycles} cycles")
+        for result in results:
+            for n in range(max_cycles):
+                if passes is not None:
+                    for kind, e in engines:
+                        if ctx.get(e.start):
+                            began[kind] = n
+                        if ctx.get(e.done):
+                            passes.append((kind, n - began.pop(kind) + 2))
+                ready = not (rng is not None and rng.random() < 0.4)
+                ctx.set(dut.logits.ready, 1 if ready else 0)
+                _, _, valid, payload, done, cycles, tv, tl, ta, tc, td = await ctx.tick().sample(
+                    dut.logits.valid, dut.logits.payload, dut.done, dut.cycles,
+                    dut.trace.valid, dut.trace.layer, dut.trace.addr, dut.trace.count, dut.trace.data)
+                if tv:
+                    vals = [(int(td) >> (i * width)) & ((1 << width) - 1) for i in range(int(tc))]
+                    result["writes"].append((int(tl), int(ta), vals))
+                if valid and ready:
+                    result["logits"].append(int(payload))
+                if done:
+                    result["cycles"] = int(cycles)
+                    break
+            else:
+                raise AssertionError(f"no done within {max_cycles} cycles")
 
     sim = Simulator(dut)
-
     sim.add_clock(1e-8)
     sim.add_testbench(feeder)
     sim.add_testbench(collector)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
-        sim.run()
-    assert len(result["logits"]) == classes, f"got {len(result['logits'])} logits, want {classes}"
-    return np.array(result["logits"], dtype=np.int64), result["cycles"], result["writes"]
+    sim.run()
+    out = []
+    for r in results:
+        assert len(r["logits"]) == classes, f"got {len(r['logits'])} logits, want {classes}"
+        out.append((np.array(r["logits"], dtype=np.int64), r["cycles"], r["writes"]))
+    return out
 
 
 def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int) -> str | None:

@@ -15,7 +15,7 @@ from hw.array import ArrayConfig
 from hw.cycles import predict
 from hw.sequencer import UnsupportedPlan, schedule
 from hw.top import Accelerator, generate, resources
-from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator
+from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images
 
 
 @pytest.mark.parametrize("array", ["1x1", "2x3", "4x4"])
@@ -94,9 +94,21 @@ def test_generate_writes_verilog_and_memories(tmp_path):
                  "trace__layer", "trace__addr", "trace__count", "trace__data"):
         assert re.search(rf"\b(input|output)\b[^;]*\b{port}\b", text), port
     weights = (tmp_path / "array_weights.hex").read_text().split()
-    assert len(weights) == len(Accelerator(plan, ArrayConfig(2, 3)).sched.weight_words)
+    assert len(weights) == len(schedule(plan, ArrayConfig(2, 3)).weight_words)
     assert {"array_weights.hex", "array_biases.hex", "sparse_entries.hex"} <= set(info["files"])
     assert info["total_cycles"] == predict(schedule(plan, ArrayConfig(2, 3)))["total_cycles"]
     res = resources(plan, ArrayConfig(2, 3))
     assert res["multipliers"] == 2 * 3 + 1
     assert res["memory_bits_total"] == info["memory_bits_total"] > 0
+
+
+def test_two_images_back_to_back_ignore_start_while_busy():
+    rng = np.random.default_rng(8)
+    plan = random_plan(rng)
+    images = [random_image(rng, plan), np.full(plan.input_shape, 255, dtype=np.uint8)]
+    dut = Accelerator(plan, ArrayConfig(2, 2))
+    results = run_images(dut, images, poke_start=True)
+    for image, (logits, cycles, _) in zip(images, results):
+        np.testing.assert_array_equal(logits, reference.logits(plan, image))
+        assert cycles == predict(dut.sched)["total_cycles"]
+
