@@ -28,19 +28,24 @@ def export(ckpt_path: str | Path | None, out: str | Path) -> Path:
     if not ckpt["config"].get("quantized"):
         raise checkpoint.CheckpointError(
             f"{ckpt_path}: a float checkpoint; export a quantized one (train it with `python -m quant train --qat --init {ckpt_path}`)")
-    model = checkpoint.model_from(ckpt)
+    meta = {"class_names": json.dumps(ckpt["class_names"]), "checkpoint_hash": checkpoint.file_hash(ckpt_path),
+            "checkpoint": Path(ckpt_path).name}
+    return export_model(checkpoint.model_from(ckpt), meta, out)
+
+
+def export_model(model: torch.nn.Module, meta: dict[str, str], out: str | Path) -> Path:
+    """QCDQ-export a quantized `quant.model.Net` with a dynamic batch; check it; write it atomically."""
     from brevitas.export import export_onnx_qcdq
-    x = torch.zeros(1, *ckpt["config"]["in_shape"])
+    x = torch.zeros(1, *model.config.in_shape)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx_qcdq(model, args=x, export_path=buf, dynamo=False, input_names=[INPUT_NAME],
+        export_onnx_qcdq(model.eval(), args=x, export_path=buf, dynamo=False, input_names=[INPUT_NAME],
                          output_names=[OUTPUT_NAME],
                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {"class_names": json.dumps(ckpt["class_names"]), "input_scale": "0.00390625",
-            "model_config": json.dumps(ckpt["config"]), "checkpoint_hash": checkpoint.file_hash(ckpt_path),
-            "checkpoint": Path(ckpt_path).name, "producer": "cnn-codesign export"}
+    meta = {"input_scale": "0.00390625", "model_config": json.dumps(model.config.to_dict()),
+            "producer": "cnn-codesign export", **meta}
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)

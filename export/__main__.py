@@ -1,0 +1,156 @@
+"""`python -m export`: onnx, plan, check, bitstream-rtl."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from export.plan import Plan
+
+
+def plan_table(plan: Plan) -> str:
+    """The per-layer table of `python -m export plan`."""
+    head = ("layer", "kind", "in", "out", "class", "w/a bits", "sparsity", "MACs dense", "MACs eff.", "stored bits", "acc bound / 2^24")
+    rows = []
+    for i, l in enumerate(plan.layers):
+        shape = lambda s: "x".join(map(str, s))
+        bits = f"{l.w_type.bits}/{l.inp.bits}" if l.w_type else f"-/{l.inp.bits}"
+        rows.append((str(i), l.kind, shape(l.in_shape), shape(l.out_shape), l.cls if l.weight is not None else "-", bits,
+                     f"{l.sparsity:.1%}" if l.weight is not None else "-",
+                     f"{l.macs_dense:,}", f"{l.macs_effective:,}", f"{l.weight_bits:,}",
+                     f"{l.acc_bound / (1 << 24):.3f}" if l.weight is not None else "-"))
+    widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
+    fmt = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))
+    out = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
+    macs = sum(l.macs_dense for l in plan.layers)
+    eff = sum(l.macs_effective for l in plan.layers)
+    out.append(f"total: {macs:,} MACs dense, {eff:,} effective; weights stored {plan.weight_bits:,} bits "
+               f"vs {plan.float_bits:,} in float32 = {plan.compression_ratio:.1f}x compression; logits LSB 2^{plan.logit_exp}")
+    for l in plan.layers:
+        if l.sparse is not None:
+            s = l.sparse
+            out.append(f"{l.name}: P-layer encoding {s.entries:,} entries ({s.padding:,} padding) x ({s.value_bits}-bit value + "
+                       f"{s.index_bits}-bit delta) + {s.row_ptr.size} row pointers x {s.ptr_bits} bits")
+    return "\n".join(out)
+
+
+def cmd_onnx(args) -> int:
+    from export.onnx_export import export
+    path = export(args.checkpoint, args.out)
+    print(f"wrote {path} (passes onnx.checker)")
+    if args.data:
+        agree = brevitas_agreement(args.checkpoint, path, args.data, args.split, args.limit)
+        print(f"ONNX Runtime vs Brevitas on {agree['images']} {args.split} images: same class {agree['same_class']}/{agree['images']}, "
+              f"max |logit difference| {agree['max_logit_diff']:.3g}")
+    return 0
+
+
+def brevitas_agreement(ckpt_path, onnx_path, data, split, limit=None) -> dict:
+    """Same class from ONNX Runtime and the Brevitas model on every image of a split?"""
+    import numpy as np
+    import torch
+
+    from export.ort import golden_session, run_logits
+    from quant import checkpoint
+    from quant.data import load_split
+    from quant.train import predict
+    x, _, _ = load_split(data, split, limit)
+    ort_logits = run_logits(golden_session(onnx_path), x)
+    model = checkpoint.model_from(checkpoint.load(ckpt_path))
+    with torch.no_grad():
+        bl = predict(model, x).numpy()
+    return {"images": len(x), "same_class": int((bl.argmax(1) == ort_logits.argmax(1)).sum()),
+            "max_logit_diff": float(np.abs(bl - ort_logits).max())}
+
+
+def cmd_plan(args) -> int:
+    import time
+
+    from export.compile import compile_onnx
+    t = time.time()
+    plan = compile_onnx(args.model)
+    dt = time.time() - t
+    print(plan_table(plan))
+    print(f"compiled in {dt:.2f} s")
+    if args.out:
+        j, n = plan.save(args.out)
+        print(f"wrote {j} and {n}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from export.check import compare
+    from export.compile import compile_onnx
+    from quant.data import load_split
+    plan = compile_onnx(args.model)
+    x, _, _ = load_split(args.data, args.split, args.limit)
+    res = compare(args.model, plan, x, progress=True)
+    print(f"reference == ONNX Runtime on every layer: {res.exact}/{res.images} {args.split} images")
+    for m in res.mismatches[:10]:
+        print(f"  mismatch: {m}")
+    return 0 if res.exact == res.images else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from quant.__main__ import _data_default
+    ap = argparse.ArgumentParser(prog="python -m export", description="Export the quantized CNN to ONNX (the golden model), compile it to the integer layer plan, check the plan's reference against ONNX Runtime, and run the whole chain to a bitstream.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("onnx", help="Brevitas QCDQ export of a checkpoint to ONNX", description="Export a quantized checkpoint (default: the bundled QAT+pruned paper model) to ONNX with class names, input scale, model config and checkpoint hash in its metadata. With --data, also report ONNX Runtime vs Brevitas agreement on a split.")
+    p.add_argument("--checkpoint", default=None, help="quantized checkpoint (.pt); default: the bundled QAT+pruned model")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--data", default=None, help="compare ONNX Runtime with Brevitas on this data folder")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("plan", help="compile ONNX to the integer layer plan and print its per-layer table", description="Compile a QCDQ ONNX model to the layer plan (checks every rule of the number contract) and print kind, shapes, NP/P, bits, sparsity, MACs, stored bits and the accumulator bound per layer.")
+    p.add_argument("model", help="ONNX file from `python -m export onnx`")
+    p.add_argument("--out", default=None, help="write STEM.json and STEM.npz")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("check", help="the plan's integer reference vs ONNX Runtime on every layer of every image of a split")
+    p.add_argument("model", help="ONNX file")
+    p.add_argument("--data", default=_data_default(), required=_data_default() is None)
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bitstream-rtl", help="checkpoint -> ONNX -> plan -> Verilog -> RTL simulation -> bitstream + report",
+                       description="The whole chain in one command. With no arguments: the bundled QAT+pruned checkpoint, the ULX3S-85F, out/.")
+    try:
+        from boards.flow import add_arguments, run
+    except ImportError:
+        add_arguments = run = None
+    if add_arguments is not None:
+        add_arguments(p)
+        p.set_defaults(func=run)
+    else:
+        p.set_defaults(func=lambda a: (print("error: the boards flow is not installed", file=sys.stderr), 2)[1])
+
+    args = ap.parse_args(argv)
+    from export.compile import CompileError
+    from export.plan import PlanError
+    from quant.checkpoint import CheckpointError
+    from quant.data import DataError
+    errors: tuple = (CompileError, PlanError, CheckpointError, DataError)
+    try:
+        from boards.errors import BoardError
+        errors += (BoardError,)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore")
+    try:
+        return args.func(args)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Verification ladder, step 1: the integer reference against ONNX Runtime, every layer.
+
+Each plan layer names the ONNX tensor holding its output; the graph is re-served with those
+tensors as outputs, so every intermediate integer tensor is compared, not just the logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export import reference
+from export.ort import golden_session
+from export.plan import Layer, Plan
+
+
+@dataclass
+class Mismatch:
+    image: int
+    layer: str
+    index: tuple[int, ...]
+    expected: int  # ONNX Runtime
+    got: int  # reference
+
+    def __str__(self) -> str:
+        return f"image {self.image}, layer {self.layer!r}, index {self.index}: ONNX Runtime {self.expected}, reference {self.got}"
+
+
+@dataclass
+class Agreement:
+    images: int = 0
+    exact: int = 0  # images whose every layer matched
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+
+def layer_exp(layer: Layer) -> int:
+    return layer.acc_exp if layer.out is None else layer.out.exp
+
+
+def traced_session(model_path: str | Path, plan: Plan):
+    """An ORT session that also outputs every plan layer's tensor."""
+    model = onnx.load(str(model_path))
+    have = {o.name for o in model.graph.output}
+    for l in plan.layers:
+        if l.tensor and l.tensor not in have:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(l.tensor))
+            have.add(l.tensor)
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "traced.onnx"
+        onnx.save(model, str(p))
+        return golden_session(p)
+
+
+def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bool = False) -> Agreement:
+    """Reference vs ONNX Runtime, layer by layer, on uint8 (N, C, H, W) images."""
+    sess = traced_session(model_path, plan)
+    names = [o.name for o in sess.get_outputs()]
+    inp = sess.get_inputs()[0].name
+    res = Agreement()
+    from tqdm import tqdm
+    bar = tqdm(total=len(images), desc="reference vs ONNX Runtime", unit="img", disable=not progress)
+    batch = 64
+    for start in range(0, len(images), batch):
+        chunk = np.asarray(images[start:start + batch])
+        outs = dict(zip(names, sess.run(names, {inp: chunk.astype(np.float32) / 256.0})))
+        for j, img in enumerate(chunk):
+            n = start + j
+            ok = True
+            for l, got in zip(plan.layers, reference.run(plan, img)):
+                if not l.tensor:
+                    continue
+                exp = np.round(outs[l.tensor][j].astype(np.float64) * 2.0 ** -layer_exp(l)).astype(np.int64).reshape(got.shape)
+                if not np.array_equal(exp, got):
+                    idx = tuple(int(i) for i in np.argwhere(exp != got)[0])
+                    res.mismatches.append(Mismatch(n, l.name, idx, int(exp[idx]), int(got[idx])))
+                    ok = False
+                    break
+            res.images += 1
+            res.exact += ok
+        bar.update(len(chunk))
+    bar.close()
+    return res
