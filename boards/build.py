@@ -23,6 +23,7 @@ from typing import Callable
 
 from amaranth.hdl import Elaboratable
 
+from boards.errors import BoardError
 from boards.profiles import BoardProfile
 from boards.top import add_board_resources
 from quant.atomic import atomic_write, atomic_write_text
@@ -37,9 +38,11 @@ TOOL_ENV = {
     "ICEPACK": "yowasp-icepack",
 }
 TAIL_LINES = 4
+# synth_ice40 maps multipliers to SB_MAC16 only when asked; synth_ecp5 uses MULT18X18D by default
+SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}}
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(BoardError, RuntimeError):
     """A tool that is missing, or failed; the message is one line naming the log."""
 
 
@@ -94,7 +97,7 @@ def _platform(profile: BoardProfile):
 
 def prepare(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, name: str = "top") -> Path:
     """Write the design (RTLIL; Verilog for vendor boards), constraints and script to `build_dir`."""
-    plan = _platform(profile).prepare(top, name)
+    plan = _platform(profile).prepare(top, name, **SYNTH_OVERRIDES.get(profile.toolchain, {}))
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     for filename, content in plan.files.items():
@@ -181,6 +184,10 @@ def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, hea
             raise
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
+        over = _overfull(log)
+        if over:
+            raise ToolchainError(f"{stage.name} failed: the design does not fit the part: {over}; "
+                                 f"try a smaller --array or another --board  [full log: {log}]")
         tail = " | ".join(_tail(log, TAIL_LINES))
         raise ToolchainError(f"{stage.name} failed ({Path(stage.argv[0]).name} exit {proc.returncode}) "
                              f"after {elapsed:.0f} s: {tail}  [full log: {log}]")
@@ -188,6 +195,19 @@ def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, hea
         os.replace(cwd / _tmp_name(out), cwd / out)
     progress(f"[{stage.name}] done in {elapsed:.1f} s")
     return elapsed
+
+
+_UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+
+
+def _overfull(log: Path) -> str:
+    """nextpnr's device utilisation lines over 100%, e.g. 'ICESTORM_LC 6012/5280 (113%)'."""
+    seen = {}
+    for line in open(log, errors="replace"):
+        m = _UTIL_LINE.search(line)
+        if m and int(m.group(2)) > int(m.group(3)):
+            seen[m.group(1)] = f"{m.group(1)} {m.group(2)}/{m.group(3)} ({m.group(4)}%)"
+    return ", ".join(seen.values())
 
 
 def _tail(path: Path, n: int) -> list[str]:

@@ -3,8 +3,10 @@
 Memories are mapped the way yosys maps them: each memory onto whole block RAMs in the block's
 best width x depth configuration (ECP5 DP16KD 18 Kbit, iCE40 SB_RAM40_4K 4 Kbit, 7-series
 RAMB18 halves of a 36 Kbit block); memories that are never initialised and use one port may
-go to iCE40 SPRAM. Multipliers beyond the hard DSPs are built from LUTs, estimated here at
-a_bits * b_bits LUT4s each against half the part's LUTs (the rest is control and I/O).
+go to iCE40 SPRAM. yosys maps every multiplier onto a DSP, so on the open toolchains the
+multipliers must not outnumber the DSPs; Vivado builds the rest from LUTs, estimated at
+a_bits * b_bits LUT4s each. With the design's own logic estimate they must stay within 80% of
+the part's LUTs. LUT figures are estimates; nextpnr's report after the build is the measurement.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from boards.errors import BoardError
 from boards.profiles import PROFILES, BoardProfile
 
 # (width, depth) configurations of one block RAM, per toolchain
@@ -26,7 +29,10 @@ BLOCKS_PER_SHAPE = {"ecp5": 1.0, "ice40": 1.0, "vendor": 0.5}
 SPRAM_SHAPE = (16, 16384)
 LUTRAM_MAX_DEPTH = {"ecp5": 16, "ice40": 0, "vendor": 64}  # yosys keeps these in LUTs
 DSP_MAX_BITS = {"ecp5": (18, 18), "ice40": (16, 16), "vendor": (25, 18)}
-LUT_SHARE_FOR_MULTIPLIERS = 0.5
+# yosys (synth_ecp5, synth_ice40 -dsp) puts every multiplier on a DSP whatever their number, and
+# nextpnr then fails; only the vendor tools fall back to LUTs
+DSP_ONLY = {"ecp5", "ice40"}
+LUT_BUDGET = 0.8  # of the part's LUTs; the rest for routing slack, UART and glue logic
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Demand:
     memories: tuple[MemoryNeed, ...]
     multipliers: int
     mult_bits: tuple[int, int] = (9, 8)
+    logic_luts: int = 0  # estimated LUTs of everything but multipliers and memories
 
     @property
     def memory_bits(self) -> int:
@@ -139,13 +146,17 @@ def check_fit(demand: Demand, profile: BoardProfile, *, knobs: bool = True) -> F
                     f"blocks of {block_kbit} Kbit")]
     if spram or profile.spram_bits:
         checks.append(Check("SPRAM", spram, profile.spram_bits // (SPRAM_SHAPE[0] * SPRAM_SHAPE[1]), "blocks of 256 Kbit"))
-    on_dsp = min(demand.multipliers, profile.dsps) if _dsp_can_take(demand.mult_bits, tc) else 0
-    in_luts = demand.multipliers - on_dsp
-    checks.append(Check("multipliers on DSPs", on_dsp, profile.dsps, "DSPs"))
-    if in_luts:
-        lut_cost = in_luts * demand.mult_bits[0] * demand.mult_bits[1]
-        checks.append(Check(f"LUTs for {in_luts} multipliers beyond the DSPs (estimate)", lut_cost,
-                            int(profile.luts * LUT_SHARE_FOR_MULTIPLIERS), "LUT4s"))
+    if tc in DSP_ONLY:
+        in_luts = 0
+        checks.append(Check("multipliers (yosys maps each onto a DSP)", demand.multipliers, profile.dsps, "DSPs"))
+    else:
+        on_dsp = min(demand.multipliers, profile.dsps) if _dsp_can_take(demand.mult_bits, tc) else 0
+        in_luts = demand.multipliers - on_dsp
+        checks.append(Check("multipliers on DSPs", on_dsp, profile.dsps, "DSPs"))
+    luts = demand.logic_luts + in_luts * demand.mult_bits[0] * demand.mult_bits[1]
+    if luts:
+        what = f"logic + {in_luts} multipliers beyond the DSPs" if in_luts else "logic"
+        checks.append(Check(f"LUTs for {what} (estimate)", luts, int(profile.luts * LUT_BUDGET), "LUT4s"))
     result = FitResult(profile.name, profile.part, checks, placement)
     if knobs and not result.fits:
         result.knobs = _knobs(demand, profile, result)
@@ -162,6 +173,12 @@ def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str
     knobs = []
     failed = {c.resource.split(" ")[0] for c in result.checks if not c.ok}
     if failed & {"block", "SPRAM"}:
+        in_bram = [m for m in demand.memories if result.placement.get(m.name) == "bram"]
+        blocks = sum(blocks_for(m, profile.toolchain) for m in in_bram)
+        filled = sum(m.bits for m in in_bram) / max(1, blocks * profile.bram_block_bits)
+        if filled < 0.5:
+            knobs.append(f"{len(in_bram)} memories fill their blocks only {filled:.0%}: a smaller array "
+                         f"(fewer columns, so fewer activation-buffer banks)")
         weights = sum(m.bits for m in demand.memories if m.initialised)
         buffers = demand.memory_bits - weights
         biggest = max(demand.memories, key=lambda m: m.bits)
@@ -188,22 +205,75 @@ def candidate_arrays(max_rows: int = 16, max_cols: int = 16) -> list[tuple[int, 
     return sorted(shapes, key=lambda rc: (-rc[0] * rc[1], abs(rc[0] - rc[1]), -rc[0]))
 
 
-class FitError(ValueError):
+class FitError(BoardError, ValueError):
     """Nothing fits; the message is one line with what to change."""
 
 
 def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
-               shapes: Iterable[tuple[int, int]] | None = None) -> tuple[tuple[int, int], FitResult]:
-    """The largest array (rows, cols) whose design fits `profile`; `demand_of(rows, cols)` sizes one."""
+               shapes: Iterable[tuple[int, int]] | None = None,
+               quick_of: Callable[[int, int], Demand] | None = None) -> tuple[tuple[int, int], FitResult]:
+    """The largest array (rows, cols) whose design fits `profile`; `demand_of(rows, cols)` sizes one.
+
+    `quick_of`, a cheap partial demand (e.g. multipliers and logic only), skips shapes that
+    cannot fit before the full `demand_of` is asked.
+    """
     shapes = list(candidate_arrays() if shapes is None else shapes)
     last = None
     for rows, cols in shapes:
+        if quick_of is not None:
+            quick = check_fit(quick_of(rows, cols), profile, knobs=False)
+            if not quick.fits:
+                last = last or quick
+                continue
         last = check_fit(demand_of(rows, cols), profile)
         if last.fits:
             return (rows, cols), last
+    if quick_of is not None:
+        last = check_fit(demand_of(*shapes[-1]), profile)
     raise FitError(f"no array from {shapes[0][0]}x{shapes[0][1]} down to {shapes[-1][0]}x{shapes[-1][1]} fits: "
                    + last.message())
 
 
-__all__ = ["BLOCK_SHAPES", "Check", "Demand", "FitError", "FitResult", "MemoryNeed", "blocks_for",
-           "candidate_arrays", "check_fit", "pick_array"]
+def memories_of(design) -> tuple[MemoryNeed, ...]:
+    """Every memory of an elaboratable (elaborated here): shape, depth, init, ports."""
+    from amaranth.hdl import Fragment
+    from amaranth.hdl._mem import MemoryInstance  # amaranth 0.5: the elaborated Memory
+
+    found: list[MemoryNeed] = []
+
+    def walk(frag, path: tuple[str, ...]) -> None:
+        if isinstance(frag, MemoryInstance):
+            d = frag._data
+            ports = len(frag._read_ports) + len(frag._write_ports)
+            found.append(MemoryNeed(".".join(path), d.shape.width, d.depth,
+                                    initialised=any(int(v) for v in d.init), single_port=ports == 1))
+        for sub, name, _ in getattr(frag, "subfragments", []):
+            walk(sub, (*path, str(name)))
+
+    walk(Fragment.get(design, None), ())
+    return tuple(found)
+
+
+def accelerator_demand(plan, rows: int, cols: int, *, memories: bool = True) -> Demand:
+    """What hw.top's accelerator for `plan` on a rows x cols array needs (memories by elaboration)."""
+    from hw.array import ArrayConfig
+    from hw.top import Accelerator, resources
+
+    config = ArrayConfig(rows, cols)
+    res = resources(plan, config)
+    acc_width = res["acc_width"]
+    # per PE an accumulator adder and its shadow register's mux; a fixed share for the rest
+    logic = rows * cols * 2 * acc_width + BASE_LOGIC_LUTS
+    mems = memories_of(Accelerator(plan, config)) if memories else ()
+    return Demand(mems, res["multipliers"], (res["act_width"] + 1, _w_width(plan)), logic)
+
+
+BASE_LOGIC_LUTS = 2500  # sequencer, window generator, requantizers, pool, sparse engine, UART
+
+
+def _w_width(plan) -> int:
+    return max([2] + [l.w_type.bits for l in plan.layers if l.w_type is not None])
+
+
+__all__ = ["BLOCK_SHAPES", "Check", "Demand", "FitError", "FitResult", "MemoryNeed", "accelerator_demand",
+           "blocks_for", "candidate_arrays", "check_fit", "memories_of", "pick_array"]

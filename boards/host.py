@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from boards.errors import BoardError
 from boards.top import LOGIT_BYTES, MAGIC
 
 IMAGE_SIZE = 64
 
 
-class LinkError(RuntimeError):
+class LinkError(BoardError, RuntimeError):
     """The board did not answer, or answered something that is not a reply."""
 
 

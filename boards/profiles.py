@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from boards.errors import BoardError
+
 TOOLCHAINS = ("ecp5", "ice40", "vendor")
 
 
@@ -97,7 +99,7 @@ ALIASES = {"ulx3s": "ulx3s-85f", "arty": "arty-a7-35", "arty-a7": "arty-a7-35", 
 DEFAULT_BOARD = "ulx3s-85f"
 
 
-class UnknownBoard(ValueError):
+class UnknownBoard(BoardError, ValueError):
     """A board name that no profile has."""
 
 

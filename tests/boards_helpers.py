@@ -112,3 +112,28 @@ async def uart_recv(ctx, pin, count: int, period: int, timeout: int) -> bytes:
         assert ctx.get(pin) == 1, f"byte {len(out)}: bad stop bit"
         out.append(byte)
     return bytes(out)
+
+
+def tiny_checkpoint(path, seed: int = 0, size: int = 8, classes: int = 3):
+    """A small quantized CNN checkpoint (conv, pool, pruned hidden layer, logits) with seeded
+    weights on the power-of-two grid: the whole bitstream-rtl chain, CI-sized."""
+    import torch
+
+    from export.testing import RandomModel, _set_weights
+    from quant import checkpoint
+    from quant.model import LayerSpec, ModelConfig, build
+
+    cfg = ModelConfig("tiny", [LayerSpec("conv", 4, 3), LayerSpec("pool", kernel=2), LayerSpec("flatten"),
+                               LayerSpec("linear", 8, w_bits=4, cls="P", sparsity=0.5),
+                               LayerSpec("linear", classes, relu=False)],
+                      classes, (3, size, size), quantized=True)
+    model = build(cfg)
+    _set_weights(model, RandomModel(cfg, seed))
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # the activation quantizers see data once
+        for _ in range(3):
+            model(torch.randint(0, 256, (8, *cfg.in_shape), generator=gen).float() / 256.0)
+    model.eval()
+    return checkpoint.save(path, {"config": cfg.to_dict(), "class_names": [f"c{i}" for i in range(classes)],
+                                  "state_dict": model.state_dict(), "metrics": {"val_acc": 0.5}})

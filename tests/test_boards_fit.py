@@ -63,3 +63,13 @@ def test_pick_array_refuses_when_nothing_fits():
     huge = (MemoryNeed("w", 8, 1 << 20, initialised=True),)
     with pytest.raises(FitError, match=r"no array from 16x16 down to 1x1 fits: does not fit icebreaker"):
         pick_array(lambda r, c: Demand(huge, multipliers=r * c), get_profile("icebreaker"))
+
+
+def test_open_toolchains_need_a_dsp_per_multiplier_vivado_falls_back_to_luts():
+    """yosys puts every multiplier on a DSP (nextpnr then fails: measured 19/8 SB_MAC16 on a 6x3 array)."""
+    w = (MemoryNeed("w", 8, 512, True),)
+    up5k = check_fit(Demand(w, multipliers=9, logic_luts=1000), get_profile("icebreaker"))
+    assert not up5k.fits and "needs 9 DSPs, the iCE40UP5K has 8" in up5k.message()
+    assert check_fit(Demand(w, multipliers=8, logic_luts=1000), get_profile("icebreaker")).fits
+    arty = check_fit(Demand(w, multipliers=100, logic_luts=1000), get_profile("arty"))
+    assert arty.fits and any("10 multipliers beyond the DSPs" in c.resource for c in arty.checks)

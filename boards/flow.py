@@ -1,0 +1,219 @@
+"""`python -m export bitstream-rtl`: checkpoint -> ONNX -> plan -> Verilog -> RTL check -> bitstream + report.
+
+export/__main__.py wires the subcommand with `add_arguments(parser)` and `run(args)`; the work
+is `bitstream_rtl(...)`, which returns the report it writes. Each step prints one line when it
+starts and its elapsed time when it ends; the board build adds per-tool progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from boards.build import BuildResult, build, check_tools
+from boards.errors import BoardError
+from boards.fit import FitError, accelerator_demand, check_fit, pick_array
+from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
+from boards.report import write_report
+from boards.top import DEFAULT_BAUD, BoardTop
+from quant.atomic import atomic_write_text
+
+DEFAULT_IMAGES = 8
+
+
+class OutputExists(BoardError, FileExistsError):
+    """The output folder exists and --force was not given."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `bitstream-rtl`."""
+    p.add_argument("--checkpoint", default=None, help="quantized checkpoint (.pt); default: the bundled QAT+pruned model")
+    p.add_argument("--float-checkpoint", default=None,
+                   help="float checkpoint for the float accuracy (default: the bundled float model, when --checkpoint is not given)")
+    p.add_argument("--board", default=DEFAULT_BOARD, help=f"target board: {', '.join(PROFILES)} (default %(default)s)")
+    p.add_argument("--array", default=None,
+                   help="systolic array RxC, or 'auto' for the largest that fits the board (default: the hardware's default)")
+    p.add_argument("--data", default=None, help="ImageFolder root (DIR/<split>/<class>/) for accuracy and the RTL images; "
+                                                "without it the RTL runs on seeded random images")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--limit", type=int, default=DEFAULT_IMAGES, help="images to run through the RTL simulation (default %(default)s)")
+    p.add_argument("--out", default="out", help="output folder (default %(default)s); refused if it exists, unless --force")
+    p.add_argument("--force", action="store_true", help="write into an existing output folder")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate of the board top (default %(default)s)")
+    p.add_argument("--no-bitstream", dest="bitstream", action="store_false",
+                   help="stop after the fit check, RTL and simulation (no synthesis / place and route)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images and of nextpnr")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The CLI body: 0 when every simulated image was bit-exact, 1 otherwise."""
+    report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
+                           array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
+                           force=args.force, baud=args.baud, bitstream=args.bitstream, seed=args.seed)
+    print(report["summary"])
+    return 0 if report["bit_exact"] == report["images"] else 1
+
+
+class _Steps:
+    """One line per step: its number and name, then its elapsed time."""
+
+    def __init__(self, total: int, say: Callable[[str], None]):
+        self.total, self.n, self.say, self.t0 = total, 0, say, time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable, *a, **kw):
+        self.n += 1
+        self.say(f"[{self.n}/{self.total}] {name} ...")
+        t = time.monotonic()
+        out = fn(*a, **kw)
+        self.seconds[name] = round(time.monotonic() - t, 2)
+        self.say(f"[{self.n}/{self.total}] {name}: done in {self.seconds[name]:.1f} s (total {time.monotonic() - self.t0:.0f} s)")
+        return out
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def prepare_out(out: str | Path, force: bool) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExists(f"{out}: already exists; pass --force to write into it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"{out}: exists and is not a folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def choose_array(plan, profile: BoardProfile, array: str | None):
+    """(ArrayConfig, FitResult): the given shape, the hardware's default, or with 'auto' the largest that fits."""
+    from hw.array import ArrayConfig
+
+    if array is not None and array.strip().lower() == "auto":
+        (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile,
+                                       quick_of=lambda r, c: accelerator_demand(plan, r, c, memories=False))
+        return ArrayConfig(rows, cols), fit
+    try:
+        config = ArrayConfig.parse(array) if array is not None else ArrayConfig()
+    except ValueError as e:
+        raise BoardError(f"--array: {e}; or use --array auto") from None
+    fit = check_fit(accelerator_demand(plan, config.rows, config.cols), profile)
+    if not fit.fits:
+        raise FitError(f"array {config}: {fit.message()}")
+    return config, fit
+
+
+def rtl_images(plan, data: str | None, split: str, n: int, seed: int):
+    """(images uint8 (N, C, H, W), labels or None, source): N images spread over the classes, or seeded random."""
+    if n < 1:
+        raise BoardError(f"--limit must be at least 1, got {n}")
+    if data is None:
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8), None, f"{n} random images (seed {seed})"
+    from quant.data import load_split
+
+    per_class = math.ceil(n / max(1, len(plan.class_names) or 1))
+    images, labels, names = load_split(data, split, limit=per_class)
+    if images.shape[1:] != tuple(plan.input_shape):
+        raise BoardError(f"{data}: images are {images.shape[1:]}, the model takes {tuple(plan.input_shape)}")
+    if plan.class_names:
+        unknown = [c for c in names if c not in plan.class_names]
+        if unknown:
+            raise BoardError(f"{data}/{split}: classes {unknown} are not the model's {plan.class_names}")
+        labels = np.array([plan.class_names.index(names[l]) for l in labels])
+    # round-robin over the classes, so N images cover every class
+    order = sorted(range(len(labels)), key=lambda i: (int(np.sum(labels[:i] == labels[i])), int(labels[i])))[:n]
+    return images[order], labels[order], f"{len(order)} {split} images of {data}"
+
+
+def cycle_model(plan, config) -> dict:
+    """hw's predicted cycles and utilisation per pass, and the memory bits (no Verilog written)."""
+    from hw.cycles import predict
+    from hw.sequencer import schedule
+    from hw.top import resources
+
+    return {**predict(schedule(plan, config)), "memory_bits": resources(plan, config)["memory_bits"]}
+
+
+def accuracies(checkpoint: str | None, float_checkpoint: str | None, data: str | None, split: str,
+               plots_dir: Path) -> dict:
+    """Float and quantized accuracy (and macro P/R/F1) on the split, from quant.evaluate."""
+    from quant import checkpoint as ckpts
+    from quant.evaluate import evaluate
+
+    if float_checkpoint is None and checkpoint is None and ckpts.BUNDLED_FLOAT.is_file():
+        float_checkpoint = str(ckpts.BUNDLED_FLOAT)
+    if data is None:
+        ck = ckpts.load(checkpoint)
+        val = ck.get("metrics", {}).get("val_acc")
+        return {"accuracy_quant": val, "accuracy_float": None, "source": "the checkpoint's recorded validation accuracy (no --data)"}
+    q = evaluate(checkpoint, data, split, plots_dir=plots_dir)
+    out = {"accuracy_quant": q["accuracy"], "precision_macro_quant": q["precision_macro"],
+           "recall_macro_quant": q["recall_macro"], "f1_macro_quant": q["f1_macro"], "images_evaluated": q["images"],
+           "source": f"quant.evaluate on {q['images']} {split} images", "plots": q.get("plots", {})}
+    if float_checkpoint is not None:
+        f = evaluate(float_checkpoint, data, split)
+        out.update(accuracy_float=f["accuracy"], precision_macro_float=f["precision_macro"],
+                   recall_macro_float=f["recall_macro"], f1_macro_float=f["f1_macro"])
+    else:
+        out["accuracy_float"] = None
+    return out
+
+
+def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None = None, board: str = DEFAULT_BOARD,
+                  array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
+                  out: str | Path = "out", force: bool = False, baud: int = DEFAULT_BAUD, bitstream: bool = True,
+                  seed: int = 0, say: Callable[[str], None] = _say) -> dict:
+    """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
+    from export.compile import compile_onnx
+    from export.onnx_export import export
+    from hw.top import Accelerator
+    from sim.golden import expected_logits
+    from sim.verify import verify
+
+    profile = get_profile(board)
+    if data is not None and not (Path(data) / split).is_dir():
+        raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/)")
+    if bitstream and profile.has_open_toolchain:
+        check_tools(profile)
+    out = prepare_out(out, force)
+    step = _Steps(7 if bitstream else 6, say)
+
+    onnx_path = step("export ONNX", export, checkpoint, out / "model.onnx")
+    plan = step("compile the layer plan", compile_onnx, onnx_path)
+    plan.save(out / "plan")
+    config, fit = step(f"fit check on {profile.name}", choose_array, plan, profile, array)
+    say(f"    array {config}: {fit.message()}")
+    rtl = cycle_model(plan, config)
+
+    images, labels, source = rtl_images(plan, data, split, limit, seed)
+    expected = expected_logits(onnx_path, plan, images)
+    # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
+    outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
+                   labels=labels, work_dir=out, clock_mhz=profile.clock_mhz, log=say)
+    say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
+        + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
+    acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
+
+    built: BuildResult | None = None
+    if bitstream:
+        n_pixels = int(np.prod(plan.input_shape))
+        top = BoardTop(Accelerator(plan, config), n_pixels, len(plan.class_names) or expected.shape[1], baud)
+        built = step(f"board build ({profile.toolchain})", build, top, profile, out / "board", seed=seed + 1,
+                     progress=lambda line: say("    " + line))
+    report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
+                          accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path)
+    atomic_write_text(out / "rtl_records.json", json.dumps(outcome.records, indent=1))
+    step.n += 1
+    say(f"[{step.n}/{step.total}] wrote {out / 'report.md'} and {out / 'report.json'}")
+    return report
+
+
+__all__ = ["OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array", "prepare_out", "rtl_images", "run"]
