@@ -8,7 +8,7 @@ writes a whole vector through a rotator, and all address arithmetic stays binary
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth import Array, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -117,9 +117,56 @@ def _check_types(i: int, l: Layer) -> None:
         raise _refuse(i, l, f"requant left shift {-l.shift} exceeds {MAX_LEFT}; rescale the layer")
 
 
+@dataclass
+class _Images:
+    """The plan-initialised memories' contents, filled layer by layer."""
+
+    weight_words: list[int] = field(default_factory=list)
+    bias_words: list[int] = field(default_factory=list)
+    entries: list[int] = field(default_factory=list)
+    row_end: list[int] = field(default_factory=list)
+    biases: list[int] = field(default_factory=list)
+
+
+def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: int, img: _Images) -> tuple[dict, int]:
+    """A conv or dense layer on the array: its window constants, and the highest address it reads."""
+    rows, cols = config.rows, config.cols
+    if l.kind == "conv2d":
+        if l.stride != 1:
+            raise _refuse(i, l, f"stride {l.stride}: the window generator makes stride 1 only; use stride 1 and a max-pool")
+        if len(l.in_shape) != 3:
+            raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
+        (cin, h, w), (cout, oh, ow), k = l.in_shape, l.out_shape, l.kernel
+    else:
+        (cin,), (cout,), h, w, k, oh, ow = l.in_shape, l.out_shape, 1, 1, 1, 1, 1
+    win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img.weight_words), len(img.bias_words))
+    w2 = l.weight.reshape(cout, -1).astype(np.int64)
+    n_og = -(-cout // rows)
+    wpad = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
+    wpad[:cout] = w2
+    bpad = np.zeros(n_og * rows, dtype=np.int64)
+    bpad[:cout] = l.bias
+    for og in range(n_og):
+        group = slice(og * rows, (og + 1) * rows)
+        img.weight_words += [_pack(wpad[group, kidx], w_width) for kidx in range(w2.shape[1])]
+        img.bias_words.append(_pack(bpad[group], acc_width))
+    n_xt = -(-ow // cols)
+    top = (oh - 1) * w + (n_xt - 1) * cols + (cin - 1) * h * w + (k - 1) * w + k - 1
+    return win, top
+
+
+def _sparse_pass(l: Layer, value_bits: int, index_bits: int, img: _Images) -> tuple[dict, int]:
+    """A P-layer on the sparse engine: its bases in the shared memories, the highest address it reads."""
+    sp = l.sparse
+    base_e, base_r = len(img.entries), len(img.row_end)
+    img.entries += [((int(v) & ((1 << value_bits) - 1)) << index_bits) | int(d) for v, d in zip(sp.values, sp.deltas)]
+    img.row_end += [base_e + int(e) for e in sp.row_ptr[1:]]
+    img.biases += [int(b) for b in l.bias]
+    return {"rows_m1": sp.row_ptr.size - 2, "row_base": base_r, "e_base": base_e}, l.in_shape[0] - 1
+
+
 def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     """Check `plan` against the hardware and compute every constant of every pass."""
-    rows, cols = config.rows, config.cols
     layers = plan.layers
     if len(plan.input_shape) != 3:
         raise UnsupportedPlan(f"input shape {plan.input_shape}: the accelerator takes one (C, H, W) image")
@@ -132,75 +179,44 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
     act_width = max([8] + [l.out.bits for l in layers if l.out is not None])
-    array_layers = [l for l in compute if l.sparse is None]
-    w_width = max([2] + [l.w_type.bits + (0 if l.w_type.signed else 1) for l in array_layers])
-    p_layers = [l for l in compute if l.sparse is not None]
-    value_bits = max([1] + [l.sparse.value_bits for l in p_layers])
-    index_bits = max([1] + [l.sparse.index_bits for l in p_layers])
+    w_width = max([2] + [l.w_type.bits + (not l.w_type.signed) for l in compute if l.sparse is None])
+    value_bits = max([1] + [l.sparse.value_bits for l in compute if l.sparse is not None])
+    index_bits = max([1] + [l.sparse.index_bits for l in compute if l.sparse is not None])
 
     passes = [Pass("load", -1, "image", dst=0)]
-    sizes = [int(np.prod(plan.input_shape)), 0]
-    reads = [0, 0]
-    weight_words, bias_words, entries, row_end, sbias = [], [], [], [], []
+    sizes, reads, img = [int(np.prod(plan.input_shape)), 0], [0, 0], _Images()
     cur, shape, signed = 0, tuple(plan.input_shape), False
     for i, l in enumerate(layers):
         _check_types(i, l)
-        if 0 in tuple(l.out_shape):
+        if min(l.out_shape) <= 0:
             raise _refuse(i, l, f"output shape {tuple(l.out_shape)} is empty; use a larger input or smaller kernels")
         if tuple(l.in_shape) != shape:
             raise _refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
         last = i == len(layers) - 1
         if l.out is None and not last:
             raise _refuse(i, l, "only the last layer may emit raw accumulators (out=None)")
+        if l.kind == "linear" and len(l.in_shape) != 1:
+            raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: put a flatten before a linear layer")
         if l.kind == "flatten":
             shape = tuple(l.out_shape)
             continue
         rq = {} if l.out is None else requant_config(l.shift, l.relu, l.out, acc_width)
         p = Pass("", i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed)
         if l.kind == "conv2d" or (l.kind == "linear" and l.sparse is None):
-            if l.kind == "conv2d":
-                if l.stride != 1:
-                    raise _refuse(i, l, f"stride {l.stride}: the window generator makes stride 1 only; use stride 1 and a max-pool")
-                cin, h, w = l.in_shape
-                cout, oh, ow = l.out_shape
-                k = l.kernel
-            else:
-                cin, h, w, k, (cout,), oh, ow = l.in_shape[0], 1, 1, 1, l.out_shape, 1, 1
-            w2 = l.weight.reshape(cout, -1).astype(np.int64)
-            n_og = -(-cout // rows)
-            padded = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
-            padded[:cout] = w2
-            bpad = np.zeros(n_og * rows, dtype=np.int64)
-            bpad[:cout] = l.bias
-            win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(weight_words), len(bias_words))
-            for og in range(n_og):
-                block = padded[og * rows:(og + 1) * rows]
-                weight_words += [_pack(block[:, kidx], w_width) for kidx in range(w2.shape[1])]
-                bias_words.append(_pack(bpad[og * rows:(og + 1) * rows], acc_width))
-            n_xt = -(-ow // cols)
-            reads[cur] = max(reads[cur], (oh - 1) * w + (n_xt - 1) * cols + (cin - 1) * h * w + (k - 1) * w + k - 1)
-            p.kind, p.macs = "array", l.macs_dense
-            p.cfg = {"win": win, "rq": rq, "logits": int(last)}
+            win, top = _array_pass(i, l, config, w_width, acc_width, img)
+            p.kind, p.macs, p.cfg = "array", l.macs_dense, {"win": win, "rq": rq, "logits": int(last)}
+        elif l.kind == "linear":
+            cfg, top = _sparse_pass(l, value_bits, index_bits, img)
+            p.kind, p.macs, p.cfg = "sparse", l.sparse.entries, {**cfg, "rq": rq, "logits": int(last)}
         elif l.kind == "maxpool":
             if l.kernel != 2 or l.stride != 2:
                 raise _refuse(i, l, f"max-pool {l.kernel}x{l.kernel} stride {l.stride}: only 2x2 stride 2 is generated")
             c, h, w = l.in_shape
-            cfg = pool_config(c, h, w, cols)
-            reads[cur] = max(reads[cur], (c - 1) * h * w + (2 * cfg["oh_m1"] + 1) * w + 2 * cfg["n_xt_m1"] * cols + cols)
-            p.kind, p.cfg = "pool", cfg
-        elif l.kind == "linear":
-            sp = l.sparse
-            nrows = sp.row_ptr.size - 1
-            vals = sp.values.astype(np.int64)
-            base_e, base_r = len(entries), len(row_end)
-            entries += [((int(v) & ((1 << value_bits) - 1)) << index_bits) | int(d) for v, d in zip(vals, sp.deltas)]
-            row_end += [base_e + int(e) for e in sp.row_ptr[1:]]
-            sbias += [int(b) for b in l.bias]
-            reads[cur] = max(reads[cur], l.in_shape[0] - 1)
-            p.kind, p.macs = "sparse", sp.entries
-            p.cfg = {"rows_m1": nrows - 1, "row_base": base_r, "e_base": base_e, "rq": rq, "logits": int(last)}
+            p.kind, p.cfg = "pool", pool_config(c, h, w, config.cols)
+            top = (c - 1) * h * w + (2 * p.cfg["oh_m1"] + 1) * w + (2 * p.cfg["n_xt_m1"] + 1) * config.cols
         else:
             raise _refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, flatten, linear are)")
+        reads[cur] = max(reads[cur], top)
         passes.append(p)
         shape = tuple(l.out_shape)
         if not last:
@@ -209,12 +225,13 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
             signed = l.out.signed
     passes.append(Pass("emit", len(layers), "logits", src=cur))
 
-    banks = banks_for(cols)
+    # a vector read at `top` touches bank rows up to (top >> log2 banks) + 1
+    banks = banks_for(config.cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
     addr_width = max(int(d + banks).bit_length() for d in
-                     (*depths, len(weight_words), len(bias_words), len(entries) + 1, len(row_end)))
-    return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths,
-                    weight_words, bias_words, entries, row_end, sbias, value_bits, index_bits)
+                     (*depths, len(img.weight_words), len(img.bias_words), len(img.entries) + 1, len(img.row_end)))
+    return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, img.weight_words,
+                    img.bias_words, img.entries, img.row_end, img.biases, value_bits, index_bits)
 
 
 class Sequencer(wiring.Component):

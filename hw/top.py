@@ -22,7 +22,7 @@ from export.plan import Plan
 from hw.array import ArrayConfig, ArrayEngine, array_pass_layout
 from hw.memories import ActivationBuffer, logit_layout, write_layout
 from hw.pool import PoolEngine, pool_layout
-from hw.sequencer import Schedule, Sequencer, schedule
+from hw.sequencer import Sequencer, schedule
 from hw.sparse import SparseEngine, sparse_layout
 from hw.stream_io import LogitEmitter, PixelLoader
 from quant.atomic import atomic_write, atomic_write_text
