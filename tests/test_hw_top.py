@@ -112,3 +112,23 @@ def test_two_images_back_to_back_ignore_start_while_busy():
         np.testing.assert_array_equal(logits, reference.logits(plan, image))
         assert cycles == predict(dut.sched)["total_cycles"]
 
+
+
+def test_sparse_logits_layer_and_dense_hidden_layer():
+    """The logits from the sparse engine, and a dense (NP) hidden linear layer on the array."""
+    from export.encoding import encode_best
+
+    rng = np.random.default_rng(9)
+    plan = random_plan(rng)
+    fc1, fc2 = plan.layers[-2], plan.layers[-1]
+    w = fc2.weight * (rng.random(fc2.weight.shape) < 0.5)
+    layers = plan.layers[:-2] + [replace(fc1, cls="NP", sparse=None),
+                                 replace(fc2, weight=w, cls="P", sparse=encode_best(w, fc2.w_type.bits))]
+    plan = replace(plan, layers=layers)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig(3, 3))
+    logits, cycles, writes = run_accelerator(dut, image)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+    assert cycles == predict(dut.sched)["total_cycles"]

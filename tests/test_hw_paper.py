@@ -1,0 +1,43 @@
+"""The paper model's shape (3x64x64 -> conv 10@3x3 -> pool -> conv 20@5x5 -> pool -> linear 128
+P 4-bit 90% pruned -> linear 5) on the default 10x9 array: conv utilisation >= 90%, predicted
+(fast) and measured in amaranth.sim (slow, about 3 minutes: `pytest -m slow`)."""
+
+import numpy as np
+import pytest
+
+from export import reference
+from hw.array import ArrayConfig
+from hw.cycles import predict
+from hw.sequencer import schedule
+from hw.top import Accelerator
+from tests.hw_helpers import random_image, random_plan, run_accelerator
+
+
+def paper_like(rng):
+    return random_plan(rng, shape=(3, 64, 64), c1=10, k1=3, c2=20, k2=5, hidden=128, classes=5,
+                       density=0.1, fc_bits=4)
+
+
+def test_default_array_predicts_90_percent_on_the_convs():
+    model = predict(schedule(paper_like(np.random.default_rng(0)), ArrayConfig()))
+    convs = [r for r in model["layers"] if r["name"].startswith("conv")]
+    assert len(convs) == 2 and all(r["utilisation"] >= 0.9 for r in convs), convs
+    sparse = next(r for r in model["layers"] if r["pass"] == "sparse")
+    assert sparse["utilisation"] >= 0.95  # cycles close to the stored entries
+
+
+@pytest.mark.slow
+def test_default_array_measures_90_percent_on_the_convs():
+    rng = np.random.default_rng(0)
+    plan = paper_like(rng)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig())
+    passes = []
+    logits, cycles, _ = run_accelerator(dut, image, passes=passes, max_cycles=400_000)
+    np.testing.assert_array_equal(logits, reference.logits(plan, image))
+    model = predict(dut.sched)
+    assert cycles == model["total_cycles"]
+    for (kind, measured), row in zip(passes, model["layers"]):
+        assert measured == row["cycles"]
+        if row["name"].startswith("conv"):
+            assert row["macs"] / ArrayConfig().pes / measured >= 0.9
