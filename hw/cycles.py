@@ -32,13 +32,24 @@ def pass_cycles(p: Pass, s: Schedule) -> int:
     raise ValueError(f"unknown pass kind {p.kind!r}")
 
 
+def pass_memory_bits(p: Pass, s: Schedule) -> int:
+    """Bits the pass's layer occupies in the plan-initialised memories (weights, biases, indices)."""
+    rows = s.config.rows
+    if p.kind == "array":
+        groups, k = p.cfg["win"]["n_og_m1"] + 1, p.cfg["win"]["k_steps"]
+        return groups * k * rows * s.w_width + groups * rows * s.acc_width
+    if p.kind == "sparse":
+        return p.macs * (s.value_bits + s.index_bits) + (p.cfg["rows_m1"] + 1) * (s.addr_width + s.acc_width)
+    return 0
+
+
 def predict(s: Schedule) -> dict:
-    """Per-pass cycles and utilisation, and the total from `start` to `done`."""
+    """Per-pass cycles, utilisation and memory bits, and the total from `start` to `done`."""
     pes = s.config.pes
     layers = []
     for p in s.passes:
         cyc = pass_cycles(p, s)
-        row = {"pass": p.kind, "layer": p.layer, "name": p.name, "cycles": cyc}
+        row = {"pass": p.kind, "layer": p.layer, "name": p.name, "cycles": cyc, "memory_bits": pass_memory_bits(p, s)}
         if p.kind == "array":
             row["macs"] = p.macs
             row["ideal_cycles"] = p.macs / pes
