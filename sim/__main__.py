@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from quant.atomic import atomic_write_text
     from quant.data import load_split
     from sim.golden import expected_logits
-    from sim.verify import generate_rtl, verify
+    from sim.verify import verify
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="sim-run-"))
     print(f"model {onnx_path}, {len(images)} {args.split} images, array {array}, work {work}", file=sys.stderr)
     expected = expected_logits(onnx_path, plan, images)
-    rtl = generate_rtl(plan, array, work / "rtl")
     class_names = plan.class_names or [str(i) for i in range(expected.shape[1])]
     bar = tqdm(total=len(images), unit="img", desc="RTL vs ONNX Runtime", file=sys.stderr)
 
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                   f"cycles {r['cycles']}  {status}", file=sys.stderr)
         bar.update(1)
 
-    out = verify(plan, rtl, images, expected, labels=labels, work_dir=work, clock_mhz=args.clock_mhz,
+    out = verify(plan, array, images, expected, labels=labels, work_dir=work, clock_mhz=args.clock_mhz,
                  gaps=args.gaps, backpressure=args.backpressure, on_image=line,
                  log=lambda m: bar.write(m, file=sys.stderr))
     bar.close()

@@ -20,24 +20,30 @@ from export.plan import Layer, Plan
 def expected_logits(onnx_path: str | Path, plan: Plan, images: np.ndarray) -> np.ndarray:
     """int64 (N, classes): ONNX Runtime's logits in units of the last accumulator's LSB."""
     from export.ort import golden_session, run_logits
-    out = run_logits(golden_session(onnx_path), images).astype(np.float64)
+    session = golden_session(onnx_path)
+    batch = session.get_inputs()[0].shape[0]  # a model exported with a fixed batch takes that many
+    out = run_logits(session, images, **({"batch": batch} if isinstance(batch, int) else {})).astype(np.float64)
     return np.round(out * 2.0 ** -plan.logit_exp).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class Write:
-    """One traced activation-buffer write, in the order the RTL made it."""
+    """One traced activation-buffer element write, in the order the RTL made it."""
 
     layer: int
     addr: int
     raw: int
 
 
-def read_trace(path: str | Path) -> list[Write]:
+def read_trace(path: str | Path, elem_bits: int) -> list[Write]:
+    """The harness's `layer addr count data-hex` lines, one Write per element: element i of a
+    line is at `addr + i`, in bits [i*elem_bits, (i+1)*elem_bits) of the data."""
     out = []
+    mask = (1 << elem_bits) - 1
     for line in Path(path).read_text().splitlines():
-        layer, addr, raw = line.split()
-        out.append(Write(int(layer), int(addr), int(raw)))
+        layer, addr, count, data = line.split()
+        word = int(data, 16)
+        out += [Write(int(layer), int(addr) + i, (word >> (i * elem_bits)) & mask) for i in range(int(count))]
     return out
 
 
@@ -89,4 +95,5 @@ def first_difference(plan: Plan, image: np.ndarray, writes: list[Write],
             if e != g:
                 traced = f"all {len(writes)} traced writes match the reference; " if writes else "no traced writes; "
                 return f"{traced}first difference: {where(plan.layers[last], k, last)} (logit {k}): expected {e}, got {g}"
-    return f"the RTL matches export.reference on this image ({len(writes)} traced writes, logits equal)"
+    return (f"the RTL equals export.reference on this image ({len(writes)} traced writes, logits equal), "
+            "so the reference and ONNX Runtime disagree: check the export (verification step 1)")

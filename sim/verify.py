@@ -17,6 +17,7 @@ import numpy as np
 from export.plan import Plan
 from sim import runner
 from sim.golden import first_difference, read_trace
+from sim.harness import ports
 
 
 def generate_rtl(plan: Plan, array: str, out_dir: str | Path) -> Path:
@@ -65,12 +66,13 @@ def summarize(records: list[dict], sim: dict, clock_mhz: float) -> dict:
     }
 
 
-def verify(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.ndarray, *,
+def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
            labels: np.ndarray | None = None, work_dir: str | Path | None = None, clock_mhz: float = 100.0,
            gaps: bool = False, backpressure: bool = False, diagnose: bool = True,
            on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> Outcome:
-    """Simulate `images` (uint8 (N, C, H, W)) on the RTL in `rtl_dir`; compare with `expected`
-    integer logits (N, classes), e.g. from sim.golden.expected_logits."""
+    """Generate the accelerator for `plan` on an `array` ("RxC"), simulate `images` (uint8
+    (N, C, H, W)) and compare with `expected` integer logits (N, classes), e.g. from
+    sim.golden.expected_logits."""
     images = np.asarray(images, dtype=np.uint8)
     expected = np.asarray(expected, dtype=np.int64)
     if images.shape[1:] != tuple(plan.input_shape):
@@ -78,6 +80,7 @@ def verify(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.nda
     if expected.shape != (len(images), plan.layers[-1].out_shape[0]):
         raise ValueError(f"expected logits are {expected.shape}, need ({len(images)}, {plan.layers[-1].out_shape[0]})")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sim-"))
+    rtl_dir = generate_rtl(plan, array, work_dir / "rtl")
     pixels = int(np.prod(plan.input_shape))
     build = runner.build(rtl_dir, pixels, log=log)
     records: list[dict] = []
@@ -102,12 +105,12 @@ def verify(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.nda
     out = Outcome(records, summarize(records, sim.summary, clock_mhz), run_dir=work_dir,
                   mismatches=[r["index"] for r in records if not r["bit_exact"]])
     if out.mismatches and diagnose:
-        out.diagnosis, out.waveform = locate(plan, rtl_dir, images, expected, out.mismatches[0], work_dir, log=log,
+        out.diagnosis, out.waveform = locate(plan, array, rtl_dir, images, expected, out.mismatches[0], work_dir, log=log,
                                              got=records[out.mismatches[0]])
     return out
 
 
-def locate(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.ndarray, i: int,
+def locate(plan: Plan, array: str, rtl_dir: Path, images: np.ndarray, expected: np.ndarray, i: int,
            work_dir: Path, *, got: dict, log=None) -> tuple[str, Path]:
     """Re-run image `i` with the trace writer and an FST waveform; name where it departs."""
     build = runner.build(rtl_dir, int(np.prod(plan.input_shape)), waves=True, log=log)
@@ -116,8 +119,10 @@ def locate(plan: Plan, rtl_dir: str | Path, images: np.ndarray, expected: np.nda
     res = runner.simulate(build, images[i:i + 1], expected.shape[1], run_dir, timeout_cycles=timeout_cycles(plan),
                           trace_file=trace)
     rerun = res.images[0]
-    writes = read_trace(trace) if trace.is_file() else []
+    cols = int(array.lower().split("x")[1])
+    elem_bits = ports((rtl_dir / "accelerator.v").read_text())["trace__data"].width // cols
+    writes = read_trace(trace, elem_bits) if trace.is_file() else []
     what = got["error"] or f"RTL logits {got['got']}, ONNX Runtime {got['expected']}"
     where = first_difference(plan, images[i], writes, rerun["logits"])
-    wave = run_dir / "waves.fst"
+    wave = build.waveform(run_dir)
     return f"image {i}: {what}; {where}; waveform: {wave}", wave
