@@ -228,8 +228,9 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     # a vector read at `top` touches bank rows up to (top >> log2 banks) + 1
     banks = banks_for(config.cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
+    consts = [v for p in passes for v in (p.cfg.get("win") or p.cfg).values() if isinstance(v, int)]
     addr_width = max(int(d + banks).bit_length() for d in
-                     (*depths, len(img.weight_words), len(img.bias_words), len(img.entries) + 1, len(img.row_end)))
+                     (*depths, *consts, len(img.weight_words), len(img.bias_words), len(img.entries) + 1, len(img.row_end)))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, img.weight_words,
                     img.bias_words, img.entries, img.row_end, img.biases, value_bits, index_bits)
 
