@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=DEFAULT_IMAGES, help="images to run through the RTL simulation (default %(default)s)")
     p.add_argument("--out", default="out", help="output folder (default %(default)s); refused if it exists, unless --force")
     p.add_argument("--force", action="store_true", help="write into an existing output folder")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="core clock to build and time for (default: the board's, e.g. 100 MHz from the ULX3S PLL)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="UART baud rate of the board top (default %(default)s)")
     p.add_argument("--no-bitstream", dest="bitstream", action="store_false",
                    help="stop after the fit check, RTL and simulation (no synthesis / place and route)")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     """The CLI body: 0 when every simulated image was bit-exact, 1 otherwise."""
     report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
                            array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
-                           force=args.force, baud=args.baud, bitstream=args.bitstream, seed=args.seed)
+                           force=args.force, clock_mhz=args.clock_mhz, baud=args.baud, bitstream=args.bitstream,
+                           seed=args.seed)
     print(report["summary"])
     return 0 if report["bit_exact"] == report["images"] else 1
 
@@ -169,7 +172,8 @@ def accuracies(checkpoint: str | None, float_checkpoint: str | None, data: str |
 
 def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None = None, board: str = DEFAULT_BOARD,
                   array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
-                  out: str | Path = "out", force: bool = False, baud: int = DEFAULT_BAUD, bitstream: bool = True,
+                  out: str | Path = "out", force: bool = False, clock_mhz: float | None = None,
+                  baud: int = DEFAULT_BAUD, bitstream: bool = True,
                   seed: int = 0, say: Callable[[str], None] = _say) -> dict:
     """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
     from export.compile import compile_onnx
@@ -179,6 +183,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     from sim.verify import verify
 
     profile = get_profile(board)
+    clock_mhz = clock_mhz or profile.clock_mhz
     if data is not None and not (Path(data) / split).is_dir():
         raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/)")
     if bitstream and profile.has_open_toolchain:
@@ -197,7 +202,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     expected = expected_logits(onnx_path, plan, images)
     # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
     outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
-                   labels=labels, work_dir=out, clock_mhz=profile.clock_mhz, log=say)
+                   labels=labels, work_dir=out, clock_mhz=clock_mhz, log=say)
     say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
         + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
     acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
@@ -205,11 +210,12 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     built: BuildResult | None = None
     if bitstream:
         n_pixels = int(np.prod(plan.input_shape))
-        top = BoardTop(Accelerator(plan, config), n_pixels, len(plan.class_names) or expected.shape[1], baud)
+        top = BoardTop(Accelerator(plan, config), n_pixels, expected.shape[1], baud, clock_mhz)
         built = step(f"board build ({profile.toolchain})", build, top, profile, out / "board", seed=seed + 1,
                      progress=lambda line: say("    " + line))
     report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
-                          accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path)
+                          accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path,
+                          clock_mhz=clock_mhz)
     atomic_write_text(out / "rtl_records.json", json.dumps(outcome.records, indent=1))
     step.n += 1
     say(f"[{step.n}/{step.total}] wrote {out / 'report.md'} and {out / 'report.json'}")

@@ -10,26 +10,20 @@ import numpy as np
 from boards.errors import BoardError
 from boards.top import LOGIT_BYTES, MAGIC
 
-IMAGE_SIZE = 64
+SOURCE_SIZE = 72  # the data set's image size; the model sees the centre 64x64
 
 
 class LinkError(BoardError, RuntimeError):
     """The board did not answer, or answered something that is not a reply."""
 
 
-def load_image(path: str | Path, size: int = IMAGE_SIZE) -> np.ndarray:
-    """An image file as uint8 HWC `size`x`size`x3: centre-cropped to a square, then resized."""
-    from PIL import Image
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as the model sees it, uint8 HWC 64x64x3: the training data's 72-px
+    shorter side, then the centre 64x64 crop (quant.data's loader and crop)."""
+    from quant.data import SIZE, centre_crop
+    from quant.data import load_image as load_chw
 
-    try:
-        img = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not an image ({e})") from None
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.ascontiguousarray(centre_crop(load_chw(Path(path), SOURCE_SIZE), SIZE).transpose(1, 2, 0))
 
 
 def encode_request(image: np.ndarray) -> bytes:
@@ -61,7 +55,7 @@ def classify(port: str, image: np.ndarray, num_classes: int, baud: int, timeout_
     import serial
 
     try:
-        with serial.Serial(port, baud, timeout=timeout_s) as link:
+        with serial.serial_for_url(port, baudrate=baud, timeout=timeout_s) as link:
             link.reset_input_buffer()
             link.write(encode_request(image))
             link.flush()
@@ -73,4 +67,4 @@ def classify(port: str, image: np.ndarray, num_classes: int, baud: int, timeout_
     return decode_reply(data, num_classes)
 
 
-__all__ = ["IMAGE_SIZE", "LinkError", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]
+__all__ = ["SOURCE_SIZE", "LinkError", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]

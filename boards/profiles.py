@@ -19,8 +19,9 @@ class BoardProfile:
     """One board: its FPGA part and what that part holds, and how to build for it.
 
     `bram_bits` counts the block RAMs (EBR / BRAM) at their full width; `bram_block_bits` is the
-    size of one block, so a memory's block count can be worked out. `clock_mhz` is the board's
-    oscillator, which is also the clock the accelerator is built and constrained for.
+    size of one block, so a memory's block count can be worked out. `osc_mhz` is the board's
+    oscillator; `clock_mhz` the core clock the design is built and constrained for (an ECP5 PLL
+    makes it when the two differ).
     """
 
     name: str
@@ -32,6 +33,7 @@ class BoardProfile:
     bram_bits: int
     bram_block_bits: int
     spram_bits: int
+    osc_mhz: float
     clock_mhz: float
     platform: str  # "module:Class" in amaranth_boards
     toolchain: str
@@ -66,8 +68,8 @@ def _ulx3s(size: str, luts: int, ebr: int, mults: int) -> BoardProfile:
     return BoardProfile(
         name=f"ulx3s-{size.lower()}", part=f"LFE5U-{size}", package="CABGA381",
         luts=luts, ffs=luts, dsps=mults, bram_bits=ebr * _EBR_ECP5, bram_block_bits=_EBR_ECP5,
-        spram_bits=0, clock_mhz=25.0, platform=f"amaranth_boards.ulx3s:ULX3S_{size}_Platform",
-        toolchain="ecp5", description=f"Radiona ULX3S, Lattice ECP5 LFE5U-{size}, 25 MHz, FTDI UART")
+        spram_bits=0, osc_mhz=25.0, clock_mhz=100.0, platform=f"amaranth_boards.ulx3s:ULX3S_{size}_Platform",
+        toolchain="ecp5", description=f"Radiona ULX3S, Lattice ECP5 LFE5U-{size}, 25 MHz oscillator, PLL to 100 MHz, FTDI UART")
 
 
 PROFILES: dict[str, BoardProfile] = {p.name: p for p in (
@@ -78,19 +80,19 @@ PROFILES: dict[str, BoardProfile] = {p.name: p for p in (
     BoardProfile(
         name="icebreaker", part="iCE40UP5K", package="SG48",
         luts=5280, ffs=5280, dsps=8, bram_bits=30 * _EBR_ICE40, bram_block_bits=_EBR_ICE40,
-        spram_bits=4 * 256 * _K, clock_mhz=12.0,
+        spram_bits=4 * 256 * _K, osc_mhz=12.0, clock_mhz=12.0,
         platform="amaranth_boards.icebreaker:ICEBreakerPlatform", toolchain="ice40",
         description="1BitSquared iCEBreaker, Lattice iCE40UP5K, 12 MHz, FTDI UART"),
     BoardProfile(
         name="orangecrab", part="LFE5U-25F", package="CSFBGA285",
         luts=24_288, ffs=24_288, dsps=28, bram_bits=56 * _EBR_ECP5, bram_block_bits=_EBR_ECP5,
-        spram_bits=0, clock_mhz=48.0,
+        spram_bits=0, osc_mhz=48.0, clock_mhz=48.0,
         platform="amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", toolchain="ecp5",
         description="OrangeCrab r0.2, Lattice ECP5 LFE5U-25F, 48 MHz; UART on Feather pins 0 (RX) / 1 (TX)"),
     BoardProfile(
         name="arty-a7-35", part="XC7A35T", package="CSG324",
         luts=20_800, ffs=41_600, dsps=90, bram_bits=50 * _BRAM_7SERIES, bram_block_bits=_BRAM_7SERIES,
-        spram_bits=0, clock_mhz=100.0,
+        spram_bits=0, osc_mhz=100.0, clock_mhz=100.0,
         platform="amaranth_boards.arty_a7:ArtyA7_35Platform", toolchain="vendor",
         description="Digilent Arty A7-35T, Xilinx Artix-7 XC7A35T, 100 MHz; Vivado builds the bitstream"),
 )}

@@ -40,7 +40,8 @@ def array_utilisation(rtl: dict) -> float | None:
     return round(sum(r["ideal_cycles"] for r in arr) / sum(r["cycles"] for r in arr), 4) if arr else None
 
 
-def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, steps, source, onnx_path) -> dict:
+def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, steps, source, onnx_path,
+                 clock_mhz) -> dict:
     from quant.report import PAPER, TARGETS
 
     s = outcome.summary
@@ -55,12 +56,11 @@ def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, s
         "bit_exact": s["bit_exact"], "images": s["images"], "class_agree": s["class_agree"],
         "rtl_accuracy": s.get("rtl_accuracy"), "rtl_images": source, "mismatch": outcome.diagnosis,
         "cycles": {"measured": s.get("cycles"), "predicted": rtl.get("total_cycles"), "ideal_array": round(ideal, 1)},
-        "fmax_mhz": fmax, "requested_mhz": built.requested_mhz if built else profile.clock_mhz,
+        "fmax_mhz": fmax, "requested_mhz": built.requested_mhz if built and built.fmax_mhz else clock_mhz,
         "timing_met": built.timing_met if built else None,
         "critical_path": built.critical_path if built else None,
         "images_per_second": round(fmax * 1e6 / mean_cycles, 2) if fmax and mean_cycles else None,
-        "images_per_second_at_requested": (round((built.requested_mhz if built else profile.clock_mhz) * 1e6 / mean_cycles, 2)
-                                           if mean_cycles else None),
+        "images_per_second_at_requested": round(clock_mhz * 1e6 / mean_cycles, 2) if mean_cycles else None,
         "utilisation": array_utilisation(rtl),
         "utilisation_image": round(ideal / mean_cycles, 4) if mean_cycles else None,
         "layers": layer_table(plan, rtl),
@@ -86,6 +86,10 @@ def _fmt(v, spec: str = "", none: str = "n/a") -> str:
     return none if v is None else format(v, spec)
 
 
+def _cycles(c: dict | None) -> str:
+    return "n/a" if not c else f"{c['mean']:,.0f} (min {c['min']:,}, max {c['max']:,})"
+
+
 def _summary(r: dict) -> str:
     return (f"{r['board']} array {r['array']}: bit-exact {r['bit_exact']}/{r['images']}, "
             f"accuracy quant {_fmt(r['accuracy_quant'], '.4f')} / float {_fmt(r['accuracy_float'], '.4f')}, "
@@ -109,7 +113,7 @@ def to_markdown(r: dict) -> str:
            "", f"Accuracy: {a.get('source')}. Paper figures: {r['paper']['note']}.", "",
            "## RTL simulation (Verilator) vs ONNX Runtime", "",
            f"- images: {r['rtl_images']}", f"- bit-exact logits: **{r['bit_exact']}/{r['images']}**, same class {r['class_agree']}/{r['images']}",
-           f"- cycles per image: measured {r['cycles']['measured']}, predicted {r['cycles']['predicted']}"]
+           f"- cycles per image: measured {_cycles(r['cycles']['measured'])}, predicted by hw's cycle model {_fmt(r['cycles']['predicted'], ',')}"]
     if r["mismatch"]:
         out.append(f"- first mismatch: {r['mismatch']}")
     out += ["", "## Per layer", "",

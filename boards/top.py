@@ -7,11 +7,12 @@ first, then one byte: the index of the largest logit (the first one on a tie, as
 
 
 from amaranth.build import Attrs, ResourceError
-from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal, signed, unsigned
 from amaranth.lib import fifo, io, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth_boards.resources import UARTResource
 
+from boards.clock import CoreClock
 from boards.uart import UARTRx, UARTTx, bit_period
 
 MAGIC = 0xA5
@@ -103,18 +104,25 @@ class HostLink(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    """The HostLink on a board: its UART pins, and LEDs (busy on the first, the class on the rest)."""
+    """The HostLink on a board: its UART pins, LEDs (busy on the first, the class on the rest),
+    and the core clock (an ECP5 PLL when `clock_mhz` differs from the board's oscillator)."""
 
     def __init__(self, accel: wiring.Component, n_pixels: int, num_classes: int,
-                 baud: int = DEFAULT_BAUD):
+                 baud: int = DEFAULT_BAUD, clock_mhz: float | None = None):
         self.accel = accel
         self.n_pixels = n_pixels
         self.num_classes = num_classes
         self.baud = baud
+        self.clock_mhz = clock_mhz  # None: the board's oscillator
 
     def elaborate(self, platform):
         m = Module()
-        period = bit_period(platform.default_clk_frequency, self.baud)
+        clk_hz = platform.default_clk_frequency
+        if self.clock_mhz and abs(self.clock_mhz * 1e6 - clk_hz) >= 1:
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.clock = CoreClock(self.clock_mhz)
+            clk_hz = self.clock_mhz * 1e6
+        period = bit_period(clk_hz, self.baud)
         m.submodules.link = link = HostLink(self.accel, self.n_pixels, self.num_classes, period)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)

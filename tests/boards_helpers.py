@@ -114,26 +114,40 @@ async def uart_recv(ctx, pin, count: int, period: int, timeout: int) -> bytes:
     return bytes(out)
 
 
-def tiny_checkpoint(path, seed: int = 0, size: int = 8, classes: int = 3):
-    """A small quantized CNN checkpoint (conv, pool, pruned hidden layer, logits) with seeded
-    weights on the power-of-two grid: the whole bitstream-rtl chain, CI-sized."""
+def tiny_config(size: int = 8, classes: int = 3):
+    """conv, pool, pruned hidden layer, logits: the paper model's kinds, CI-sized."""
+    from quant.model import LayerSpec, ModelConfig
+
+    return ModelConfig("tiny", [LayerSpec("conv", 4, 3), LayerSpec("pool", kernel=2), LayerSpec("flatten"),
+                                LayerSpec("linear", 8, w_bits=4, cls="P", sparsity=0.5),
+                                LayerSpec("linear", classes, relu=False)],
+                       classes, (3, size, size), quantized=True)
+
+
+def random_checkpoint(path, config=None, seed: int = 0):
+    """A quantized checkpoint of `config` (default: tiny_config()) with seeded weights on the
+    power-of-two grid (export.testing's), its activation quantizers calibrated on random images."""
     import torch
 
     from export.testing import RandomModel, _set_weights
     from quant import checkpoint
-    from quant.model import LayerSpec, ModelConfig, build
+    from quant.model import build
 
-    cfg = ModelConfig("tiny", [LayerSpec("conv", 4, 3), LayerSpec("pool", kernel=2), LayerSpec("flatten"),
-                               LayerSpec("linear", 8, w_bits=4, cls="P", sparsity=0.5),
-                               LayerSpec("linear", classes, relu=False)],
-                      classes, (3, size, size), quantized=True)
+    cfg = config or tiny_config()
     model = build(cfg)
     _set_weights(model, RandomModel(cfg, seed))
     model.train()
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # the activation quantizers see data once
+    with torch.no_grad():
         for _ in range(3):
             model(torch.randint(0, 256, (8, *cfg.in_shape), generator=gen).float() / 256.0)
     model.eval()
-    return checkpoint.save(path, {"config": cfg.to_dict(), "class_names": [f"c{i}" for i in range(classes)],
+    return checkpoint.save(path, {"config": cfg.to_dict(), "class_names": [f"c{i}" for i in range(cfg.num_classes)],
                                   "state_dict": model.state_dict(), "metrics": {"val_acc": 0.5}})
+
+
+def paper_checkpoint(path, seed: int = 0):
+    """The paper CNN's shape (quantized, 90% pruned hidden layer) with random weights."""
+    from quant.model import paper_config, quantized_twin
+
+    return random_checkpoint(path, quantized_twin(paper_config()), seed)

@@ -12,17 +12,17 @@ from boards.top import BoardTop
 from tests.boards_helpers import tiny_classifier
 
 
-def small_top():
+def small_top(profile=None):
     accel = tiny_classifier(n_pixels=8 * 8 * 3, num_classes=8)  # 12 Kbit of weights
-    return BoardTop(accel, accel.n_pixels, accel.num_classes)
+    return BoardTop(accel, accel.n_pixels, accel.num_classes, clock_mhz=profile.clock_mhz if profile else None)
 
 
-@pytest.mark.parametrize("board", ["icebreaker", "orangecrab"])
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-25f"])
 def test_small_design_synthesises_places_and_packs(board, tmp_path):
-    """UP5K and ECP5-25F (OrangeCrab: the UART added on Feather pins, RGB LED): a real bitstream."""
+    """UP5K at its 12 MHz oscillator, ECP5-25F through the PLL at 100 MHz: a real bitstream."""
     profile = get_profile(board)
     lines = []
-    result = build(small_top(), profile, tmp_path, progress=lines.append)
+    result = build(small_top(profile), profile, tmp_path, progress=lines.append)
 
     bitstream = Path(result.bitstream)
     assert bitstream.is_file() and bitstream.stat().st_size > 10_000
@@ -42,6 +42,15 @@ def test_small_design_synthesises_places_and_packs(board, tmp_path):
     assert 0 < result.resources["luts"]["used"] < profile.luts
     assert result.resources["bram"]["used"] >= 1  # the weight memory is a block RAM
     assert result.critical_path["delay_ns"] == pytest.approx(1000 / result.fmax_mhz, rel=0.05)
+
+
+def test_orangecrab_gets_its_uart_on_the_feather_pins(tmp_path):
+    from boards.build import prepare
+
+    prepare(small_top(get_profile("orangecrab")), get_profile("orangecrab"), tmp_path)
+    lpf = (tmp_path / "top.lpf").read_text()
+    assert 'LOCATE COMP "uart_0__rx__io" SITE "N17"' in lpf and 'LOCATE COMP "uart_0__tx__io" SITE "M18"' in lpf
+    assert "rgb_led_0__r__io" in lpf
 
 
 def test_a_failing_tool_is_one_line_with_its_last_lines_and_log(tmp_path):

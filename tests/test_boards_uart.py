@@ -126,3 +126,16 @@ def test_decode_reply_rejects_a_wrong_class_byte_and_a_short_reply():
         decode_reply(good[:-1] + bytes([0]), 3)
     with pytest.raises(LinkError, match="expected 13 reply bytes, got 12"):
         decode_reply(good[:-1], 3)
+
+
+def test_ecp5_pll_dividers():
+    from boards.clock import ecp5_pll
+    from boards.errors import BoardError
+
+    c = ecp5_pll(25, 100)
+    assert (c.clki_div, c.clkfb_div, c.clkop_div, c.fout_mhz) == (1, 4, 6, 100) and 400 <= c.vco_mhz <= 800
+    assert ecp5_pll(48, 96).fout_mhz == 96
+    with pytest.raises(BoardError, match="within 1%"):
+        ecp5_pll(25, 48)
+    with pytest.raises(BoardError, match="--clock-mhz"):
+        ecp5_pll(25, 500)
