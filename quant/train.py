@@ -69,6 +69,22 @@ def evaluate_loss(model: nn.Module, split: Split) -> tuple[float, float]:
     return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 
+def stats_state(model: nn.Module) -> dict:
+    """Brevitas' activation-statistics phase (counter, running buffer, raw value), which its
+    state_dict does not keep: without it a resumed QAT run would skip the rest of the phase."""
+    return {n: (m.counter, m.buffer.clone(), m.value.detach().clone())
+            for n, m in model.named_modules() if hasattr(m, "collect_stats_steps")}
+
+
+@torch.no_grad()
+def restore_stats_state(model: nn.Module, state: dict) -> None:
+    mods = dict(model.named_modules())
+    for n, (counter, buffer, value) in state.items():
+        mods[n].counter = counter
+        mods[n].buffer.copy_(buffer)
+        mods[n].value.copy_(value)
+
+
 def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
     if tc.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -97,6 +113,9 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        if "torch_rng" in state:  # dropout draws from torch's global generator
+            torch.set_rng_state(state["torch_rng"])
+        restore_stats_state(model, state.get("quant_stats", {}))
         history, best, start_epoch, bad = state["history"], state["best"], state["epoch"], state["bad"]
         if pruner is not None:
             pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
@@ -146,6 +165,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 tqdm.write(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
                            f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "quant_stats": stats_state(model),
                         "history": history, "best": best, "epoch": epoch + 1, "bad": bad,
                         "pruner_t": pruner.t if pruner else 0, "pruner_masks": pruner.masks if pruner else None},
                        resume_path)
