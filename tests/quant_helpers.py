@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from quant.data import DEFAULT_CLASSES, Split
+from quant.data import DEFAULT_CLASSES, Split, read_split
 
 ANIMALS5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "animals5"
 
@@ -57,3 +57,15 @@ def learnable_split(n_per_class: int = 8, classes=DEFAULT_CLASSES, seed: int = 0
             labels.append(c)
     files = [f"gen/{classes[l]}/{i}.png" for i, l in enumerate(labels)]
     return Split(np.stack(images), np.asarray(labels, dtype=np.int64), list(classes), files)
+
+
+def train_tiny(data: Path, out: Path, epochs: int = 1, quantized: bool = False, init: dict | None = None,
+               **train_kw) -> dict:
+    """A paper-model checkpoint trained for `epochs` on the train split of a (tiny) data folder."""
+    from quant.model import named_config, quantized_twin
+    from quant.train import TrainConfig, train
+    tr = read_split(data, "train")
+    va = read_split(data, "val", tr.class_names)
+    cfg = named_config("paper")
+    tc = TrainConfig(epochs=epochs, batch=16, patience=epochs, prune_epochs=1, **train_kw)
+    return train(quantized_twin(cfg) if quantized else cfg, tr, va, tc, out, init=init, progress=False)

@@ -1,0 +1,73 @@
+"""quant.train: resume continues exactly where it stopped; a short end-to-end run on animals5."""
+
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from quant import checkpoint
+from quant.data import dataset_hash, read_split
+from quant.evaluate import evaluate
+from quant.model import named_config, quantized_twin
+from quant.train import TrainConfig, train
+from quant_helpers import ANIMALS5, learnable_split
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "qat"])
+def test_resume_continues_exactly(tmp_path, quantized):
+    tr, va = learnable_split(8), learnable_split(2, seed=1)
+    cfg = named_config("paper")
+    cfg = quantized_twin(cfg) if quantized else cfg
+    # QAT: the resume point falls inside Brevitas' activation-statistics phase (300 steps)
+    tc = TrainConfig(epochs=2, batch=16, patience=5, prune_epochs=1, lr=1e-3)
+    full = train(cfg, tr, va, tc, tmp_path / "full.pt", progress=False)
+    first = train(cfg, tr, va, replace(tc, epochs=1), tmp_path / "part.pt", progress=False)
+    assert [h["epoch"] for h in first["history"]] == [1]
+    resumed = train(cfg, tr, va, tc, tmp_path / "part.pt", resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for a, b in zip(full["history"], resumed["history"]):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    end_full = torch.load(tmp_path / "full.resume.pt", weights_only=False)["model"]
+    end_resumed = torch.load(tmp_path / "part.resume.pt", weights_only=False)["model"]
+    assert end_full.keys() == end_resumed.keys()
+    for k in end_full:
+        assert torch.allclose(end_full[k], end_resumed[k], atol=1e-6), k
+    assert resumed["best_epoch"] == full["best_epoch"]
+
+
+@pytest.mark.skipif(not ANIMALS5.is_dir(), reason=f"development data {ANIMALS5} not present")
+def test_end_to_end_float_then_qat_pruned_on_animals5(tmp_path):
+    tr = read_split(ANIMALS5, "train", limit=10)
+    va = read_split(ANIMALS5, "val", tr.class_names, limit=4)
+    assert len(tr) == 50 and len(va) == 20
+    fl = train(named_config("paper"), tr, va, TrainConfig(epochs=2, batch=25, patience=2), tmp_path / "float.pt",
+               progress=False)
+    ck = checkpoint.load(tmp_path / "float.pt")
+    assert ck["format"] == checkpoint.FORMAT and ck["git"]
+    assert ck["class_names"] == ["cat", "cow", "elephant", "horse", "sheep"]
+    assert ck["data"]["train"] == {c: 10 for c in ck["class_names"]}
+    assert ck["data"]["val_hash"] == dataset_hash(va)
+    assert [h["epoch"] for h in ck["history"]] == [1, 2] and ck["best_epoch"] in (1, 2)
+    assert ck["metrics"]["val_loss"] == min(h["val_loss"] for h in ck["history"])
+    assert ck["train"]["optimizer"] == "adam" and ck["train_time_s"] > 0
+
+    cfg = quantized_twin(named_config("paper"))
+    q = train(cfg, tr, va, TrainConfig(epochs=3, batch=25, patience=3, prune_epochs=1, lr=5e-4),
+              tmp_path / "qat.pt", init=fl, progress=False)
+    assert q["config"]["quantized"] and q["best_epoch"] >= 1
+    assert all(h["sparsity"] == [pytest.approx(0.9, abs=1e-4)] for h in q["history"])  # prune_epochs=1: reached in epoch 1
+    model = checkpoint.model_from(checkpoint.load(tmp_path / "qat.pt"))
+    hidden = model.weighted[2]
+    assert float((hidden.weight == 0).float().mean()) == pytest.approx(0.9, abs=1e-4)
+    res = evaluate(tmp_path / "qat.pt", ANIMALS5, "val", limit=4)
+    assert res["images"] == 20 and res["quantized"]
+    assert res["accuracy"] == pytest.approx(q["metrics"]["val_acc"], abs=1e-6)  # train and evaluate agree
