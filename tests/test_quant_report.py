@@ -1,0 +1,108 @@
+"""quant.report on a tiny (--quick) experiment over generated images."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from quant import checkpoint
+from quant.evaluate import evaluate
+from quant.experiment import run_experiment
+from quant.report import ORDER, PAPER, ReportError, build_report, markdown, write_report
+from quant_helpers import split_dataset
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    # --quick keeps every 40th training image: 5 of 200
+    data = split_dataset(root / "data", per_class={"train": 40, "val": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_experiment(data, root / "exp", quick=True)
+        rep = build_report(root / "exp")
+    return root / "exp", data, rep
+
+
+def test_every_run_is_reported_in_order(report):
+    _, _, rep = report
+    assert list(rep["runs"]) == list(ORDER)
+    assert rep["quick"] and rep["split"] == "val" and rep["images"] == 10
+    for r in rep["runs"].values():
+        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+            assert 0.0 <= r[key] <= 1.0
+        assert 1 <= r["best_epoch"] <= r["epochs"] and r["train_time_s"] > 0
+        assert r["val_hash_matches"]
+    json.dumps(rep)
+
+
+def test_accuracy_matches_evaluate_and_deltas_use_the_float_reference(report):
+    exp, data, rep = report
+    ref = rep["float_reference"]
+    assert ref in ("float_adam", "float_sgd")
+    assert rep["runs"][ref]["accuracy_delta"] == 0.0
+    for name, r in rep["runs"].items():
+        assert r["accuracy_delta"] == pytest.approx(r["accuracy"] - rep["runs"][ref]["accuracy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = evaluate(exp / "qat_pruned.pt", data, "val")
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert rep["runs"]["qat_pruned"][key] == pytest.approx(ev[key])
+
+
+def test_weight_bits_as_stored(report):
+    exp, _, rep = report
+    runs = rep["runs"]
+    for name in ("float_adam", "float_sgd", "float_adam_paper-nopool2"):
+        params = sum(p.numel() for p in checkpoint.model_from(checkpoint.load(exp / f"{name}.pt")).parameters())
+        assert runs[name]["weight_bits"] == runs[name]["float_bits"] == 32 * params
+        assert runs[name]["compression_ratio"] == 1.0
+    unpruned, pruned = runs["qat_unpruned"], runs["qat_pruned"]
+    assert pruned["float_bits"] == unpruned["float_bits"] == runs["float_adam"]["weight_bits"]
+    # dense QAT: every weight at its bit width, biases int32 (conv 8, conv 8, hidden 4, last 8 bits)
+    weights, biases, bits = [270, 5000, 432640, 640], [10, 20, 128, 5], [8, 8, 4, 8]
+    assert unpruned["weight_bits"] == sum(w * b for w, b in zip(weights, bits)) + 32 * sum(biases)
+    assert [l["cls"] for l in pruned["layers"]] == ["NP", "NP", "P", "NP"]
+    hidden = pruned["layers"][2]
+    assert hidden["index_bits"] is not None and hidden["nonzero"] == pytest.approx(0.1 * hidden["weights"], rel=0.01)
+    assert hidden["nonzero"] * 4 < hidden["weight_bits"] < hidden["weights"] * 4  # values + indices, under dense
+    assert pruned["weight_bits"] == sum(l["weight_bits"] for l in pruned["layers"])
+    assert rep["compression_ratio"] == pruned["compression_ratio"] == pruned["float_bits"] / pruned["weight_bits"]
+    assert rep["targets"]["compression_met"] == (rep["compression_ratio"] >= 27.5)
+    assert pruned["weight_bits"] < unpruned["weight_bits"] < runs["float_adam"]["weight_bits"]
+
+
+def test_markdown_and_json_files(report, tmp_path):
+    _, _, rep = report
+    write_report(rep, tmp_path / "r.json", tmp_path / "r.md")
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(rep))
+    md = (tmp_path / "r.md").read_text()
+    assert md == markdown(rep)
+    assert "Smoke test" in md and "91.18%" in md and "88.89%" in md and f"{PAPER['precision']:.4f}" in md
+    for r in rep["runs"].values():
+        assert f"| {r['label']} | {r['arch']} | {100 * r['accuracy']:.2f}%" in md
+    assert "| P |" in md and f"{rep['compression_ratio']:.1f}×" in md
+    table = [l for l in md.splitlines() if l.startswith("| float, Adam |")]
+    assert len(table) == 1 and table[0].count("|") == 12
+
+
+def test_missing_or_incomplete_experiment(tmp_path, report):
+    with pytest.raises(ReportError, match="no experiment.json"):
+        build_report(tmp_path)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    manifest = json.loads((report[0] / "experiment.json").read_text())
+    del manifest["runs"]["qat_pruned"]
+    (exp / "experiment.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReportError, match="qat_pruned"):
+        build_report(exp)
+    (exp / "experiment.json").write_text("{not json")
+    with pytest.raises(ReportError, match="not an experiment manifest"):
+        build_report(exp)
+
+
+def test_numbers_are_finite(report):
+    _, _, rep = report
+    values = [r[k] for r in rep["runs"].values() for k in ("accuracy", "f1_macro", "compression_ratio")]
+    assert np.all(np.isfinite(values))
