@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memories import logit_layout, write_layout
 from hw.pe import PE
-from hw.requant import Requantizer, requant_layout
+from hw.requant import LATENCY, Requantizer, delay_line, requant_layout
 from hw.window import WindowGenerator, window_layout
 
 
@@ -54,7 +54,9 @@ class ArrayConfig:
 
 
 class SystolicArray(wiring.Component):
-    """rows x cols PEs; `out[c]` is the shadow of PE(0, c), `shift` moves every row up by one."""
+    """rows x cols PEs; operands and their `en/first/last/bias` arrive together and are summed
+    two cycles later (the control waits one cycle for the PEs' product registers). `out[c]` is
+    the shadow of PE(0, c); `shift` moves every row up by one."""
 
     def __init__(self, config: ArrayConfig, a_width: int, w_width: int, acc_width: int):
         self.config, self.a_width, self.w_width, self.acc_width = config, a_width, w_width, acc_width
@@ -71,12 +73,14 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self.config.rows, self.config.cols
         pes = [[PE(self.a_width, self.w_width, self.acc_width) for _ in range(cols)] for _ in range(rows)]
+        en, first, last = Signal(), Signal(), Signal()
+        bias = Signal.like(self.bias)
+        m.d.sync += [en.eq(self.en), first.eq(self.first), last.eq(self.last), bias.eq(self.bias)]
         for r in range(rows):
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                m.d.comb += [pe.a.eq(self.a[c]), pe.w.eq(self.w[r]), pe.bias.eq(self.bias[r]),
-                             pe.en.eq(self.en), pe.first.eq(self.first), pe.last.eq(self.last),
-                             pe.shift.eq(self.shift)]
+                m.d.comb += [pe.a.eq(self.a[c]), pe.w.eq(self.w[r]), pe.bias.eq(bias[r]),
+                             pe.en.eq(en), pe.first.eq(first), pe.last.eq(last), pe.shift.eq(self.shift)]
                 if r + 1 < rows:
                     m.d.comb += pe.shadow_in.eq(pes[r + 1][c].shadow)
         m.d.comb += [self.out[c].eq(pes[0][c].shadow) for c in range(cols)]
@@ -130,38 +134,40 @@ class ArrayEngine(wiring.Component):
 
         tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
-        s1, s2 = Signal(tile), Signal(tile)
+        s1, s2, s3 = Signal(tile), Signal(tile), Signal(tile)  # s3: the array's accumulate stage
         m.d.sync += [s1.valid.eq(gen.valid), s1.first.eq(gen.first), s1.last.eq(gen.last),
-                     s1.out_addr.eq(gen.out_addr), s1.ncols.eq(gen.ncols), s1.nrows.eq(gen.nrows), s2.eq(s1)]
+                     s1.out_addr.eq(gen.out_addr), s1.ncols.eq(gen.ncols), s1.nrows.eq(gen.nrows),
+                     s2.eq(s1), s3.eq(s2)]
         m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wrd.data[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)),
                      *(arr.bias[r].eq(brd.data[r * accw:(r + 1) * accw].as_signed()) for r in range(rows))]
         m.d.comb += [arr.en.eq(s2.valid), arr.first.eq(s2.first), arr.last.eq(s2.last)]
 
         # drain: one output channel (array row) per cycle through the requantizers
-        left = Signal(range(rows + 1))
-        addr, ncols = Signal(aw), Signal(range(cols + 1))
-        m.d.comb += arr.shift.eq(left != 0)
+        left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))
+        drain = Signal(data.StructLayout({"valid": 1, "addr": unsigned(aw), "count": range(cols + 1)}))
+        m.d.comb += [arr.shift.eq(left != 0), drain.valid.eq(left != 0), drain.addr.eq(addr), drain.count.eq(ncols)]
         qs = []
         for c in range(cols):
             rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width)
             m.d.comb += [rq.acc.eq(arr.out[c]), rq.cfg.eq(self.cfg.rq)]
             qs.append(rq)
-        wvalid = Signal()
-        m.d.sync += wvalid.eq(left != 0)
         with m.If(left != 0):
-            m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow),
-                         self.wr.addr.eq(addr), self.wr.count.eq(ncols), self.logit.addr.eq(addr)]
-        with m.If(s2.valid & s2.last):
-            m.d.sync += [left.eq(s2.nrows), addr.eq(s2.out_addr), ncols.eq(s2.ncols)]
-        m.d.comb += [self.wr.valid.eq(wvalid & ~self.cfg.logits),
-                     *(self.wr.data[c].eq(qs[c].q) for c in range(cols)),
-                     self.logit.valid.eq(wvalid & self.cfg.logits), self.logit.data.eq(qs[0].raw)]
+            m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow)]
+        with m.If(s3.valid & s3.last):
+            m.d.sync += [left.eq(s3.nrows), addr.eq(s3.out_addr), ncols.eq(s3.ncols)]
+        tags = delay_line(m, drain, LATENCY, "drain")
+        out = tags[-1]
+        m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),
+                     self.wr.count.eq(out.count), *(self.wr.data[c].eq(qs[c].q) for c in range(cols)),
+                     self.logit.valid.eq(out.valid & self.cfg.logits), self.logit.addr.eq(out.addr),
+                     self.logit.data.eq(qs[0].raw)]
 
         running = Signal()
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~gen.busy & ~s1.valid & ~s2.valid & (left == 0) & ~wvalid):
+        with m.Elif(running & ~gen.busy & ~s1.valid & ~s2.valid & ~s3.valid & (left == 0)
+                    & ~Cat(t.valid for t in tags).any()):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

@@ -7,9 +7,14 @@ fraction of PE-cycles doing useful work; the sparse engine's is stored entries /
 
 from __future__ import annotations
 
+from hw.requant import LATENCY
 from hw.sequencer import Pass, Schedule
 
 PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
+# cycles from an engine's last issue to its `done`: memories, operand/product registers, the
+# requantizer (LATENCY), the write, `done`
+ARRAY_FLUSH = 5 + LATENCY  # + one drain cycle per output channel of the last tile
+SPARSE_FLUSH = 6 + LATENCY
 
 
 def pass_cycles(p: Pass, s: Schedule) -> int:
@@ -21,12 +26,12 @@ def pass_cycles(p: Pass, s: Schedule) -> int:
     if p.kind == "array":
         w = p.cfg["win"]
         k, tiles = w["k_steps"], (w["n_og_m1"] + 1) * (w["oh_m1"] + 1) * (w["n_xt_m1"] + 1)
-        return PASS_SETUP + k + (tiles - 1) * max(k, rows) + 5 + w["last_rows"]
+        return PASS_SETUP + k + (tiles - 1) * max(k, rows) + ARRAY_FLUSH + w["last_rows"]
     if p.kind == "pool":
         c = p.cfg
         return PASS_SETUP + 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1) + 4
     if p.kind == "sparse":
-        return PASS_SETUP + 2 * (p.cfg["rows_m1"] + 1) + p.macs + 5
+        return PASS_SETUP + 2 * (p.cfg["rows_m1"] + 1) + p.macs + SPARSE_FLUSH
     if p.kind == "emit":
         return PASS_SETUP + 2 * s.num_classes + 1
     raise ValueError(f"unknown pass kind {p.kind!r}")

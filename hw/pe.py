@@ -13,8 +13,9 @@ from amaranth.lib.wiring import In, Out
 
 
 class PE(wiring.Component):
-    """`en`: acc <= (first ? bias : acc) + a*w; with `last` the sum also goes to `shadow`.
-    Otherwise `shift` moves `shadow_in` into `shadow` (the drain chain); `last` wins over it."""
+    """Two stages: `prod` <= a*w every cycle; then with `en`, acc <= (first ? bias : acc) + prod,
+    and with `last` the sum also goes to `shadow` (so `en/first/last/bias` belong to the operands
+    of the cycle before). `shift` moves `shadow_in` into `shadow` (the drain); `last` wins."""
 
     def __init__(self, a_width: int, w_width: int, acc_width: int):
         for name, v, lo, hi in (("a_width", a_width, 2, 17), ("w_width", w_width, 2, 17), ("acc_width", acc_width, 2, 48)):
@@ -36,8 +37,10 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        prod = Signal(signed(self.a_width + self.w_width))
+        m.d.sync += prod.eq(self.a * self.w)
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first, self.bias, self.acc) + self.a * self.w)
+        m.d.comb += total.eq(Mux(self.first, self.bias, self.acc) + prod)
         with m.If(self.shift):
             m.d.sync += self.shadow.eq(self.shadow_in)
         with m.If(self.en):

@@ -3,7 +3,7 @@
 Bit-exact with export.reference.requantize. The per-layer constants (shift split into a right and
 a left amount, the rounding bias, the clamp bounds with ReLU folded in) are computed in Python by
 `requant_config` and held in a register by the sequencer; the hardware only adds, shifts and
-clamps. The output is registered (one cycle of latency).
+clamps, in three registered stages (round, shift, clamp: `LATENCY` cycles).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from export.plan import IntType
 
 MAX_LEFT = 15  # largest left shift (negative plan shift) the requantizer implements
+LATENCY = 3  # cycles from `acc` to `q`
 
 
 def requant_layout(acc_width: int, out_width: int) -> data.StructLayout:
@@ -39,9 +40,21 @@ def requant_config(shift: int, relu: bool, out: IntType, acc_width: int) -> dict
             "odd_en": int(right > 0), "lo": lo, "hi": out.max}
 
 
+def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
+    """`value` registered 1..`cycles` times (the tags that travel beside the requantizer); the
+    last entry is aligned with its output."""
+    stages, prev = [], value
+    for i in range(cycles):
+        reg = Signal.like(value, name=f"{name}_{i + 1}")
+        m.d.sync += reg.eq(prev)
+        stages.append(reg)
+        prev = reg
+    return stages
+
+
 class Requantizer(wiring.Component):
-    """`q` = saturate(round_half_even(acc * 2**-shift)) one cycle after `acc`, as `out_width`
-    raw bits (two's complement for signed types); `raw` is `acc` delayed alike (logits)."""
+    """`q` = saturate(round_half_even(acc * 2**-shift)) LATENCY cycles after `acc`, as
+    `out_width` raw bits (two's complement for signed types); `raw` is `acc` delayed alike."""
 
     def __init__(self, acc_width: int, out_width: int):
         if not 2 <= acc_width <= 40:
@@ -59,15 +72,14 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, acc = self.cfg, self.acc
-        odd = Signal()
-        m.d.comb += odd.eq((acc >> cfg.shift_r)[0] & cfg.odd_en)
+        odd = (acc >> cfg.shift_r)[0] & cfg.odd_en
         biased = Signal(signed(self.acc_width + 2))
-        m.d.comb += biased.eq(acc + cfg.half_m1 + odd)
-        right = Signal(signed(self.acc_width + 2))
-        m.d.comb += right.eq(biased >> cfg.shift_r)
-        left = Signal(signed(self.acc_width + 2 + MAX_LEFT))
-        m.d.comb += left.eq(right << cfg.shift_l)
-        clamped = Signal(signed(self.out_width + 1))
-        m.d.comb += clamped.eq(Mux(left < cfg.lo, cfg.lo, Mux(left > cfg.hi, cfg.hi, left)))
-        m.d.sync += [self.q.eq(clamped), self.raw.eq(acc)]
+        shifted = Signal(signed(self.acc_width + 2 + MAX_LEFT))
+        raw1, raw2 = Signal(signed(self.acc_width)), Signal(signed(self.acc_width))
+        m.d.sync += [
+            biased.eq(acc + cfg.half_m1 + odd),
+            shifted.eq((biased >> cfg.shift_r) << cfg.shift_l),
+            self.q.eq(Mux(shifted < cfg.lo, cfg.lo, Mux(shifted > cfg.hi, cfg.hi, shifted))),
+            raw1.eq(acc), raw2.eq(raw1), self.raw.eq(raw2),
+        ]
         return m

@@ -8,13 +8,13 @@ Entries of every P-layer sit in one memory, `row_end[r]` (absolute entry index) 
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memories import logit_layout, write_layout
-from hw.requant import Requantizer, requant_layout
+from hw.requant import LATENCY, Requantizer, delay_line, requant_layout
 
 
 def sparse_layout(addr_width: int, acc_width: int, act_width: int) -> data.StructLayout:
@@ -63,7 +63,7 @@ class SparseEngine(wiring.Component):
         o, e = Signal(aw), Signal(aw)
         m.d.comb += [prd.addr.eq(cfg.row_base + o), erd.addr.eq(e)]
         tok = data.StructLayout({"entry": 1, "end": 1, "first": 1, "o": unsigned(aw)})
-        s0, s1, s2 = Signal(tok), Signal(tok), Signal(tok)
+        s0 = Signal(tok)
         m.d.comb += s0.o.eq(o)
         with m.If(self.start):
             m.d.sync += [busy.eq(1), wait.eq(1), first.eq(1), o.eq(0), e.eq(cfg.e_base)]
@@ -78,34 +78,40 @@ class SparseEngine(wiring.Component):
             with m.If(o == cfg.rows_m1):
                 m.d.sync += busy.eq(0)
 
-        # stage 1: entry read answered; step the index, read x[idx] and the row's bias
-        m.d.sync += [s1.eq(s0), s2.eq(s1)]
+        # s1: the entry arrives; step the index.  s2: read x[idx].  s3: x arrives, multiply.
+        # s4: accumulate; at END add the row's bias and requantize.
+        s1, s2, s3, s4 = (Signal(tok, name=f"s{i}") for i in range(1, 5))
+        m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2), s4.eq(s3)]
         value, delta = erd.data[ib:].as_signed(), erd.data[:ib]
-        idx, idx_next = Signal(aw), Signal(aw)
-        value2 = Signal(signed(vb))
-        m.d.comb += [idx_next.eq(Mux(s1.first, 0, idx) + delta), self.raddr.eq(idx_next),
-                     brd.addr.eq(cfg.row_base + s1.o)]
+        idx, idx_next, raddr = Signal(aw), Signal(aw), Signal(aw)
+        value2, value3 = Signal(signed(vb)), Signal(signed(vb))
+        prod = Signal(signed(vb + self.act_width + 1))
+        m.d.comb += [idx_next.eq(Mux(s1.first, 0, idx) + delta), self.raddr.eq(raddr),
+                     brd.addr.eq(cfg.row_base + s3.o)]
         with m.If(s1.entry):
-            m.d.sync += [idx.eq(idx_next), value2.eq(value)]
+            m.d.sync += [idx.eq(idx_next), raddr.eq(idx_next)]
+        m.d.sync += [value2.eq(value), value3.eq(value2), prod.eq(value3 * self.rdata[0])]
 
-        # stage 2: multiply-accumulate; at END add the bias and requantize
         acc = Signal(signed(self.acc_width))
         rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width)
         m.d.comb += [rq.acc.eq(acc + brd.data.as_signed()), rq.cfg.eq(cfg.rq)]
-        with m.If(s2.entry):
-            m.d.sync += acc.eq(acc + value2 * self.rdata[0])
-        with m.If(s2.end | self.start):
+        with m.If(s4.entry):
+            m.d.sync += acc.eq(acc + prod)
+        with m.If(s4.end | self.start):
             m.d.sync += acc.eq(0)
-        wvalid, addr = Signal(), Signal(aw)
-        m.d.sync += [wvalid.eq(s2.end), addr.eq(s2.o)]
-        m.d.comb += [self.wr.valid.eq(wvalid & ~cfg.logits), self.wr.addr.eq(addr), self.wr.count.eq(1),
+        row = Signal(data.StructLayout({"valid": 1, "o": unsigned(aw)}))
+        m.d.comb += [row.valid.eq(s4.end), row.o.eq(s4.o)]
+        tags = delay_line(m, row, LATENCY, "row")
+        out = tags[-1]
+        m.d.comb += [self.wr.valid.eq(out.valid & ~cfg.logits), self.wr.addr.eq(out.o), self.wr.count.eq(1),
                      self.wr.data[0].eq(rq.q),
-                     self.logit.valid.eq(wvalid & cfg.logits), self.logit.addr.eq(addr), self.logit.data.eq(rq.raw)]
+                     self.logit.valid.eq(out.valid & cfg.logits), self.logit.addr.eq(out.o), self.logit.data.eq(rq.raw)]
 
         running = Signal()
+        pending = Cat(*(t.entry | t.end for t in (s1, s2, s3, s4)), *(t.valid for t in tags))
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~s1.entry & ~s1.end & ~s2.entry & ~s2.end & ~wvalid):
+        with m.Elif(running & ~busy & ~pending.any()):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

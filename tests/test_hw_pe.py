@@ -16,7 +16,7 @@ def test_pe_accumulates_and_captures():
     steps = 300
 
     async def bench(ctx):
-        acc = shadow = 0
+        acc = shadow = prod = 0
         for _ in range(steps):
             a, w = int(rng.integers(-256, 256)), int(rng.integers(-8, 8))
             b, sin = int(rng.integers(-5000, 5000)), int(rng.integers(-5000, 5000))
@@ -25,7 +25,8 @@ def test_pe_accumulates_and_captures():
                            (dut.first, first), (dut.last, last), (dut.shift, shift)):
                 ctx.set(sig, v)
             await ctx.tick()
-            total = (b if first else acc) + a * w
+            total = (b if first else acc) + prod  # the product of the previous cycle's operands
+            prod = a * w
             if shift:
                 shadow = sin
             if en:
@@ -47,47 +48,37 @@ def test_pe_validates_widths():
 
 @pytest.mark.parametrize("rows,cols,k", [(1, 1, 3), (3, 4, 5), (4, 2, 2)])
 def test_array_tiles_and_drain(rows, cols, k):
-    """Two back-to-back tiles of K=k steps; the first drains (one row per cycle) while the second
-    accumulates, then the second drains. K < rows is the caller's stall case, so k >= rows here
-    except where rows == 4 and k == 2, which drains the second tile only after both."""
+    """Two tiles of K=k steps, the second starting max(k, rows) cycles after the first (as the
+    window generator paces them); each tile's sums are captured k cycles after its first step and
+    drained one row per cycle, the first tile's while the second accumulates."""
     rng = np.random.default_rng(rows * 100 + cols * 10 + k)
     dut = SystolicArray(ArrayConfig(rows, cols), 9, 8, 28)
     a = rng.integers(-256, 256, size=(2, k, cols))
     w = rng.integers(-128, 128, size=(2, k, rows))
     b = rng.integers(-10**6, 10**6, size=(2, rows))
     want = [b[t][:, None] + w[t].T @ a[t] for t in range(2)]  # (rows, cols)
+    starts = [0, max(k, rows)]
 
     async def bench(ctx):
-        drained = []
-        for t in range(2):
-            for s in range(k):
+        drained = [[], []]
+        for cycle in range(starts[1] + k + rows + 2):
+            step = [(t, cycle - s0) for t, s0 in enumerate(starts) if 0 <= cycle - s0 < k]
+            ctx.set(dut.en, bool(step))
+            for t, s in step:
                 for c in range(cols):
                     ctx.set(dut.a[c], int(a[t, s, c]))
                 for r in range(rows):
                     ctx.set(dut.w[r], int(w[t, s, r]))
                     ctx.set(dut.bias[r], int(b[t, r]))
-                ctx.set(dut.en, 1)
                 ctx.set(dut.first, s == 0)
                 ctx.set(dut.last, s == k - 1)
-                shifting = t == 1 and s < rows and k >= rows
-                ctx.set(dut.shift, shifting)
-                if shifting:
-                    drained.append([ctx.get(dut.out[c]) for c in range(cols)])
-                await ctx.tick()
-            if t == 0 and k < rows:  # drain tile 0 fully before tile 1
-                ctx.set(dut.en, 0)
-                for _ in range(rows):
-                    drained.append([ctx.get(dut.out[c]) for c in range(cols)])
-                    ctx.set(dut.shift, 1)
-                    await ctx.tick()
-        ctx.set(dut.en, 0)
-        for _ in range(rows):
-            drained.append([ctx.get(dut.out[c]) for c in range(cols)])
-            ctx.set(dut.shift, 1)
+            draining = [t for t, s0 in enumerate(starts) if s0 + k < cycle <= s0 + k + rows]
+            ctx.set(dut.shift, bool(draining))
+            for t in draining:
+                drained[t].append([ctx.get(dut.out[c]) for c in range(cols)])
             await ctx.tick()
-        got = np.array(drained).reshape(2, rows, cols)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
+        for t in range(2):
+            np.testing.assert_array_equal(np.array(drained[t]), want[t])
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from export.plan import IntType
 from export.reference import requantize
-from hw.requant import Requantizer, requant_config
+from hw.requant import LATENCY, Requantizer, requant_config
 
 ACC = 20
 
@@ -36,13 +36,15 @@ def test_requantizer_matches_reference(out):
                 ctx.set(dut.cfg, dut.cfg.shape().const(cfg))
                 accs = _cases(rng, shift)
                 want = requantize(np.array(accs), shift, relu, out)
-                for a, w in zip(accs, want):
+                for i, a in enumerate(accs + [0] * (LATENCY - 1)):  # one value per cycle, pipelined
                     ctx.set(dut.acc, a)
                     await ctx.tick()
-                    q = ctx.get(dut.q)
-                    got = q - 256 if out.signed and q >= 128 else q
-                    assert got == w, f"shift {shift} relu {relu} {out}: acc {a} want {w} got {got}"
-                    assert ctx.get(dut.raw) == a
+                    j = i - (LATENCY - 1)
+                    if j >= 0:
+                        q = ctx.get(dut.q)
+                        got = q - 256 if out.signed and q >= 128 else q
+                        assert got == want[j], f"shift {shift} relu {relu} {out}: acc {accs[j]} want {want[j]} got {got}"
+                        assert ctx.get(dut.raw) == accs[j]
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
