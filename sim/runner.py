@@ -128,6 +128,9 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     except RuntimeError as e:
         tail = (tmp / "build.log").read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"Verilator build failed ({tmp / 'build.log'}): {e}\n" + "\n".join(tail)) from None
+    for f in tmp.iterdir():  # keep the executable, sources and log; intermediates are ~150 MB
+        if f.suffix in (".o", ".gch", ".a", ".d", ".cpp", ".h"):
+            f.unlink()
     (tmp / "flags").write_text(" ".join(flags) + "\n")
     (tmp / "ok").write_text(f"{time.monotonic() - t0:.1f}\n")
     # Verilator bakes absolute paths into its makefiles only; the executable is relocatable.

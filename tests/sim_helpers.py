@@ -104,3 +104,21 @@ def write_pixel_sums(out_dir: Path, shape=(3, 8, 8), num_classes: int = 5, compu
     path = out_dir / "accelerator.v"
     path.write_text(verilog.convert(top, name="accelerator", emit_src=False))
     return path
+
+
+def drawn(strategy, seed: int, skip: int = 6):
+    """A fixed example of a hypothesis strategy: the `skip`-th one drawn under `seed` (the first
+    examples Hypothesis generates are the minimal ones, too small to exercise the hardware)."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as with_seed
+    seen = []
+
+    @with_seed(seed)
+    @settings(max_examples=skip + 1, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(x):
+        seen.append(x)
+
+    collect()
+    return seen[-1]
