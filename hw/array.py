@@ -98,9 +98,10 @@ def array_pass_layout(addr_width: int, acc_width: int, act_width: int) -> data.S
 class ArrayEngine(wiring.Component):
     """Runs one conv / dense layer per `start` on the array, `done` one cycle after its last write.
 
-    Pipeline: issue addresses (window generator) -> memories answer -> operand registers -> MAC;
-    at a tile's last step the sums move to the shadows, then drain one output channel per cycle
-    through the requantizers into `wr` (or, for the logits layer, column 0 into `logit`).
+    Pipeline: issue addresses (window generator) -> memories answer -> operand registers ->
+    products -> accumulate; at a tile's last step the sums move to the shadows, then drain one
+    output channel per cycle through the requantizers into `wr` (or, for the logits layer,
+    column 0 into `logit`).
     Weight words hold `rows` weights (one reduction step of one channel group), bias words
     `rows` biases; both memories are initialised from the plan.
     """
