@@ -77,7 +77,7 @@ def test_every_quantizer_scale_is_a_power_of_two(arch):
     model = build(quantized_twin(named_config(arch)))
     model.train()
     for _ in range(4):  # activation scales are learned from runtime statistics in training mode
-        model(torch.rand(8, 3, 64, 64) * 0.9)
+        model(torch.rand(2, 3, 64, 64) * 0.9)
     model.eval()
     seen: dict = {}
 
