@@ -16,9 +16,6 @@ from quant.metrics import classification_metrics
 from quant.plots import confusion_png, curves_png, grid_indices, grid_png
 from quant.train import predict
 
-PLOTS = ("confusion.png", "curves.png", "grid.png")
-
-
 def load_checkpoint(path: str | Path | None) -> tuple[dict, str]:
     """The checkpoint and a name for it; a missing bundled model gets an error saying what to do."""
     if path is None:
