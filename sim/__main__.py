@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--onnx", type=Path, help="the golden model (default: the bundled QAT+pruned model)")
     r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders")
     r.add_argument("--split", required=True, choices=("train", "val", "test"))
-    r.add_argument("--limit", type=int, help="at most N images (the first N of the split)")
+    r.add_argument("--limit", type=int, help="at most N images, classes taken in turn")
     r.add_argument("--array", default=None, help="systolic array RxC (default: the hardware's default)")
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
     r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
@@ -37,6 +37,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 class UsageError(ValueError):
     pass
+
+
+def balanced(images: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` images taking classes in turn (each class's own order kept)."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(idx.size)
+    pick = np.lexsort((labels, rank))[:n]
+    return images[pick], labels[pick]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if not Path(onnx_path).is_file():
         raise UsageError(f"{onnx_path}: no such ONNX model")
     plan = compile_onnx(onnx_path)
-    images, labels, names = load_split(args.data, args.split, limit=args.limit)
+    images, labels, names = load_split(args.data, args.split, limit=args.limit)  # limit is per class there
+    if args.limit is not None:
+        images, labels = balanced(images, labels, args.limit)
     if len(images) == 0:
         raise UsageError(f"{args.data / args.split}: no images")
     if plan.class_names and list(names) != list(plan.class_names):

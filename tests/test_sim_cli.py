@@ -1,0 +1,48 @@
+"""`python -m sim run`: one-line errors with exit status 2, and the JSON summary of a real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.__main__ import main
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "animals5"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent", "--split", "val"], "/nonexistent/val: no such folder"),
+    (["--split", "val", "--limit", "0"], "--limit must be at least 1"),
+    (["--split", "val", "--array", "3by3"], "array must be written RxC"),
+    (["--split", "val", "--array", "0x4"], "array must be 1..16 x 1..16"),
+    (["--split", "val", "--onnx", "/nonexistent.onnx"], "/nonexistent.onnx: no such ONNX model"),
+    (["--split", "val", "--clock-mhz", "-5"], "--clock-mhz must be positive"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    if "--data" not in args:
+        (tmp_path / "val" / "cat").mkdir(parents=True)
+        args = ["--data", str(tmp_path), *args]
+    assert main(["run", *args, "--json", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_run_writes_the_summary(tmp_path, capsys):
+    if not (DATA / "val").is_dir():
+        pytest.skip(f"{DATA / 'val'} is absent: the animals5 validation split is needed")
+    out = tmp_path / "s.json"
+    assert main(["run", "--data", str(DATA), "--split", "val", "--limit", "3", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["images"] == 3 and s["bit_exact"] == 3 and s["class_agree"] == 3
+    assert [r["label"] for r in s["per_image"]] == [0, 1, 2]  # classes taken in turn
+    assert 0 <= s["rtl_accuracy"] <= 1 and s["rtl_accuracy"] == s["onnx_accuracy"]
+    c = s["cycles"]
+    assert 0 < c["min"] <= c["mean"] <= c["max"]
+    assert s["images_per_second"] == pytest.approx(100e6 / c["mean"])
+    assert s["sim_cycles_per_second"] > 0 and s["sim_cycles"] >= 3 * c["min"]
+    captured = capsys.readouterr()
+    assert captured.out.startswith("bit-exact 3/3")
+    assert captured.err.count("bit-exact") == 3  # one line per image
