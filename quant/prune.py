@@ -27,7 +27,7 @@ class Pruner:
 
     @property
     def done(self) -> bool:
-        return self.t >= self.total
+        return not self.layers or self.t >= self.total
 
     def _remask(self) -> None:
         for i, (m, target) in enumerate(self.layers):
