@@ -85,11 +85,11 @@ def test_paper_model_on_validation_images(tmp_path):
     from quant.data import load_split
     onnx = default_onnx()
     plan = compile_onnx(onnx)
-    images, labels, names = load_split(DATA, "val", limit=16)
+    images, labels, names = load_split(DATA, "val", limit=4)  # 4 per class: 20 images
     assert list(names) == list(plan.class_names)
     expected = expected_logits(onnx, plan, images)
     out = verify(plan, str(ArrayConfig()), images, expected, labels=labels, work_dir=tmp_path)
     s = out.summary
-    assert s["bit_exact"] == s["class_agree"] == s["images"] == 16, out.diagnosis
+    assert s["bit_exact"] == s["class_agree"] == s["images"] == len(images) >= 16, out.diagnosis
     assert s["rtl_accuracy"] == s["onnx_accuracy"]
     print(f"paper model: {s}")
