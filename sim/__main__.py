@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
           f"RTL accuracy {s['rtl_accuracy']:.4f}, cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
           f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz, "
-          f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s -> {args.json}")
+          f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
+          f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
     if out.diagnosis:
         print(out.diagnosis)
     return 0 if s["bit_exact"] == s["images"] else 1

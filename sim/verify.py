@@ -63,6 +63,7 @@ def summarize(records: list[dict], sim: dict, clock_mhz: float) -> dict:
         "sim_cycles": sim["sim_cycles"],
         "sim_wall_s": round(sim["wall_s"], 3),
         "sim_cycles_per_second": round(sim["sim_cycles_per_second"]),
+        "sim_cycles_per_cpu_second": round(sim["sim_cycles_per_cpu_second"]),
     }
 
 
