@@ -9,9 +9,6 @@ from PIL import Image
 
 from quant.data import DEFAULT_CLASSES, Split, read_split
 
-ANIMALS5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "animals5"
-
-
 def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (72, 72), seed: int = 0) -> Path:
     """A random image in `mode` (RGB, L, RGBA, CMYK, P, I;16), as PNG or JPEG by the suffix."""
     rng = np.random.default_rng(seed)

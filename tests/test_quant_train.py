@@ -11,7 +11,7 @@ from quant.data import dataset_hash, read_split
 from quant.evaluate import evaluate
 from quant.model import named_config, quantized_twin
 from quant.train import TrainConfig, train
-from quant_helpers import ANIMALS5, learnable_split
+from quant_helpers import learnable_split
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +44,9 @@ def test_resume_continues_exactly(tmp_path, quantized):
     assert resumed["best_epoch"] == full["best_epoch"]
 
 
-@pytest.mark.skipif(not ANIMALS5.is_dir(), reason=f"development data {ANIMALS5} not present")
-def test_end_to_end_float_then_qat_pruned_on_animals5(tmp_path):
-    tr = read_split(ANIMALS5, "train", limit=10)
-    va = read_split(ANIMALS5, "val", tr.class_names, limit=4)
+def test_end_to_end_float_then_qat_pruned_on_animals5(tmp_path, data_dir):
+    tr = read_split(data_dir, "train", limit=10)
+    va = read_split(data_dir, "val", tr.class_names, limit=4)
     assert len(tr) == 50 and len(va) == 20
     fl = train(named_config("paper"), tr, va, TrainConfig(epochs=2, batch=25, patience=2), tmp_path / "float.pt",
                progress=False)
@@ -68,6 +67,6 @@ def test_end_to_end_float_then_qat_pruned_on_animals5(tmp_path):
     model = checkpoint.model_from(checkpoint.load(tmp_path / "qat.pt"))
     hidden = model.weighted[2]
     assert float((hidden.weight == 0).float().mean()) == pytest.approx(0.9, abs=1e-4)
-    res = evaluate(tmp_path / "qat.pt", ANIMALS5, "val", limit=4)
+    res = evaluate(tmp_path / "qat.pt", data_dir, "val", limit=4)
     assert res["images"] == 20 and res["quantized"]
     assert res["accuracy"] == pytest.approx(q["metrics"]["val_acc"], abs=1e-6)  # train and evaluate agree
