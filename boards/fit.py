@@ -177,8 +177,8 @@ def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str
         blocks = sum(blocks_for(m, profile.toolchain) for m in in_bram)
         filled = sum(m.bits for m in in_bram) / max(1, blocks * profile.bram_block_bits)
         if filled < 0.5:
-            knobs.append(f"{len(in_bram)} memories fill their blocks only {filled:.0%}: a smaller array "
-                         f"(fewer columns, so fewer activation-buffer banks)")
+            knobs.append(f"{len(in_bram)} memories fill their blocks only {filled:.0%}: fewer array columns "
+                         f"(fewer activation-buffer banks)")
         weights = sum(m.bits for m in demand.memories if m.initialised)
         buffers = demand.memory_bits - weights
         biggest = max(demand.memories, key=lambda m: m.bits)

@@ -95,18 +95,27 @@ def prepare_out(out: str | Path, force: bool) -> Path:
     return out
 
 
+def parse_array(array: str | None):
+    """The ArrayConfig of `--array RxC` (the hardware's default when None), or None for 'auto'."""
+    from hw.array import ArrayConfig
+
+    if array is not None and array.strip().lower() == "auto":
+        return None
+    try:
+        return ArrayConfig.parse(array) if array is not None else ArrayConfig()
+    except ValueError as e:
+        raise BoardError(f"--array: {e}; or use --array auto") from None
+
+
 def choose_array(plan, profile: BoardProfile, array: str | None):
     """(ArrayConfig, FitResult): the given shape, the hardware's default, or with 'auto' the largest that fits."""
     from hw.array import ArrayConfig
 
-    if array is not None and array.strip().lower() == "auto":
+    config = parse_array(array)
+    if config is None:
         (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile,
                                        quick_of=lambda r, c: accelerator_demand(plan, r, c, memories=False))
         return ArrayConfig(rows, cols), fit
-    try:
-        config = ArrayConfig.parse(array) if array is not None else ArrayConfig()
-    except ValueError as e:
-        raise BoardError(f"--array: {e}; or use --array auto") from None
     fit = check_fit(accelerator_demand(plan, config.rows, config.cols), profile)
     if not fit.fits:
         raise FitError(f"array {config}: {fit.message()}")
@@ -115,8 +124,6 @@ def choose_array(plan, profile: BoardProfile, array: str | None):
 
 def rtl_images(plan, data: str | None, split: str, n: int, seed: int):
     """(images uint8 (N, C, H, W), labels or None, source): N images spread over the classes, or seeded random."""
-    if n < 1:
-        raise BoardError(f"--limit must be at least 1, got {n}")
     if data is None:
         rng = np.random.default_rng(seed)
         return rng.integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8), None, f"{n} random images (seed {seed})"
@@ -186,6 +193,9 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     clock_mhz = clock_mhz or profile.clock_mhz
     if data is not None and not (Path(data) / split).is_dir():
         raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/)")
+    if limit < 1:
+        raise BoardError(f"--limit must be at least 1, got {limit}")
+    parse_array(array)
     if bitstream and profile.has_open_toolchain:
         check_tools(profile)
     out = prepare_out(out, force)
@@ -222,4 +232,5 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     return report
 
 
-__all__ = ["OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array", "prepare_out", "rtl_images", "run"]
+__all__ = ["OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array", "cycle_model", "parse_array",
+           "prepare_out", "rtl_images", "run"]

@@ -1,0 +1,114 @@
+"""`python -m export bitstream-rtl` (boards.flow): the whole chain on a CI-sized model, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from boards.flow import OutputExists, bitstream_rtl, prepare_out
+from tests.boards_helpers import random_checkpoint
+
+REPORT_KEYS = ("accuracy_float", "accuracy_quant", "compression_ratio", "bit_exact", "images", "fmax_mhz",
+               "utilisation", "images_per_second", "layers", "resources", "critical_path")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def export_main(argv):
+    from export.__main__ import main
+    return main(argv)
+
+
+def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
+    """Checkpoint -> ONNX -> plan -> fit (auto array) -> Verilog -> Verilator vs ORT -> bitstream -> report."""
+    out = tmp_path / "out"
+    lines = []
+    rep = bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="auto", limit=3, out=out, say=lines.append)
+
+    for name in ("model.onnx", "plan.json", "plan.npz", "rtl/accelerator.v", "board/top.il", "board/top.pcf",
+                 "board/build_top.sh", "board/synth.log", "board/pnr.log", "board/top.bin", "report.json", "report.md"):
+        assert (out / name).is_file(), name
+    assert list((out / "rtl").glob("*.hex")), "memory init files"
+    assert not [p for p in out.rglob("*.tmp*") if p.is_file()], "a temporary file left behind"
+
+    on_disk = json.loads((out / "report.json").read_text())
+    assert all(k in on_disk for k in REPORT_KEYS)
+    assert rep["images"] == 3 and rep["bit_exact"] == 3
+    nextpnr = json.loads((out / "board" / "report.json").read_text())
+    assert rep["fmax_mhz"] == round(min(v["achieved"] for v in nextpnr["fmax"].values()), 2)
+    assert rep["requested_mhz"] == pytest.approx(12.0, rel=1e-3)
+    mean = rep["cycles"]["measured"]["mean"]
+    assert rep["images_per_second"] == pytest.approx(rep["fmax_mhz"] * 1e6 / mean, rel=1e-3)
+    assert rep["cycles"]["predicted"] == mean  # hw's cycle model is exact for the plain stream
+    assert 0 < rep["utilisation"] <= 1
+    assert rep["resources"]["used_vs_available"]["luts"]["available"] == 5280
+    assert on_disk["resources"]["fit_estimate"]["fits"] and on_disk["array"] == rep["array"]
+    assert [l["name"] for l in rep["layers"]] and rep["layers"][0]["cycles"] > 0
+    md = (out / "report.md").read_text()
+    assert "bit-exact logits: **3/3**" in md and "critical path" in md
+    assert any(l.startswith("[7/7]") for l in lines) and any("done in" in l for l in lines)
+
+
+def test_an_existing_output_folder_is_refused_without_force(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("x")
+    with pytest.raises(OutputExists, match=r"out: already exists; pass --force"):
+        prepare_out(tmp_path / "out", force=False)
+    assert prepare_out(tmp_path / "out", force=True) == tmp_path / "out"
+    assert prepare_out(tmp_path / "new", force=False).is_dir()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "de10-nano"], "unknown board 'de10-nano'; known boards: ulx3s-12f"),
+    (["--array", "ten-by-nine"], "array must be written RxC"),
+    (["--array", "16x16", "--board", "icebreaker"], "does not fit icebreaker"),
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--data", "/no/such/folder"], "no such folder"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(argv, message, tiny_ckpt, tmp_path, capsys):
+    rc = export_main(["bitstream-rtl", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out"),
+                      "--no-bitstream", *argv])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come first
+    assert rc == 2
+    assert last.startswith("error: ") and message in last, last
+
+
+def test_a_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    assert export_main(["bitstream-rtl", "--checkpoint", str(bad), "--out", str(tmp_path / "out")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "not a readable checkpoint" in last
+
+
+def test_a_missing_toolchain_is_refused_before_any_work(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOSYS", "no-such-yosys")
+    assert export_main(["bitstream-rtl", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out")]) == 2
+    assert "no-such-yosys not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_paper_model_on_the_ulx3s_85f(tmp_path):
+    """The full design through yosys / nextpnr-ecp5 / ecppack (minutes): the README's figures.
+
+    Uses the bundled QAT+pruned checkpoint (with --data when the data set is there), else a
+    paper-shaped checkpoint with random weights (same sizes, meaningless accuracy)."""
+    from quant import checkpoint
+    from quant.__main__ import _data_default
+    from tests.boards_helpers import paper_checkpoint
+
+    bundled = checkpoint.BUNDLED_QAT.is_file()
+    ckpt = None if bundled else str(paper_checkpoint(tmp_path / "paper.pt"))
+    rep = bitstream_rtl(checkpoint=ckpt, board="ulx3s-85f", data=_data_default() if bundled else None,
+                        limit=8, out=tmp_path / "out")
+    print(rep["summary"])
+    print(json.dumps({k: rep[k] for k in ("fmax_mhz", "requested_mhz", "critical_path", "images_per_second",
+                                          "utilisation", "seconds")}, indent=1))
+    print(json.dumps(rep["resources"]["used_vs_available"], indent=1))
+    assert rep["bit_exact"] == rep["images"] == 8
+    assert Path(rep["bitstream"]).stat().st_size > 100_000
+    assert rep["fmax_mhz"] > 0 and rep["requested_mhz"] == pytest.approx(100, rel=1e-3)
