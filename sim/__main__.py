@@ -4,13 +4,15 @@
                       --json FILE [--clock-mhz 100]
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
-Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed), 2 bad input.
+Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed) or a failed
+build/simulation, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--array", default=None, help="systolic array RxC (default: the hardware's default)")
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
     r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
-    r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder)")
+    r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder, removed when all is bit-exact)")
     r.add_argument("--gaps", action="store_true", help="random bubbles in the pixel stream")
     r.add_argument("--backpressure", action="store_true", help="random ready on the logits stream")
     return ap.parse_args(argv)
@@ -109,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
           f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
     if out.diagnosis:
         print(out.diagnosis)
-    return 0 if s["bit_exact"] == s["images"] else 1
+    if s["bit_exact"] != s["images"]:
+        return 1
+    if args.work is None:  # nothing to look at: keep only the JSON
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # the build or the simulator failed: the message says where its log is
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
