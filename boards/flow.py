@@ -40,8 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default=DEFAULT_BOARD, help=f"target board: {', '.join(PROFILES)} (default %(default)s)")
     p.add_argument("--array", default=None,
                    help="systolic array RxC, or 'auto' for the largest that fits the board (default: the hardware's default)")
-    p.add_argument("--data", default=None, help="ImageFolder root (DIR/<split>/<class>/) for accuracy and the RTL images; "
-                                                "without it the RTL runs on seeded random images")
+    p.add_argument("--data", default=_default_data(),
+                   help="ImageFolder root (DIR/<split>/<class>/) for accuracy, plots and the RTL images "
+                        "(default: the shared animals5 set when present, %(default)s)")
+    p.add_argument("--random-images", action="store_true",
+                   help="run the RTL on seeded random images instead of --data images")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--limit", type=int, default=DEFAULT_IMAGES, help="images to run through the RTL simulation (default %(default)s)")
     p.add_argument("--out", default="out", help="output folder (default %(default)s); refused if it exists, unless --force")
@@ -54,12 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random images and of nextpnr")
 
 
+def _default_data() -> str | None:
+    from quant.__main__ import _data_default
+    return _data_default()
+
+
 def run(args: argparse.Namespace) -> int:
     """The CLI body: 0 when every simulated image was bit-exact, 1 otherwise."""
     report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
                            array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
                            force=args.force, clock_mhz=args.clock_mhz, baud=args.baud, bitstream=args.bitstream,
-                           seed=args.seed)
+                           seed=args.seed, random_images=args.random_images)
     print(report["summary"])
     return 0 if report["bit_exact"] == report["images"] else 1
 
@@ -181,7 +189,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
                   array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
                   out: str | Path = "out", force: bool = False, clock_mhz: float | None = None,
                   baud: int = DEFAULT_BAUD, bitstream: bool = True,
-                  seed: int = 0, say: Callable[[str], None] = _say) -> dict:
+                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = _say) -> dict:
     """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
     from export.compile import compile_onnx
     from export.onnx_export import export
@@ -208,7 +216,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     say(f"    array {config}: {fit.message()}")
     rtl = cycle_model(plan, config)
 
-    images, labels, source = rtl_images(plan, data, split, limit, seed)
+    images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)
     expected = expected_logits(onnx_path, plan, images)
     # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
     outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
