@@ -106,19 +106,20 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
     out = Outcome(records, summarize(records, sim.summary, clock_mhz), run_dir=work_dir,
                   mismatches=[r["index"] for r in records if not r["bit_exact"]])
     if out.mismatches and diagnose:
-        out.diagnosis, out.waveform = locate(plan, array, rtl_dir, images, expected, out.mismatches[0], work_dir, log=log,
-                                             got=records[out.mismatches[0]])
+        first = out.mismatches[0]
+        out.diagnosis, out.waveform = locate(plan, array, rtl_dir, images, first, work_dir, got=records[first], log=log)
     return out
 
 
-def locate(plan: Plan, array: str, rtl_dir: Path, images: np.ndarray, expected: np.ndarray, i: int,
-           work_dir: Path, *, got: dict, log=None) -> tuple[str, Path]:
-    """Re-run image `i` with the trace writer and an FST waveform; name where it departs."""
+def locate(plan: Plan, array: str, rtl_dir: Path, images: np.ndarray, i: int, work_dir: Path, *,
+           got: dict, log=None) -> tuple[str, Path]:
+    """Re-run image `i` with the trace writer and a waveform; name where the RTL departs from
+    export.reference. `got` is the image's record from `verify`."""
     build = runner.build(rtl_dir, int(np.prod(plan.input_shape)), waves=True, log=log)
     run_dir = work_dir / f"mismatch-image{i}"
     trace = run_dir / "trace.txt"
-    res = runner.simulate(build, images[i:i + 1], expected.shape[1], run_dir, timeout_cycles=timeout_cycles(plan),
-                          trace_file=trace)
+    res = runner.simulate(build, images[i:i + 1], plan.layers[-1].out_shape[0], run_dir,
+                          timeout_cycles=timeout_cycles(plan), trace_file=trace)
     rerun = res.images[0]
     cols = int(array.lower().split("x")[1])
     elem_bits = ports((rtl_dir / "accelerator.v").read_text())["trace__data"].width // cols

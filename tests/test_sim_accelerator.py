@@ -72,7 +72,7 @@ def test_mismatch_names_layer_channel_and_pixel(small):
     assert l0.kind == "conv2d" and l0.out_shape[0] == 3
     l0.bias = l0.bias.copy()
     l0.bias[2] -= 3 << max(0, l0.shift)
-    msg, wave = locate(bad, "4x4", tmp / "b" / "rtl", images, expected, 0, tmp / "b", got=out.records[0])
+    msg, wave = locate(bad, "4x4", tmp / "b" / "rtl", images, 0, tmp / "b", got=out.records[0])
     assert f"layer 0 {l0.name!r} (conv2d), channel 2, pixel (y=0, x=0): expected" in msg
     assert wave.is_file()
 
