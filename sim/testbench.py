@@ -17,11 +17,10 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 
-PERIOD_NS = 10
+from sim.harness import PERIOD_NS
 
 
 def hwc_hex(image: np.ndarray) -> str:
@@ -99,7 +98,6 @@ async def run_images(dut):
     job = json.loads(Path(os.environ["SIM_JOB"]).read_text())
     images = np.load(job["images"])
     rng = random.Random(job.get("seed", 0)) if job.get("backpressure") else None
-    Clock(dut.clk, PERIOD_NS, "ns", impl="gpi").start()
     for sig in (dut.start, dut.load, dut.logits__ready):
         sig.value = 0
     out = open(job["results"], "w", buffering=1)
