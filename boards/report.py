@@ -96,7 +96,14 @@ def _summary(r: dict) -> str:
             f"compression {r['compression_ratio']:.1f}x, Fmax {_fmt(r['fmax_mhz'], '.1f')} MHz "
             f"(requested {r['requested_mhz']:g}), {_fmt(r['images_per_second'], '.1f')} images/s, "
             f"array utilisation {_fmt(r['utilisation'], '.1%')}"
-            + (f"; bitstream {r['bitstream']}" if r["bitstream"] else f"; {r['note']}"))
+            + (f"; bitstream {r['bitstream']}" if r["bitstream"] else f"; {r['note']}")
+            + (f". TIMING NOT MET: {_rebuild_advice(r)}" if r["timing_met"] is False else ""))
+
+
+def _rebuild_advice(r: dict) -> str:
+    safe = int(r["fmax_mhz"])
+    return (f"the bitstream is clocked at {r['requested_mhz']:g} MHz but closes only at {r['fmax_mhz']:.1f} MHz; "
+            f"rebuild with --clock-mhz {safe} (or shorten the critical path) before loading it")
 
 
 def to_markdown(r: dict) -> str:
@@ -127,7 +134,8 @@ def to_markdown(r: dict) -> str:
                 f"whole image: {_fmt(r['utilisation_image'], '.1%')}.", "",
             "## Hardware", "",
             f"- Fmax achieved: **{_fmt(r['fmax_mhz'], '.2f')} MHz**, requested {r['requested_mhz']:g} MHz "
-            f"(timing {'met' if r['timing_met'] else 'not met' if r['timing_met'] is False else 'not measured'})",
+            f"(timing {'met' if r['timing_met'] else 'not met' if r['timing_met'] is False else 'not measured'})"
+            + (f"; **{_rebuild_advice(r)}**" if r["timing_met"] is False else ""),
             f"- images/s at Fmax: {_fmt(r['images_per_second'], ',.1f')}; at the requested clock: {_fmt(r['images_per_second_at_requested'], ',.1f')}"]
     cp = r["critical_path"]
     if cp:
