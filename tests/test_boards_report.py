@@ -1,0 +1,53 @@
+"""report.json / report.md: figures come from the steps that measured them; a timing failure is loud."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from boards.build import BuildResult
+from boards.fit import Check, FitResult
+from boards.profiles import get_profile
+from boards.report import array_utilisation, build_report, layer_table, to_markdown
+from tests.hw_helpers import random_plan
+
+
+def fake_parts(fmax):
+    plan = random_plan(np.random.default_rng(0))
+    rtl = {"layers": [{"pass": "load", "layer": -1, "name": "image", "cycles": 100},
+                      {"pass": "array", "layer": 0, "name": "conv1", "cycles": 400, "macs": 2916, "ideal_cycles": 300.0,
+                       "utilisation": 0.75},
+                      {"pass": "array", "layer": 2, "name": "conv2", "cycles": 100, "macs": 192, "ideal_cycles": 50.0,
+                       "utilisation": 0.5}],
+           "total_cycles": 1000, "memory_bits": {"w": 10}}
+    outcome = SimpleNamespace(summary={"bit_exact": 7, "images": 8, "class_agree": 8, "rtl_accuracy": 0.5,
+                                       "cycles": {"min": 1000, "mean": 1000.0, "max": 1000}}, diagnosis="image 3: ...")
+    built = BuildResult("ulx3s-85f", "ecp5", "b", 100.0, bitstream="b/top.bit", fmax_mhz=fmax,
+                        critical_path={"delay_ns": 27.7, "logic_ns": 9.4, "routing_ns": 18.3, "steps": 43, "start": "a.Q",
+                                       "end": "b.D", "start_net": "sparse.entries", "end_net": "buf0.addr",
+                                       "sources": ["hw/sparse.py:86"]},
+                        resources={"luts": {"used": 16872, "available": 83640}})
+    fit = FitResult("ulx3s-85f", "LFE5U-85F", [Check("multipliers", 91, 156, "DSPs")])
+    return dict(plan=plan, profile=get_profile("ulx3s-85f"), config="10x9", fit=fit, rtl=rtl, outcome=outcome,
+                accuracy={"accuracy_quant": 0.7, "accuracy_float": 0.68, "source": "test"}, built=built,
+                steps={"a": 1.0}, source="8 images", onnx_path="m.onnx", clock_mhz=100.0)
+
+
+def test_report_figures_and_a_failed_timing():
+    r = build_report(**fake_parts(fmax=36.16))
+    assert (r["bit_exact"], r["images"], r["fmax_mhz"], r["requested_mhz"]) == (7, 8, 36.16, 100.0)
+    assert r["images_per_second"] == round(36.16e6 / 1000, 2) and r["images_per_second_at_requested"] == 100_000
+    assert r["utilisation"] == round(350 / 500, 4) and r["utilisation_image"] == 0.35
+    assert r["timing_met"] is False and "TIMING NOT MET" in r["summary"] and "--clock-mhz 36" in r["summary"]
+    md = to_markdown(r)
+    assert "rebuild with --clock-mhz 36" in md and "hw/sparse.py:86" in md and "first mismatch: image 3" in md
+    assert "| luts | 16,872 | 83,640 | 20.2% |" in md
+
+
+def test_report_without_timing_failure_and_the_layer_table():
+    parts = fake_parts(fmax=120.0)
+    r = build_report(**parts)
+    assert r["timing_met"] is True and "TIMING" not in r["summary"]
+    rows = layer_table(parts["plan"], parts["rtl"])
+    assert [row["cycles"] for row in rows[:2]] == [400, None] and rows[0]["utilisation"] == 0.75
+    assert rows[0]["macs_dense"] == parts["plan"].layers[0].macs_dense
+    assert array_utilisation({"layers": []}) is None
