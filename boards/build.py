@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -167,8 +168,14 @@ def _print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, heartbeat_s: float = 15.0) -> float:
-    """Run one tool with its output in `cwd/stage.log`; returns the elapsed seconds."""
+class Cancelled(BoardError):
+    """The build was stopped from outside (another step of the flow failed)."""
+
+
+def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, heartbeat_s: float = 15.0,
+              cancel: threading.Event | None = None) -> float:
+    """Run one tool with its output in `cwd/stage.log`; returns the elapsed seconds.
+    Setting `cancel` (from another thread) kills the tool."""
     log = cwd / stage.log
     progress(f"[{stage.name}] {shlex.join(stage.argv)}  (log: {log})")
     start = time.monotonic()
@@ -179,6 +186,8 @@ def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, hea
             next_beat = start + heartbeat_s
             while proc.poll() is None:
                 time.sleep(0.5)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{stage.name} stopped")
                 if time.monotonic() >= next_beat:
                     progress(f"[{stage.name}] {time.monotonic() - start:.0f} s  {_last_line(log)}")
                     next_beat += heartbeat_s
@@ -226,7 +235,7 @@ def _last_line(path: Path) -> str:
 
 
 def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, name: str = "top",
-          seed: int = 1, progress: Progress = _print_progress) -> BuildResult:
+          seed: int = 1, progress: Progress = _print_progress, cancel: threading.Event | None = None) -> BuildResult:
     """Prepare and, for open-toolchain boards, synthesise, place, route and pack `top`."""
     build_dir = Path(build_dir)
     result = BuildResult(board=profile.name, toolchain=profile.toolchain, build_dir=str(build_dir),
@@ -246,7 +255,7 @@ def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, na
     _write_build_script(build_dir, name, todo)
     for st in todo:
         result.logs[st.name] = str(build_dir / st.log)
-        result.stage_seconds[st.name] = round(run_stage(st, build_dir, progress), 2)
+        result.stage_seconds[st.name] = round(run_stage(st, build_dir, progress, cancel=cancel), 2)
     result.bitstream = str(build_dir / todo[-1].outputs[0])
     parse_report(json.loads((build_dir / "report.json").read_text()), profile, result)
     return result
@@ -310,5 +319,5 @@ def _summarise_path(path: dict) -> dict:
     }
 
 
-__all__ = ["BuildResult", "Stage", "TOOL_ENV", "ToolchainError", "build", "check_tools", "parse_report",
+__all__ = ["BuildResult", "Cancelled", "Stage", "TOOL_ENV", "ToolchainError", "build", "check_tools", "parse_report",
            "prepare", "run_stage", "stages", "tool_environment"]

@@ -11,7 +11,9 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -216,21 +218,30 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     say(f"    array {config}: {fit.message()}")
     rtl = cycle_model(plan, config)
 
-    images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)
-    expected = expected_logits(onnx_path, plan, images)
-    # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
-    outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
-                   labels=labels, work_dir=out, clock_mhz=clock_mhz, log=say)
-    say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
-        + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
-    acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
-
-    built: BuildResult | None = None
+    # The board build runs tools in subprocesses: start it now, next to the simulation.
+    cancel = threading.Event()
+    pending = None
     if bitstream:
         n_pixels = int(np.prod(plan.input_shape))
-        top = BoardTop(Accelerator(plan, config), n_pixels, expected.shape[1], baud, clock_mhz)
-        built = step(f"board build ({profile.toolchain})", build, top, profile, out / "board", seed=seed + 1,
-                     progress=lambda line: say("    " + line))
+        top = BoardTop(Accelerator(plan, config), n_pixels, plan.layers[-1].out_shape[0], baud, clock_mhz)
+        say(f"[board] {profile.toolchain} build started in the background (lines marked 'board')")
+        pool = ThreadPoolExecutor(1)
+        pending = pool.submit(build, top, profile, out / "board", seed=seed + 1,
+                              progress=lambda line: say("    board " + line), cancel=cancel)
+        pool.shutdown(wait=False)
+    try:
+        images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)
+        expected = expected_logits(onnx_path, plan, images)
+        # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
+        outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
+                       labels=labels, work_dir=out, clock_mhz=clock_mhz, log=say)
+        say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
+            + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
+        acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
+        built: BuildResult | None = step(f"board build ({profile.toolchain}), waiting", pending.result) if pending else None
+    except BaseException:
+        cancel.set()
+        raise
     report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
                           accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path,
                           clock_mhz=clock_mhz)

@@ -112,3 +112,23 @@ def test_paper_model_on_the_ulx3s_85f(tmp_path):
     assert rep["bit_exact"] == rep["images"] == 8
     assert Path(rep["bitstream"]).stat().st_size > 100_000
     assert rep["fmax_mhz"] > 0 and rep["requested_mhz"] == pytest.approx(100, rel=1e-3)
+
+
+def test_a_failing_simulation_stops_the_background_build(tiny_ckpt, tmp_path, monkeypatch):
+    import subprocess
+    import time
+
+    import sim.verify
+
+    def broken(*a, **k):
+        time.sleep(3)  # let the build reach yosys
+        raise RuntimeError("simulator exploded")
+
+    monkeypatch.setattr(sim.verify, "verify", broken)
+    with pytest.raises(RuntimeError, match="simulator exploded"):
+        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x2", limit=1, out=tmp_path / "out",
+                      say=lambda line: None)
+    time.sleep(2)
+    children = subprocess.run(["pgrep", "-P", str(__import__("os").getpid())], capture_output=True, text=True).stdout
+    assert not children.strip(), f"tool processes left running: {children}"
+    assert not (tmp_path / "out" / "board" / "top.bin").exists()
