@@ -15,8 +15,6 @@ from boards.top import DEFAULT_BAUD
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from boards.host import classify, load_image
     from export.plan import Plan
 

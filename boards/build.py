@@ -164,7 +164,7 @@ def check_tools(profile: BoardProfile) -> None:
 Progress = Callable[[str], None]
 
 
-def _print_progress(line: str) -> None:
+def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -172,7 +172,7 @@ class Cancelled(BoardError):
     """The build was stopped from outside (another step of the flow failed)."""
 
 
-def run_stage(stage: Stage, cwd: Path, progress: Progress = _print_progress, heartbeat_s: float = 15.0,
+def run_stage(stage: Stage, cwd: Path, progress: Progress = print_progress, heartbeat_s: float = 15.0,
               cancel: threading.Event | None = None) -> float:
     """Run one tool with its output in `cwd/stage.log`; returns the elapsed seconds.
     Setting `cancel` (from another thread) kills the tool."""
@@ -235,7 +235,7 @@ def _last_line(path: Path) -> str:
 
 
 def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, name: str = "top",
-          seed: int = 1, progress: Progress = _print_progress, cancel: threading.Event | None = None) -> BuildResult:
+          seed: int = 1, progress: Progress = print_progress, cancel: threading.Event | None = None) -> BuildResult:
     """Prepare and, for open-toolchain boards, synthesise, place, route and pack `top`."""
     build_dir = Path(build_dir)
     result = BuildResult(board=profile.name, toolchain=profile.toolchain, build_dir=str(build_dir),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from boards.build import BuildResult, build, check_tools
+from boards.build import BuildResult, build, check_tools, print_progress
 from boards.errors import BoardError
 from boards.fit import FitError, accelerator_demand, check_fit, pick_array
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
@@ -89,10 +88,6 @@ class _Steps:
         self.seconds[name] = round(time.monotonic() - t, 2)
         self.say(f"[{self.n}/{self.total}] {name}: done in {self.seconds[name]:.1f} s (total {time.monotonic() - self.t0:.0f} s)")
         return out
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def prepare_out(out: str | Path, force: bool) -> Path:
@@ -191,7 +186,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
                   array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
                   out: str | Path = "out", force: bool = False, clock_mhz: float | None = None,
                   baud: int = DEFAULT_BAUD, bitstream: bool = True,
-                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = _say) -> dict:
+                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = print_progress) -> dict:
     """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
     from export.compile import compile_onnx
     from export.onnx_export import export
