@@ -190,6 +190,9 @@ def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str
                          f"fewer activation bits or a smaller input (biggest memory: {biggest.name}, {biggest.bits / 1024:.0f} Kbit)")
         if profile.spram_bits and any(not m.initialised and not m.single_port for m in demand.memories):
             knobs.append("single-port activation buffers could use the SPRAM")
+        if profile.spram_bits and weights > profile.bram_bits:
+            knobs.append(f"the {profile.spram_bits // 1024} Kbit SPRAM could hold the weights only if they were "
+                         f"loaded at start-up (SPRAM has no bitstream initialisation)")
     if failed & {"multipliers", "LUTs"}:
         knobs.append("a smaller array (--array RxC, or --array auto for the largest that fits)")
     others = [p.name for p in PROFILES.values() if p.name != profile.name and check_fit(demand, p, knobs=False).fits] \
