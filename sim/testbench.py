@@ -1,10 +1,12 @@
 """The cocotb test: images in, logits and cycle counts out, one JSON line per image.
 
 Run by sim.runner.simulate, which passes the job file in $SIM_JOB: `images` (a .npy of uint8
-(N, C, H, W)), `image_file` (where the harness's `$readmemh` reads), `num_classes`, `timeout_cycles`, `backpressure` (random `logits.ready`), `results`
-(the JSON-lines file written here). Per image: load it into the harness's pixel memory, pulse
-`start`, take `num_classes` logits over the stream, wait for `done`, read `cycles`. Python wakes
-only on events (the logits' `valid`, `done`), never per cycle while the accelerator computes.
+(N, C, H, W)), `image_file` (where the harness's `$readmemh` reads), `num_classes`,
+`timeout_cycles`, `backpressure` (random `logits.ready`) and `results` (the JSON-lines file
+written here). Per image: load it into the harness's pixel memory, pulse `start`, take
+`num_classes` logits over the stream, wait for `done`, read `cycles`. Python wakes only on events
+(the logits' `valid`, `done`), never per cycle while the accelerator computes: a Python driver
+costs ~15 us of CPU per cycle (measured), the paper model's whole RTL ~1.8 us.
 """
 
 from __future__ import annotations
