@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from quant.checkpoint import CheckpointError
     from quant.data import DataError
     from quant.model import ConfigError
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"  # one line, naming the file
     warnings.filterwarnings("ignore", category=UserWarning, module="brevitas")
     warnings.filterwarnings("ignore", message=".*Named tensors.*")
     try:
