@@ -7,14 +7,16 @@ fraction of PE-cycles doing useful work; the sparse engine's is stored entries /
 
 from __future__ import annotations
 
+from hw.memories import READ_LATENCY
 from hw.requant import LATENCY
 from hw.sequencer import Pass, Schedule
 
 PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
 # cycles from an engine's last issue to its `done`: memories, operand/product registers, the
 # requantizer (LATENCY), the write, `done`
-ARRAY_FLUSH = 5 + LATENCY  # + one drain cycle per output channel of the last tile
-SPARSE_FLUSH = 6 + LATENCY
+ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY  # + one drain cycle per output channel of the last tile
+SPARSE_FLUSH = 6 + READ_LATENCY + LATENCY
+POOL_FLUSH = 3 + READ_LATENCY
 
 
 def pass_cycles(p: Pass, s: Schedule) -> int:
@@ -29,7 +31,7 @@ def pass_cycles(p: Pass, s: Schedule) -> int:
         return PASS_SETUP + k + (tiles - 1) * max(k, rows) + ARRAY_FLUSH + w["last_rows"]
     if p.kind == "pool":
         c = p.cfg
-        return PASS_SETUP + 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1) + 4
+        return PASS_SETUP + 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1) + POOL_FLUSH
     if p.kind == "sparse":
         return PASS_SETUP + 2 * (p.cfg["rows_m1"] + 1) + p.macs + SPARSE_FLUSH
     if p.kind == "emit":

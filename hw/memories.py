@@ -14,6 +14,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
+READ_LATENCY = 2  # raddr -> rdata: the block RAM, then a register on each bank's output
+
+
 def banks_for(cols: int) -> int:
     """The power of two >= cols: the number of banks of an activation buffer."""
     return 1 << (cols - 1).bit_length()
@@ -39,12 +42,24 @@ def logit_layout(addr_width: int, acc_width: int) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "addr": unsigned(addr_width), "data": unsigned(acc_width)})
 
 
+def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
+    """`value` registered 1..`cycles` times (the tags that travel beside the requantizer); the
+    last entry is aligned with its output."""
+    stages, prev = [], value
+    for i in range(cycles):
+        reg = Signal.like(value, name=f"{name}_{i + 1}")
+        m.d.sync += reg.eq(prev)
+        stages.append(reg)
+        prev = reg
+    return stages
+
+
 class ActivationBuffer(wiring.Component):
     """`depth` elements of `width` bits in `banks_for(cols)` banks; one vector read and one
     vector write per cycle.
 
-    `rdata[c]` is the element at `raddr + c`, one cycle after `raddr` (the rotator undoes the
-    bank interleave). A write stores `wr.data[i]` at `wr.addr + i` for `i < wr.count`.
+    `rdata[c]` is the element at `raddr + c`, READ_LATENCY cycles after `raddr` (the block RAM's
+    slow clock-to-out ends at a register; then the rotator undoes the bank interleave). A write stores `wr.data[i]` at `wr.addr + i` for `i < wr.count`.
     """
 
     def __init__(self, cols: int, depth: int, width: int, addr_width: int):
@@ -65,8 +80,8 @@ class ActivationBuffer(wiring.Component):
         lb = self.banks.bit_length() - 1
         rphase, rrow = self.raddr[:lb], self.raddr[lb:]
         wphase, wrow = self.wr.addr[:lb], self.wr.addr[lb:]
-        rphase_q = Signal(max(lb, 1))
-        m.d.sync += rphase_q.eq(rphase)
+        rphase_q1, rphase_q = Signal(max(lb, 1)), Signal(max(lb, 1))
+        m.d.sync += [rphase_q1.eq(rphase), rphase_q.eq(rphase_q1)]
         outs = []
         wdata = Array(self.wr.data[c] for c in range(self.cols))
         for b in range(self.banks):
@@ -81,7 +96,9 @@ class ActivationBuffer(wiring.Component):
                 wp.data.eq(wdata[col]),
                 wp.en.eq(self.wr.valid & (col < self.wr.count)),
             ]
-            outs.append(rd.data)
+            held = Signal(self.width, name=f"rdata{b}")
+            m.d.sync += held.eq(rd.data)
+            outs.append(held)
         rdata = Array(outs)
         for c in range(self.cols):
             m.d.comb += self.rdata[c].eq(rdata[(rphase_q + c)[:lb]] if lb else outs[0])

@@ -8,11 +8,11 @@ values arrive sign-extended, so one comparison serves signed and unsigned layers
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import write_layout
+from hw.memories import READ_LATENCY, delay_line, write_layout
 
 POOL_FIELDS = ("c_m1", "oh_m1", "n_xt_m1", "in_w", "d_ch", "out_ow", "last_cols")
 
@@ -55,9 +55,11 @@ class PoolEngine(wiring.Component):
         m.d.comb += self.raddr.eq(vec + offsets[ph])
 
         tag = data.StructLayout({"valid": 1, "ph": 2, "out_addr": unsigned(aw), "ncols": range(cols + 1)})
-        s1 = Signal(tag)
-        m.d.sync += [s1.valid.eq(busy), s1.ph.eq(ph), s1.out_addr.eq(out_vec),
-                     s1.ncols.eq(Mux(xt == cfg.n_xt_m1, cfg.last_cols, cols))]
+        s0 = Signal(tag)
+        m.d.comb += [s0.valid.eq(busy), s0.ph.eq(ph), s0.out_addr.eq(out_vec),
+                     s0.ncols.eq(Mux(xt == cfg.n_xt_m1, cfg.last_cols, cols))]
+        tags = delay_line(m, s0, READ_LATENCY, "s")
+        s1 = tags[-1]  # the read data's tag
 
         with m.If(self.start):
             m.d.sync += [busy.eq(1), ph.eq(0), *(s.eq(0) for s in (ch, oy, xt, row0, vec, out_row, out_vec))]
@@ -98,7 +100,7 @@ class PoolEngine(wiring.Component):
         running = Signal()
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~s1.valid & ~wvalid):
+        with m.Elif(running & ~busy & ~Cat(t.valid for t in tags).any() & ~wvalid):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

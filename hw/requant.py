@@ -40,18 +40,6 @@ def requant_config(shift: int, relu: bool, out: IntType, acc_width: int) -> dict
             "odd_en": int(right > 0), "lo": lo, "hi": out.max}
 
 
-def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
-    """`value` registered 1..`cycles` times (the tags that travel beside the requantizer); the
-    last entry is aligned with its output."""
-    stages, prev = [], value
-    for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{i + 1}")
-        m.d.sync += reg.eq(prev)
-        stages.append(reg)
-        prev = reg
-    return stages
-
-
 class Requantizer(wiring.Component):
     """`q` = saturate(round_half_even(acc * 2**-shift)) LATENCY cycles after `acc`, as
     `out_width` raw bits (two's complement for signed types); `raw` is `acc` delayed alike."""

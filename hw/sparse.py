@@ -13,8 +13,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import logit_layout, write_layout
-from hw.requant import LATENCY, Requantizer, delay_line, requant_layout
+from hw.memories import READ_LATENCY, delay_line, logit_layout, write_layout
+from hw.requant import LATENCY, Requantizer, requant_layout
 
 
 def sparse_layout(addr_width: int, acc_width: int, act_width: int) -> data.StructLayout:
@@ -78,29 +78,31 @@ class SparseEngine(wiring.Component):
             with m.If(o == cfg.rows_m1):
                 m.d.sync += busy.eq(0)
 
-        # s1: the entry arrives; step the index.  s2: read x[idx].  s3: x arrives, multiply.
-        # s4: accumulate; at END add the row's bias and requantize.
-        s1, s2, s3, s4 = (Signal(tok, name=f"s{i}") for i in range(1, 5))
-        m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2), s4.eq(s3)]
+        # s1: the entry arrives; step the index into a register that reads x[idx] (READ_LATENCY).
+        # x arrives, is registered, multiplied; then accumulate, and at END add the row's bias.
+        x_at = 2 + READ_LATENCY  # x arrives in this stage, the product in the next, then the sum
+        stages = delay_line(m, s0, x_at + 2, "s")
+        s1, s_acc = stages[0], stages[-1]
         value, delta = erd.data[ib:].as_signed(), erd.data[:ib]
         idx, idx_next, raddr = Signal(aw), Signal(aw), Signal(aw)
-        value2, value3 = Signal(signed(vb)), Signal(signed(vb))
+        values = delay_line(m, value, x_at, "value")  # values[-1]: beside x's register
+        x = Signal(signed(self.act_width + 1))
         prod = Signal(signed(vb + self.act_width + 1))
         m.d.comb += [idx_next.eq(Mux(s1.first, 0, idx) + delta), self.raddr.eq(raddr),
-                     brd.addr.eq(cfg.row_base + s3.o)]
+                     brd.addr.eq(cfg.row_base + stages[-2].o)]
         with m.If(s1.entry):
             m.d.sync += [idx.eq(idx_next), raddr.eq(idx_next)]
-        m.d.sync += [value2.eq(value), value3.eq(value2), prod.eq(value3 * self.rdata[0])]
+        m.d.sync += [x.eq(self.rdata[0]), prod.eq(values[-1] * x)]
 
         acc = Signal(signed(self.acc_width))
         rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width)
         m.d.comb += [rq.acc.eq(acc + brd.data.as_signed()), rq.cfg.eq(cfg.rq)]
-        with m.If(s4.entry):
+        with m.If(s_acc.entry):
             m.d.sync += acc.eq(acc + prod)
-        with m.If(s4.end | self.start):
+        with m.If(s_acc.end | self.start):
             m.d.sync += acc.eq(0)
         row = Signal(data.StructLayout({"valid": 1, "o": unsigned(aw)}))
-        m.d.comb += [row.valid.eq(s4.end), row.o.eq(s4.o)]
+        m.d.comb += [row.valid.eq(s_acc.end), row.o.eq(s_acc.o)]
         tags = delay_line(m, row, LATENCY, "row")
         out = tags[-1]
         m.d.comb += [self.wr.valid.eq(out.valid & ~cfg.logits), self.wr.addr.eq(out.o), self.wr.count.eq(1),
@@ -108,7 +110,7 @@ class SparseEngine(wiring.Component):
                      self.logit.valid.eq(out.valid & cfg.logits), self.logit.addr.eq(out.o), self.logit.data.eq(rq.raw)]
 
         running = Signal()
-        pending = Cat(*(t.entry | t.end for t in (s1, s2, s3, s4)), *(t.valid for t in tags))
+        pending = Cat(*(t.entry | t.end for t in stages), *(t.valid for t in tags))
         with m.If(self.start):
             m.d.sync += running.eq(1)
         with m.Elif(running & ~busy & ~pending.any()):

@@ -171,11 +171,11 @@ def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int) -> st
 def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: bool, max_cycles: int = 20_000):
     """Run one pass of an array / pool / sparse engine against a numpy activation buffer.
 
-    The buffer answers `raddr` one cycle later with `rdata[c] = tensor[raddr + c]` (0 past the
-    end), as hw.memories.ActivationBuffer does. Returns (written {addr: raw value}, logits
+    The buffer answers `raddr` READ_LATENCY cycles later with `rdata[c] = tensor[raddr + c]` (0
+    past the end), as hw.memories.ActivationBuffer does. Returns (written {addr: raw value}, logits
     {addr: value}, cycles from start to done inclusive).
     """
-    from amaranth.sim import Simulator
+    from hw.memories import READ_LATENCY
 
     flat = np.asarray(tensor, dtype=np.int64).reshape(-1)
     cols = len(engine.rdata)
@@ -190,9 +190,9 @@ def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: boo
     async def bench(ctx):
         ctx.set(engine.cfg, engine.cfg.shape().const(cfg))
         ctx.set(engine.start, 1)
-        addr = 0
+        asked = [0] * (READ_LATENCY - 1)
         for n in range(max_cycles):
-            addr = ctx.get(engine.raddr)
+            asked.append(ctx.get(engine.raddr))
             wr = ctx.get(engine.wr)
             if wr.valid:
                 for i in range(wr.count):
@@ -206,6 +206,7 @@ def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: boo
                 return
             await ctx.tick()
             ctx.set(engine.start, 0)
+            addr = asked.pop(0)
             for c in range(cols):
                 ctx.set(engine.rdata[c], element(addr + c))
         raise AssertionError(f"engine not done within {max_cycles} cycles")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.memories import ActivationBuffer, banks_for
+from hw.memories import READ_LATENCY, ActivationBuffer, banks_for
 
 
 @pytest.mark.parametrize("cols", [1, 3, 4, 9])
@@ -27,7 +27,7 @@ def test_buffer_vector_writes_and_reads(cols):
         ctx.set(dut.wr.valid, 0)
         for addr in list(range(usable)) + list(rng.integers(0, usable, size=20)):
             ctx.set(dut.raddr, int(addr))
-            await ctx.tick()
+            await ctx.tick().repeat(READ_LATENCY)
             got = [ctx.get(dut.rdata[c]) for c in range(cols)]
             assert got == list(model[addr:addr + cols]), f"read at {addr}"
 
