@@ -13,7 +13,6 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-
 READ_LATENCY = 2  # raddr -> rdata: the block RAM, then a register on each bank's output
 
 
@@ -43,8 +42,8 @@ def logit_layout(addr_width: int, acc_width: int) -> data.StructLayout:
 
 
 def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
-    """`value` registered 1..`cycles` times (the tags that travel beside the requantizer); the
-    last entry is aligned with its output."""
+    """`value` registered 1..`cycles` times: the tags (valid, address, ...) that travel beside a
+    pipeline (memory reads, the requantizer) to meet its output; entry i is i+1 cycles late."""
     stages, prev = [], value
     for i in range(cycles):
         reg = Signal.like(value, name=f"{name}_{i + 1}")
