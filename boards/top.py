@@ -3,8 +3,8 @@
 Protocol (8N1, 115200 baud by default): the host sends MAGIC, then the image's H*W*3 bytes in
 HWC order. The board answers with `num_classes` logits, each an int32 little-endian, class 0
 first, then one byte: the index of the largest logit (the first one on a tie, as numpy.argmax).
+There is no timeout: after a partial image the board waits for the rest (reset it to resync).
 """
-
 
 from amaranth.build import Attrs, ResourceError
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal, signed, unsigned

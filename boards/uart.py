@@ -1,6 +1,5 @@
 """An 8N1 UART: a receiver and a transmitter with byte streams, for the board's host link."""
 
-
 from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer

@@ -1,6 +1,5 @@
 """Helpers for the boards tests: a tiny accelerator with the real port shape, and UART line drivers."""
 
-
 import numpy as np
 from amaranth.hdl import Array, Module, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
