@@ -24,6 +24,7 @@ from boards.fit import FitError, accelerator_demand, check_fit, pick_array
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
 from boards.report import write_report
 from boards.top import DEFAULT_BAUD, BoardTop
+from boards.uart import bit_period
 from quant.atomic import atomic_write_text
 
 DEFAULT_IMAGES = 8
@@ -201,6 +202,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     if limit < 1:
         raise BoardError(f"--limit must be at least 1, got {limit}")
     parse_array(array)
+    bit_period(clock_mhz * 1e6, baud)
     if bitstream and profile.has_open_toolchain:
         check_tools(profile)
     out = prepare_out(out, force)

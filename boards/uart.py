@@ -5,17 +5,23 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from boards.errors import BoardError
+
+
+class BaudError(BoardError, ValueError):
+    """A baud rate the clock cannot make."""
+
 
 def bit_period(clk_hz: float, baud: int) -> int:
     """Clock cycles per UART bit; refuses a baud rate the clock cannot sample."""
     if baud <= 0:
-        raise ValueError(f"baud rate must be positive, got {baud}")
+        raise BaudError(f"baud rate must be positive, got {baud}")
     period = round(clk_hz / baud)
     if period < 4:
-        raise ValueError(f"a {clk_hz / 1e6:g} MHz clock cannot run a UART at {baud} baud "
+        raise BaudError(f"a {clk_hz / 1e6:g} MHz clock cannot run a UART at {baud} baud "
                          f"(needs at least 4 clocks per bit); lower --baud")
     if abs(clk_hz / period - baud) / baud > 0.02:
-        raise ValueError(f"{baud} baud from a {clk_hz / 1e6:g} MHz clock is off by more than 2%; "
+        raise BaudError(f"{baud} baud from a {clk_hz / 1e6:g} MHz clock is off by more than 2%; "
                          f"pick a baud rate near {clk_hz / period:.0f}")
     return period
 
@@ -109,4 +115,4 @@ class UARTTx(wiring.Component):
         return m
 
 
-__all__ = ["UARTRx", "UARTTx", "bit_period"]
+__all__ = ["BaudError", "UARTRx", "UARTTx", "bit_period"]

@@ -67,6 +67,7 @@ def test_an_existing_output_folder_is_refused_without_force(tmp_path):
     (["--array", "16x16", "--board", "icebreaker"], "does not fit icebreaker"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--data", "/no/such/folder"], "no such folder"),
+    (["--baud", "2500000", "--board", "icebreaker"], "off by more than 2%"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(argv, message, tiny_ckpt, tmp_path, capsys):
     rc = export_main(["bitstream-rtl", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out"),
