@@ -85,3 +85,16 @@ def test_harness_refuses_a_design_without_the_port_shape():
     v = "module accelerator(clk, rst);\n  input clk;\n  input rst;\nendmodule\n"
     with pytest.raises(HarnessError, match="no port `start`"):
         harness_verilog(v, 12)
+
+
+def test_waveform_falls_back_to_vcd_without_lz4(rtl, cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "waveform_format", lambda: "vcd")  # as on a machine without lz4.h
+    b = runner.build(rtl, PIXELS, waves=True, cache_dir=cache)
+    images = np.full((1, *SHAPE), 7, dtype=np.uint8)
+    res = runner.simulate(b, images, CLASSES, tmp_path, timeout_cycles=10_000, trace_file=tmp_path / "trace.txt")
+    assert res.images[0]["logits"] == pixel_sums_expected(images[0], CLASSES).tolist()
+    wave = b.waveform(tmp_path)
+    assert wave.name == "waves.vcd" and "$enddefinitions" in wave.read_text()[:100_000]
+    # the fixture traces every pixel as layer 0 at its (C, H, W) address
+    lines = (tmp_path / "trace.txt").read_text().splitlines()
+    assert len(lines) == PIXELS and {l.split()[0] for l in lines} == {"0"} and lines[1].split()[1] == str(8 * 8)
