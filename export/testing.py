@@ -66,6 +66,7 @@ def _set_weights(model, spec: RandomModel) -> None:
         top = (1 << (l.w_bits - 1)) - 1
         q = rng.integers(-top, top + 1, size=tuple(m.weight.shape))
         q.reshape(-1)[rng.integers(q.size)] = top * rng.choice([-1, 1])
+        q[0] = np.abs(q[0])  # with its positive bias, output 0 is > 0 for any input: no ReLU sees only zeros
         if q.shape[0] > 1 and rng.random() < 0.5:
             q[rng.integers(q.shape[0])] = 0  # an all-zero row
         if l.sparsity:
@@ -93,7 +94,6 @@ def materialize(spec: RandomModel, folder: str | Path) -> tuple[Path, Plan]:
     with torch.no_grad():  # let the activation quantizers see data (their scales stay powers of two)
         for _ in range(3):
             x = torch.randint(0, 256, (8, *spec.config.in_shape), generator=gen).float() / 256.0
-            x[0] = 0  # with the positive biases, every layer sees some positive output
             model(x)
     model.eval()
     path = export_model(model, {"class_names": json.dumps([f"class{i}" for i in range(spec.config.num_classes)])},
