@@ -15,7 +15,7 @@ PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
 # cycles from an engine's last issue to its `done`: memories, operand/product registers, the
 # requantizer (LATENCY), the write, `done`
 ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY  # + one drain cycle per output channel of the last tile
-SPARSE_FLUSH = 6 + READ_LATENCY + LATENCY
+SPARSE_FLUSH = 7 + READ_LATENCY + LATENCY
 POOL_FLUSH = 3 + READ_LATENCY
 
 

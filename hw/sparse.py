@@ -78,19 +78,22 @@ class SparseEngine(wiring.Component):
             with m.If(o == cfg.rows_m1):
                 m.d.sync += busy.eq(0)
 
-        # s1: the entry arrives; step the index into a register that reads x[idx] (READ_LATENCY).
-        # x arrives, is registered, multiplied; then accumulate, and at END add the row's bias.
-        x_at = 2 + READ_LATENCY  # x arrives in this stage, the product in the next, then the sum
+        # s1: the entry memory answers into a register; s2: step the index into a register that
+        # reads x[idx] (READ_LATENCY); x arrives, is registered, multiplied; then accumulate, and
+        # at END add the row's bias.
+        x_at = 3 + READ_LATENCY  # x arrives in this stage, the product in the next, then the sum
         stages = delay_line(m, s0, x_at + 2, "s")
-        s1, s_acc = stages[0], stages[-1]
-        value, delta = erd.data[ib:].as_signed(), erd.data[:ib]
+        s2, s_acc = stages[1], stages[-1]
+        entry = Signal.like(erd.data)
+        m.d.sync += entry.eq(erd.data)
+        value, delta = entry[ib:].as_signed(), entry[:ib]
         idx, idx_next, raddr = Signal(aw), Signal(aw), Signal(aw)
-        values = delay_line(m, value, x_at, "value")  # values[-1]: beside x's register
+        values = delay_line(m, value, x_at - 1, "value")  # values[-1]: beside x's register
         x = Signal(signed(self.act_width + 1))
         prod = Signal(signed(vb + self.act_width + 1))
-        m.d.comb += [idx_next.eq(Mux(s1.first, 0, idx) + delta), self.raddr.eq(raddr),
+        m.d.comb += [idx_next.eq(Mux(s2.first, 0, idx) + delta), self.raddr.eq(raddr),
                      brd.addr.eq(cfg.row_base + stages[-2].o)]
-        with m.If(s1.entry):
+        with m.If(s2.entry):
             m.d.sync += [idx.eq(idx_next), raddr.eq(idx_next)]
         m.d.sync += [x.eq(self.rdata[0]), prod.eq(values[-1] * x)]
 
