@@ -30,11 +30,13 @@ def _plan(args):
 def _table(info: dict) -> str:
     lines = [f"array {info['array']}: {info['multipliers']} multipliers, "
              f"{info['memory_bits_total'] / 1024:.1f} Kbit on chip, {info['total_cycles']} cycles per image (predicted)",
-             f"{'pass':7s} {'layer':14s} {'cycles':>9s} {'util':>7s} {'weight bits':>11s}"]
+             f"{'pass':7s} {'layer':24s} {'cycles':>9s} {'util':>7s} {'weight bits':>11s}"]
     for r in info["layers"]:
         util = f"{100 * r['utilisation']:6.2f}%" if "utilisation" in r else ""
         bits = f"{r['memory_bits']:11d}" if r["memory_bits"] else ""
-        lines.append(f"{r['pass']:7s} {r['name'][:14]:14s} {r['cycles']:9d} {util:>7s} {bits:>11s}")
+        name = r["name"] if len(r["name"]) <= 20 else ".." + r["name"][-18:]
+        index = "" if r["pass"] in ("load", "emit") else str(r["layer"])
+        lines.append(f"{r['pass']:7s} {index:>3s} {name:20s} {r['cycles']:9d} {util:>7s} {bits:>11s}")
     lines.append("on-chip memories (bits):")
     lines += [f"  {name:16s} {bits:9d}" for name, bits in info["memory_bits"].items()]
     return "\n".join(lines)
