@@ -144,6 +144,7 @@ def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
     """Write `accelerator.v` and one `$readmemh` file per initialised memory into `out_dir`;
     return the per-layer prediction (cycles, utilisation) and the memory bits."""
     from hw.cycles import predict
+    from hw.svtb import write_testbench
 
     t0 = time.monotonic()
     out_dir = Path(out_dir)
@@ -156,5 +157,6 @@ def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
         atomic_write(out_dir / f"{name}.hex", lambda f, w=words, n=width: f.write(_hex_words(w, n).encode()))
         files.append(f"{name}.hex")
     model = predict(s)
+    files += write_testbench(plan, out_dir, timeout_cycles=2 * model["total_cycles"] + 1000)
     return {**resources(plan, config), "files": files, "layers": model["layers"],
             "total_cycles": model["total_cycles"], "seconds": round(time.monotonic() - t0, 2)}

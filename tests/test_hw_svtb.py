@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from hw.array import ArrayConfig
-from hw.svtb import write_testbench
 from hw.top import generate
 from hw_helpers import random_plan
 
@@ -18,8 +17,8 @@ def test_sv_testbench_passes_and_catches_a_wrong_image(tmp_path):
     from sim.runner import MAKE_VARS, _toolchain_env
     _toolchain_env()
     plan = random_plan(np.random.default_rng(1))
-    generate(plan, ArrayConfig(2, 3), tmp_path)
-    assert write_testbench(plan, tmp_path, 100_000) == ["accelerator_tb.sv", "tb_image.hex"]
+    info = generate(plan, ArrayConfig(2, 3), tmp_path)
+    assert {"accelerator.v", "accelerator_tb.sv", "tb_image.hex"} <= set(info["files"])
     make = [a for v in MAKE_VARS if not v.startswith("OPT_FAST") for a in ("-MAKEFLAGS", v)]
     build = subprocess.run(["nice", "-n", "10", "verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-WIDTHEXPAND",
                             "-Wno-WIDTHTRUNC", "--top-module", "accelerator_tb", "accelerator_tb.sv", "accelerator.v",
