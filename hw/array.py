@@ -19,7 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import delay_line, logit_layout, write_layout
+from hw.memories import READ_LATENCY, delay_line, logit_layout, write_layout
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout
 from hw.window import WindowGenerator, window_layout
@@ -135,17 +135,20 @@ class ArrayEngine(wiring.Component):
 
         tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
-        # s1: weights / biases answer.  s2 (READ_LATENCY): activations answer; operands registered.
-        # s3: the array's products.  s4: accumulate (and capture at a tile's last step).
+        # s1: weights / biases answer, then wait in registers beside the activations.
+        # s[READ_LATENCY]: activations answer; operands registered.  Next: the array's products;
+        # then accumulate (and capture at a tile's last step).
         s0 = Signal(tile)
         m.d.comb += [s0.valid.eq(gen.valid), s0.first.eq(gen.first), s0.last.eq(gen.last),
                      s0.out_addr.eq(gen.out_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
-        s1, s2, s3, s4 = delay_line(m, s0, 4, "s")
-        wq, bq = Signal.like(wrd.data), Signal.like(brd.data)
-        m.d.sync += [wq.eq(wrd.data), bq.eq(brd.data), arr.a.eq(self.rdata),
+        stages = delay_line(m, s0, READ_LATENCY + 2, "s")
+        s_prod, s_acc = stages[-2], stages[-1]
+        wq = delay_line(m, wrd.data, READ_LATENCY - 1, "wq")[-1]
+        bq = delay_line(m, brd.data, READ_LATENCY - 1, "bq")[-1]
+        m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)),
                      *(arr.bias[r].eq(bq[r * accw:(r + 1) * accw].as_signed()) for r in range(rows))]
-        m.d.comb += [arr.en.eq(s3.valid), arr.first.eq(s3.first), arr.last.eq(s3.last)]
+        m.d.comb += [arr.en.eq(s_prod.valid), arr.first.eq(s_prod.first), arr.last.eq(s_prod.last)]
 
         # drain: one output channel (array row) per cycle through the requantizers
         left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))
@@ -158,8 +161,8 @@ class ArrayEngine(wiring.Component):
             qs.append(rq)
         with m.If(left != 0):
             m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow)]
-        with m.If(s4.valid & s4.last):
-            m.d.sync += [left.eq(s4.nrows), addr.eq(s4.out_addr), ncols.eq(s4.ncols)]
+        with m.If(s_acc.valid & s_acc.last):
+            m.d.sync += [left.eq(s_acc.nrows), addr.eq(s_acc.out_addr), ncols.eq(s_acc.ncols)]
         tags = delay_line(m, drain, LATENCY, "drain")
         out = tags[-1]
         m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),
@@ -170,7 +173,7 @@ class ArrayEngine(wiring.Component):
         running = Signal()
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~gen.busy & ~Cat(s.valid for s in (s1, s2, s3, s4)).any() & (left == 0)
+        with m.Elif(running & ~gen.busy & ~Cat(s.valid for s in stages).any() & (left == 0)
                     & ~Cat(t.valid for t in tags).any()):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)

@@ -13,7 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-READ_LATENCY = 2  # raddr -> rdata: the block RAM, then a register on each bank's output
+READ_LATENCY = 3  # raddr -> rdata: the block RAM, a register on each bank's output, one after the rotator
 
 
 def banks_for(cols: int) -> int:
@@ -58,7 +58,9 @@ class ActivationBuffer(wiring.Component):
     vector write per cycle.
 
     `rdata[c]` is the element at `raddr + c`, READ_LATENCY cycles after `raddr` (the block RAM's
-    slow clock-to-out ends at a register; then the rotator undoes the bank interleave). A write stores `wr.data[i]` at `wr.addr + i` for `i < wr.count`.
+    slow clock-to-out ends at a register; the rotator that undoes the bank interleave ends at
+    another, so the engines see registered data). A write stores `wr.data[i]` at `wr.addr + i`
+    for `i < wr.count`.
     """
 
     def __init__(self, cols: int, depth: int, width: int, addr_width: int):
@@ -100,5 +102,5 @@ class ActivationBuffer(wiring.Component):
             outs.append(held)
         rdata = Array(outs)
         for c in range(self.cols):
-            m.d.comb += self.rdata[c].eq(rdata[(rphase_q + c)[:lb]] if lb else outs[0])
+            m.d.sync += self.rdata[c].eq(rdata[(rphase_q + c)[:lb]] if lb else outs[0])
         return m

@@ -88,19 +88,25 @@ class PoolEngine(wiring.Component):
         def vmax(a, b):
             return Mux(a > b, a, b)
 
-        wide = [vmax(held[0][c], held[2][c]) for c in range(cols)] + \
-               [vmax(held[1][c], self.rdata[c]) for c in range(cols)]
-        wvalid = Signal()
-        m.d.sync += wvalid.eq(s1.valid & (s1.ph == 3))
+        # the vertical maxima into registers, then the horizontal maxima into the write register
+        wide = Signal(data.ArrayLayout(signed(self.act_width + 1), 2 * cols))
+        vtag = Signal(tag)
+        m.d.sync += vtag.eq(s1)
+        m.d.sync += vtag.valid.eq(s1.valid & (s1.ph == 3))
         with m.If(s1.valid & (s1.ph == 3)):
-            m.d.sync += [self.wr.addr.eq(s1.out_addr), self.wr.count.eq(s1.ncols),
+            m.d.sync += [*(wide[c].eq(vmax(held[0][c], held[2][c])) for c in range(cols)),
+                         *(wide[cols + c].eq(vmax(held[1][c], self.rdata[c])) for c in range(cols))]
+        wvalid = Signal()
+        m.d.sync += wvalid.eq(vtag.valid)
+        with m.If(vtag.valid):
+            m.d.sync += [self.wr.addr.eq(vtag.out_addr), self.wr.count.eq(vtag.ncols),
                          *(self.wr.data[c].eq(vmax(wide[2 * c], wide[2 * c + 1])) for c in range(cols))]
         m.d.comb += self.wr.valid.eq(wvalid)
 
         running = Signal()
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~Cat(t.valid for t in tags).any() & ~wvalid):
+        with m.Elif(running & ~busy & ~Cat(t.valid for t in tags).any() & ~vtag.valid & ~wvalid):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m
