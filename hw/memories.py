@@ -13,7 +13,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-READ_LATENCY = 3  # raddr -> rdata: the block RAM, a register on each bank's output, one after the rotator
+READ_LATENCY = 5  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
+# a register on each bank's output, one after the rotator
 
 
 def banks_for(cols: int) -> int:
@@ -60,7 +61,7 @@ class ActivationBuffer(wiring.Component):
     `rdata[c]` is the element at `raddr + c`, READ_LATENCY cycles after `raddr` (the block RAM's
     slow clock-to-out ends at a register; the rotator that undoes the bank interleave ends at
     another, so the engines see registered data). A write stores `wr.data[i]` at `wr.addr + i`
-    for `i < wr.count`.
+    for `i < wr.count`, one cycle later (the banks' write ports are fed from registers).
     """
 
     def __init__(self, cols: int, depth: int, width: int, addr_width: int):
@@ -79,24 +80,26 @@ class ActivationBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lb = self.banks.bit_length() - 1
-        rphase, rrow = self.raddr[:lb], self.raddr[lb:]
+        # reads: the bus address, then each bank's row address, in registers (the read bus and the
+        # banks are far apart); writes: each bank's address, data and enable in registers
+        raddr = Signal.like(self.raddr)
+        m.d.sync += raddr.eq(self.raddr)
+        rphase, rrow = raddr[:lb], raddr[lb:]
         wphase, wrow = self.wr.addr[:lb], self.wr.addr[lb:]
-        rphase_q1, rphase_q = Signal(max(lb, 1)), Signal(max(lb, 1))
-        m.d.sync += [rphase_q1.eq(rphase), rphase_q.eq(rphase_q1)]
+        rphase_q = delay_line(m, rphase, 3, "rphase")[-1] if lb else None  # beside the banks' data
         outs = []
         wdata = Array(self.wr.data[c] for c in range(self.cols))
         for b in range(self.banks):
             mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self.width), depth=self.rows, init=[])
             rd, wp = mem.read_port(), mem.write_port()
             # bank b holds the element of the vector at column (b - phase) mod banks
-            m.d.comb += rd.addr.eq(rrow + (b < rphase))
+            ra = Signal.like(rd.addr, name=f"raddr{b}")
+            m.d.sync += ra.eq(rrow + (b < rphase))
             col = Signal(range(self.banks), name=f"wcol{b}")
-            m.d.comb += [
-                col.eq((b - wphase)[:lb] if lb else 0),
-                wp.addr.eq(wrow + (b < wphase)),
-                wp.data.eq(wdata[col]),
-                wp.en.eq(self.wr.valid & (col < self.wr.count)),
-            ]
+            m.d.comb += [rd.addr.eq(ra), col.eq((b - wphase)[:lb] if lb else 0)]
+            wa, wd, we = Signal.like(wp.addr, name=f"waddr{b}"), Signal.like(wp.data, name=f"wdata{b}"), Signal(name=f"wen{b}")
+            m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
+            m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd), wp.en.eq(we)]
             held = Signal(self.width, name=f"rdata{b}")
             m.d.sync += held.eq(rd.data)
             outs.append(held)

@@ -3,19 +3,21 @@
 Bit-exact with export.reference.requantize. The per-layer constants (shift split into a right and
 a left amount, the rounding bias, the clamp bounds with ReLU folded in) are computed in Python by
 `requant_config` and held in a register by the sequencer; the hardware only adds, shifts and
-clamps, in three registered stages (round, shift, clamp: `LATENCY` cycles).
+clamps, in registered stages (input, rounding bit, round, shift right, shift left, clamp:
+`LATENCY` cycles).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType
+from hw.memories import delay_line
 
 MAX_LEFT = 15  # largest left shift (negative plan shift) the requantizer implements
-LATENCY = 3  # cycles from `acc` to `q`
+LATENCY = 6  # cycles from `acc` to `q`
 
 
 def requant_layout(acc_width: int, out_width: int) -> data.StructLayout:
@@ -59,15 +61,23 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, acc = self.cfg, self.acc
-        odd = (acc >> cfg.shift_r)[0] & cfg.odd_en
-        biased = Signal(signed(self.acc_width + 2))
-        shifted = Signal(signed(self.acc_width + 2 + MAX_LEFT))
-        raw1, raw2 = Signal(signed(self.acc_width)), Signal(signed(self.acc_width))
+        cfg, w = self.cfg, self.acc_width
+        # 1: the input (an engine's bias adder ends here); 2: the rounding bit (a variable bit
+        # select); 3: round (the bit is the adder's carry in); 4: shift right; 5: shift left;
+        # 6: clamp.
+        a0, a1 = Signal(signed(w)), Signal(signed(w))
+        odd = Signal()
+        biased = Signal(signed(w + 2))
+        right = Signal(signed(w + 2))
+        shifted = Signal(signed(w + 2 + MAX_LEFT))
+        rounded = Cat(odd, a1).as_signed() + Cat(Const(1, 1), cfg.half_m1)  # 2 * (a1 + half_m1 + odd) + 1
         m.d.sync += [
-            biased.eq(acc + cfg.half_m1 + odd),
-            shifted.eq((biased >> cfg.shift_r) << cfg.shift_l),
+            a0.eq(self.acc),
+            a1.eq(a0), odd.eq((a0 >> cfg.shift_r)[0] & cfg.odd_en),
+            biased.eq(rounded[1:].as_signed()),
+            right.eq(biased >> cfg.shift_r),
+            shifted.eq(right << cfg.shift_l),
             self.q.eq(Mux(shifted < cfg.lo, cfg.lo, Mux(shifted > cfg.hi, cfg.hi, shifted))),
-            raw1.eq(acc), raw2.eq(raw1), self.raw.eq(raw2),
         ]
+        m.d.comb += self.raw.eq(delay_line(m, self.acc, LATENCY, "raw")[-1])
         return m
