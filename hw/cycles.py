@@ -16,7 +16,7 @@ PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
 # requantizer (LATENCY), the write, `done`
 ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY  # + one drain cycle per output channel of the last tile
 SPARSE_FLUSH = 7 + READ_LATENCY + LATENCY
-POOL_FLUSH = 4 + READ_LATENCY  # tags, vertical then horizontal maxima, write, `done`
+POOL_FLUSH = 5 + READ_LATENCY  # address register, tags, vertical then horizontal maxima, write, `done`
 
 
 def pass_cycles(p: Pass, s: Schedule) -> int:

@@ -52,13 +52,13 @@ class PoolEngine(wiring.Component):
         ch, oy, xt = Signal(aw), Signal(aw), Signal(aw)
         row0, vec, out_row, out_vec = Signal(aw), Signal(aw), Signal(aw), Signal(aw)
         offsets = Array([0, cols, cfg.in_w, cfg.in_w + cols])
-        m.d.comb += self.raddr.eq(vec + offsets[ph])
+        m.d.sync += self.raddr.eq(vec + offsets[ph])  # a register: the read bus starts far away
 
         tag = data.StructLayout({"valid": 1, "ph": 2, "out_addr": unsigned(aw), "ncols": range(cols + 1)})
         s0 = Signal(tag)
         m.d.comb += [s0.valid.eq(busy), s0.ph.eq(ph), s0.out_addr.eq(out_vec),
                      s0.ncols.eq(Mux(xt == cfg.n_xt_m1, cfg.last_cols, cols))]
-        tags = delay_line(m, s0, READ_LATENCY, "s")
+        tags = delay_line(m, s0, 1 + READ_LATENCY, "s")
         s1 = tags[-1]  # the read data's tag
 
         with m.If(self.start):

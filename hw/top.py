@@ -98,11 +98,13 @@ class Accelerator(wiring.Component):
         for n in readers:
             m.d.comb += self.engines[n].rdata.eq(rdata)
 
-        # one write bus: the running engine's (registered) write to the destination buffer
+        # one write bus: the running engine's (registered) write to the destination buffer, in a
+        # register (the engines and the buffers' banks are far apart)
         wr = Signal(write_layout(aw, cols, s.act_width))
+        m.d.sync += wr.valid.eq(0)
         for n in ("load", *readers):
             with m.If(seq.kind[n]):
-                m.d.comb += wr.eq(self.engines[n].wr)
+                m.d.sync += wr.eq(self.engines[n].wr)
         for i, buf in enumerate(self.buffers):
             m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i))]
         logit = Signal(logit_layout(aw, s.acc_width))
