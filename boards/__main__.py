@@ -65,14 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from export.plan import PlanError
     from quant.data import DataError
-    try:
-        return args.func(args)
-    except (BoardError, PlanError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from quant.cli import run_command
+    return run_command(args, (BoardError, PlanError, DataError))
 
 
 if __name__ == "__main__":

@@ -142,14 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     warnings.filterwarnings("ignore")
-    try:
-        return args.func(args)
-    except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from quant.cli import run_command
+    return run_command(args, errors)
 
 
 if __name__ == "__main__":

@@ -156,14 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"  # one line, naming the file
     warnings.filterwarnings("ignore", category=UserWarning, module="brevitas")
     warnings.filterwarnings("ignore", message=".*Named tensors.*")
-    try:
-        return args.func(args)
-    except (DataError, CheckpointError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from quant.cli import run_command
+    return run_command(args, (DataError, CheckpointError, ConfigError))
 
 
 if __name__ == "__main__":
