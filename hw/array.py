@@ -4,10 +4,14 @@ Output-stationary: PE(r, c) owns output channel og*rows + r at output column x0 
 row, and its sum stays in place for the whole reduction (Cin*k*k steps). Chosen over
 weight-stationary because the reduction is long (27 and 250 for the paper model) while tiles are
 many: each partial sum is written once, never re-read, and the weights need no preload phase.
-Operands are broadcast (one weight word along a row, one activation vector down a column); at
-16x16 the fan-out is 16, so no skew registers are needed. Finished sums shift out row by row
-(each row one output channel, `cols` consecutive pixels = one vector write) through `cols`
-requantizers while the next tile accumulates.
+Operands move systolically: an activation vector enters the top row skewed by one cycle per
+column and moves down, a weight word enters the left column skewed by one cycle per row and
+moves right, so PE(r, c) sees step s at cycle s + r + c and every operand net drives one PE and
+one register (a broadcast drove 9-10 multipliers from one register and limited Fmax on the ECP5
+to 71 MHz). Finished sums shift out row by row (each row one output channel, `cols` consecutive
+pixels = one vector write) through `cols` requantizers while the next tile accumulates; the drain
+is skewed like the operands and de-skewed at the array's output, so outside the array everything
+is aligned.
 """
 
 from __future__ import annotations
@@ -54,13 +58,23 @@ class ArrayConfig:
 
 
 class SystolicArray(wiring.Component):
-    """rows x cols PEs; operands and their `en/first/last/bias` arrive together and are summed
-    two cycles later (the control waits one cycle for the PEs' product registers). `out[c]` is
-    the shadow of PE(0, c); `shift` moves every row up by one."""
+    """rows x cols PEs with aligned inputs and outputs; the skew lives inside.
+
+    Operands `a`, `w` arrive in one cycle and their `en/first/last/bias` in the same cycle (they
+    are delayed one cycle inside to meet the products). PE(0, 0) takes the sum of operands
+    presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c cycles later.
+    Drain: `shift` may be raised `drain_wait` cycles after PE(0, 0) took its sum (all rows have
+    taken theirs by then), once per output channel; `out[c]` is the shadow of PE(0, c) as the
+    shift asserted `out_delay` cycles earlier found it, and every shift moves each column up by one.
+    Two tiles' last steps must be `tile_period` cycles apart, so the drain (rows - 1 cycles of
+    wait, then up to `rows` shifts) ends before the next tile's sums arrive."""
+
+    ACC_DELAY = 2
 
     def __init__(self, config: ArrayConfig, a_width: int, w_width: int, acc_width: int):
         self.config, self.a_width, self.w_width, self.acc_width = config, a_width, w_width, acc_width
         r, c = config.rows, config.cols
+        self.drain_wait, self.out_delay, self.tile_period = r, c - 1, 2 * r - 1
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), c)),
             "w": In(data.ArrayLayout(signed(w_width), r)),
@@ -73,17 +87,35 @@ class SystolicArray(wiring.Component):
         m = Module()
         rows, cols = self.config.rows, self.config.cols
         pes = [[PE(self.a_width, self.w_width, self.acc_width) for _ in range(cols)] for _ in range(rows)]
-        en, first, last = Signal(), Signal(), Signal()
-        bias = Signal.like(self.bias)
-        m.d.sync += [en.eq(self.en), first.eq(self.first), last.eq(self.last), bias.eq(self.bias)]
+
+        def skewed(value, cycles, name):
+            return value if cycles == 0 else delay_line(m, value, cycles, name)[-1]
+
+        ctrl = data.StructLayout({"en": 1, "first": 1, "last": 1})
+        ctrl_in = Signal(ctrl)
+        m.d.comb += [ctrl_in.en.eq(self.en), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last)]
+        shift = [skewed(self.shift, c, f"shift_c{c}") for c in range(cols)]
         for r in range(rows):
+            w_in = skewed(self.w[r], r, f"w_r{r}")
+            bias_in = skewed(self.bias[r], r + 1, f"bias_r{r}")
+            c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}")
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-                m.d.comb += [pe.a.eq(self.a[c]), pe.w.eq(self.w[r]), pe.bias.eq(bias[r]),
-                             pe.en.eq(en), pe.first.eq(first), pe.last.eq(last), pe.shift.eq(self.shift)]
+                if r == 0:
+                    m.d.comb += pe.a.eq(skewed(self.a[c], c, f"a_c{c}"))
+                else:
+                    m.d.comb += pe.a.eq(pes[r - 1][c].a_out)
+                if c == 0:
+                    m.d.comb += [pe.w.eq(w_in), pe.bias.eq(bias_in), pe.en.eq(c_in.en),
+                                 pe.first.eq(c_in.first), pe.last.eq(c_in.last)]
+                else:
+                    left = pes[r][c - 1]
+                    m.d.comb += [pe.w.eq(left.w_out), pe.bias.eq(left.bias_out), pe.en.eq(left.en_out),
+                                 pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
+                m.d.comb += pe.shift.eq(shift[c])
                 if r + 1 < rows:
                     m.d.comb += pe.shadow_in.eq(pes[r + 1][c].shadow)
-        m.d.comb += [self.out[c].eq(pes[0][c].shadow) for c in range(cols)]
+        m.d.comb += [self.out[c].eq(skewed(pes[0][c].shadow, cols - 1 - c, f"out_c{c}")) for c in range(cols)]
         return m
 
 
@@ -136,19 +168,19 @@ class ArrayEngine(wiring.Component):
         tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
         # s1: weights / biases answer, then wait in registers beside the activations.
-        # s[READ_LATENCY]: activations answer; operands registered.  Next: the array's products;
-        # then accumulate (and capture at a tile's last step).
+        # s[READ_LATENCY]: activations answer; operands registered (the array's inputs). The array
+        # takes the sums ACC_DELAY cycles later, and the drain may start drain_wait after that.
         s0 = Signal(tile)
         m.d.comb += [s0.valid.eq(gen.valid), s0.first.eq(gen.first), s0.last.eq(gen.last),
                      s0.out_addr.eq(gen.out_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
-        stages = delay_line(m, s0, READ_LATENCY + 2, "s")
-        s_prod, s_acc = stages[-2], stages[-1]
+        stages = delay_line(m, s0, READ_LATENCY + arr.ACC_DELAY + arr.drain_wait, "s")
+        s_ops, s_drain = stages[READ_LATENCY], stages[-1]
         wq = delay_line(m, wrd.data, READ_LATENCY - 1, "wq")[-1]
         bq = delay_line(m, brd.data, READ_LATENCY - 1, "bq")[-1]
         m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)),
                      *(arr.bias[r].eq(bq[r * accw:(r + 1) * accw].as_signed()) for r in range(rows))]
-        m.d.comb += [arr.en.eq(s_prod.valid), arr.first.eq(s_prod.first), arr.last.eq(s_prod.last)]
+        m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last)]
 
         # drain: one output channel (array row) per cycle through the requantizers
         left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))
@@ -161,9 +193,9 @@ class ArrayEngine(wiring.Component):
             qs.append(rq)
         with m.If(left != 0):
             m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow)]
-        with m.If(s_acc.valid & s_acc.last):
-            m.d.sync += [left.eq(s_acc.nrows), addr.eq(s_acc.out_addr), ncols.eq(s_acc.ncols)]
-        tags = delay_line(m, drain, LATENCY, "drain")
+        with m.If(s_drain.valid & s_drain.last):
+            m.d.sync += [left.eq(s_drain.nrows), addr.eq(s_drain.out_addr), ncols.eq(s_drain.ncols)]
+        tags = delay_line(m, drain, LATENCY + arr.out_delay, "drain")
         out = tags[-1]
         m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),
                      self.wr.count.eq(out.count), *(self.wr.data[c].eq(qs[c].q) for c in range(cols)),
