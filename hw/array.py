@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, delay_line, logit_layout, write_layout
+from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, rom, write_layout
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout
 from hw.window import WindowGenerator, window_layout
@@ -159,15 +158,13 @@ class ArrayEngine(wiring.Component):
         aw, ww, accw = self.addr_width, self.w_width, self.acc_width
         gen = m.submodules.gen = WindowGenerator(rows, cols, aw)
         arr = m.submodules.array = SystolicArray(self.config, self.act_width + 1, ww, accw)
-        wmem = m.submodules.weights = Memory(shape=unsigned(rows * ww), depth=len(self.weight_words), init=self.weight_words)
-        bmem = m.submodules.biases = Memory(shape=unsigned(rows * accw), depth=len(self.bias_words), init=self.bias_words)
-        wrd, brd = wmem.read_port(), bmem.read_port()
-        m.d.comb += [gen.start.eq(self.start), gen.cfg.eq(self.cfg.win),
-                     self.raddr.eq(gen.act_addr), wrd.addr.eq(gen.w_addr), brd.addr.eq(gen.b_addr)]
+        wdata = rom(m, "weights", rows * ww, self.weight_words, gen.w_addr)
+        bdata = rom(m, "biases", rows * accw, self.bias_words, gen.b_addr)
+        m.d.comb += [gen.start.eq(self.start), gen.cfg.eq(self.cfg.win), self.raddr.eq(gen.act_addr)]
 
         tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
-        # s1: weights / biases answer, then wait in registers beside the activations.
+        # s[ROM_LATENCY]: weights / biases answer, then wait in registers beside the activations.
         # s[READ_LATENCY]: activations answer; operands registered (the array's inputs). The array
         # takes the sums ACC_DELAY cycles later, and the drain may start drain_wait after that.
         s0 = Signal(tile)
@@ -175,8 +172,9 @@ class ArrayEngine(wiring.Component):
                      s0.out_addr.eq(gen.out_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
         stages = delay_line(m, s0, READ_LATENCY + arr.ACC_DELAY + arr.drain_wait, "s")
         s_ops, s_drain = stages[READ_LATENCY], stages[-1]
-        wq = delay_line(m, wrd.data, READ_LATENCY - 1, "wq")[-1]
-        bq = delay_line(m, brd.data, READ_LATENCY - 1, "bq")[-1]
+        assert READ_LATENCY > ROM_LATENCY
+        wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq")[-1]
+        bq = delay_line(m, bdata, READ_LATENCY - ROM_LATENCY, "bq")[-1]
         m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)),
                      *(arr.bias[r].eq(bq[r * accw:(r + 1) * accw].as_signed()) for r in range(rows))]

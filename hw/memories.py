@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 READ_LATENCY = 5  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
 # a register on each bank's output, one after the rotator
+ROM_LATENCY = 2  # rom(): addr -> data: the block RAM, a register on each block's output
 
 
 def banks_for(cols: int) -> int:
@@ -52,6 +53,44 @@ def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
         stages.append(reg)
         prev = reg
     return stages
+
+
+def block_depth(width: int) -> int:
+    """Words of `width` bits in one ECP5 block RAM (DP16KD, 16 Kbit: 16K x 1 ... 512 x 36); a
+    wider word takes several blocks side by side. The iCE40's 4 Kbit blocks divide these depths."""
+    for bits, depth in ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024)):
+        if width <= bits:
+            return depth
+    return 512
+
+
+def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
+    """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
+
+    Split by hand into block-deep pieces, each with its own register on its output, then a mux
+    on the registered piece number: a deep memory left to yosys (the sparse entries take 26 ECP5
+    blocks) puts its whole output mux between the block RAM's slow clock-to-out (5.6 ns on the
+    ECP5) and the next register, which capped the accelerator near 67 MHz. Returns the mux output
+    (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ..."""
+    init = list(init) or [0]
+    depth = block_depth(width)
+    pieces = -(-len(init) // depth)
+    lb = (depth - 1).bit_length()
+    outs = []
+    for i in range(pieces):
+        words = init[i * depth:(i + 1) * depth]
+        mem = m.submodules[name if pieces == 1 else f"{name}{i}"] = Memory(shape=unsigned(width), depth=len(words), init=words)
+        port = mem.read_port()
+        m.d.comb += port.addr.eq(addr[:lb])
+        held = Signal(width, name=f"{name}{i}_q")
+        m.d.sync += held.eq(port.data)
+        outs.append(held)
+    if pieces == 1:
+        return outs[0]
+    piece = Signal(range(pieces), name=f"{name}_piece")
+    piece_q = Signal.like(piece, name=f"{name}_piece_q")
+    m.d.sync += [piece.eq(addr[lb:]), piece_q.eq(piece)]
+    return Array(outs)[piece_q]
 
 
 class ActivationBuffer(wiring.Component):
