@@ -12,6 +12,7 @@ the part's LUTs. LUT figures are estimates; nextpnr's report after the build is 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -181,13 +182,18 @@ def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str
                          f"(fewer activation-buffer banks)")
         weights = sum(m.bits for m in demand.memories if m.initialised)
         buffers = demand.memory_bits - weights
-        biggest = max(demand.memories, key=lambda m: m.bits)
+        # hw.memories.rom() splits a deep memory into block-deep pieces named name0, name1, ...
+        whole: dict[str, int] = {}
+        for m in demand.memories:
+            base = re.sub(r"\d+$", "", m.name) if m.initialised else m.name
+            whole[base] = whole.get(base, 0) + m.bits
+        biggest_name, biggest_bits = max(whole.items(), key=lambda kv: kv[1])
         if weights >= buffers:
             knobs.append(f"weights are {weights / 1024:.0f} of {demand.memory_bits / 1024:.0f} Kbit: "
-                         f"more pruning or fewer weight bits (biggest memory: {biggest.name}, {biggest.bits / 1024:.0f} Kbit)")
+                         f"more pruning or fewer weight bits (biggest memory: {biggest_name}, {biggest_bits / 1024:.0f} Kbit)")
         else:
             knobs.append(f"activation buffers are {buffers / 1024:.0f} of {demand.memory_bits / 1024:.0f} Kbit: "
-                         f"fewer activation bits or a smaller input (biggest memory: {biggest.name}, {biggest.bits / 1024:.0f} Kbit)")
+                         f"fewer activation bits or a smaller input (biggest memory: {biggest_name}, {biggest_bits / 1024:.0f} Kbit)")
         if profile.spram_bits and any(not m.initialised and not m.single_port for m in demand.memories):
             knobs.append("single-port activation buffers could use the SPRAM")
         if profile.spram_bits and weights > profile.bram_bits:

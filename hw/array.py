@@ -22,7 +22,7 @@ from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, rom, write_layout
+from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, quiet, rom, write_layout
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout
 from hw.window import WindowGenerator, window_layout
@@ -201,10 +201,10 @@ class ArrayEngine(wiring.Component):
                      self.logit.data.eq(qs[0].raw)]
 
         running = Signal()
+        idle = quiet(m, self.start, [gen.busy, left != 0, *(s.valid for s in stages), *(t.valid for t in tags)])
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~gen.busy & ~Cat(s.valid for s in stages).any() & (left == 0)
-                    & ~Cat(t.valid for t in tags).any()):
+        with m.Elif(running & idle):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

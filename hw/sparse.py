@@ -12,7 +12,7 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, rom, write_layout
+from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, quiet, rom, write_layout
 from hw.requant import LATENCY, Requantizer, requant_layout
 
 
@@ -114,10 +114,10 @@ class SparseEngine(wiring.Component):
                      self.logit.valid.eq(out.valid & cfg.logits), self.logit.addr.eq(out.o), self.logit.data.eq(rq.raw)]
 
         running = Signal()
-        pending = Cat(*(t.entry | t.end for t in stages), *(t.valid for t in tags))
+        idle = quiet(m, self.start, [busy, *(t.entry | t.end for t in stages), *(t.valid for t in tags)])
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~pending.any()):
+        with m.Elif(running & idle):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m
