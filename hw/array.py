@@ -59,8 +59,8 @@ class ArrayConfig:
 class SystolicArray(wiring.Component):
     """rows x cols PEs with aligned inputs and outputs; the skew lives inside.
 
-    Operands `a`, `w` arrive in one cycle and their `en/first/last/bias` in the same cycle (they
-    are delayed one cycle inside to meet the products). PE(0, 0) takes the sum of operands
+    Operands `a`, `w` arrive in one cycle and their `en/first/last` in the same cycle (they are
+    delayed one cycle inside to meet the products). Sums start from 0 (the engine adds the bias). PE(0, 0) takes the sum of operands
     presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c cycles later.
     Drain: `shift` may be raised `drain_wait` cycles after PE(0, 0) took its sum (all rows have
     taken theirs by then), once per output channel; `out[c]` is the shadow of PE(0, c) as the
@@ -77,7 +77,6 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), c)),
             "w": In(data.ArrayLayout(signed(w_width), r)),
-            "bias": In(data.ArrayLayout(signed(acc_width), r)),
             "en": In(1), "first": In(1), "last": In(1), "shift": In(1),
             "out": Out(data.ArrayLayout(signed(acc_width), c)),
         })
@@ -96,7 +95,6 @@ class SystolicArray(wiring.Component):
         shift = [skewed(self.shift, c, f"shift_c{c}") for c in range(cols)]
         for r in range(rows):
             w_in = skewed(self.w[r], r, f"w_r{r}")
-            bias_in = skewed(self.bias[r], r + 1, f"bias_r{r}")
             c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}")
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
@@ -105,11 +103,11 @@ class SystolicArray(wiring.Component):
                 else:
                     m.d.comb += pe.a.eq(pes[r - 1][c].a_out)
                 if c == 0:
-                    m.d.comb += [pe.w.eq(w_in), pe.bias.eq(bias_in), pe.en.eq(c_in.en),
+                    m.d.comb += [pe.w.eq(w_in), pe.en.eq(c_in.en),
                                  pe.first.eq(c_in.first), pe.last.eq(c_in.last)]
                 else:
                     left = pes[r][c - 1]
-                    m.d.comb += [pe.w.eq(left.w_out), pe.bias.eq(left.bias_out), pe.en.eq(left.en_out),
+                    m.d.comb += [pe.w.eq(left.w_out), pe.en.eq(left.en_out),
                                  pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
                 m.d.comb += pe.shift.eq(shift[c])
                 if r + 1 < rows:
@@ -134,7 +132,9 @@ class ArrayEngine(wiring.Component):
     output channel per cycle through the requantizers into `wr` (or, for the logits layer,
     column 0 into `logit`).
     Weight words hold `rows` weights (one reduction step of one channel group), bias words
-    `rows` biases; both memories are initialised from the plan.
+    `rows` biases; both memories are initialised from the plan. A tile's bias word is read when
+    its drain starts and shifts along with it, one bias per drained row, added in front of the
+    requantizers.
     """
 
     def __init__(self, config: ArrayConfig, addr_width: int, act_width: int, w_width: int, acc_width: int,
@@ -159,40 +159,44 @@ class ArrayEngine(wiring.Component):
         gen = m.submodules.gen = WindowGenerator(rows, cols, aw)
         arr = m.submodules.array = SystolicArray(self.config, self.act_width + 1, ww, accw)
         wdata = rom(m, "weights", rows * ww, self.weight_words, gen.w_addr)
-        bdata = rom(m, "biases", rows * accw, self.bias_words, gen.b_addr)
         m.d.comb += [gen.start.eq(self.start), gen.cfg.eq(self.cfg.win), self.raddr.eq(gen.act_addr)]
 
-        tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw),
+        tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw), "b_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
-        # s[ROM_LATENCY]: weights / biases answer, then wait in registers beside the activations.
+        # s[ROM_LATENCY]: the weights answer, then wait in registers beside the activations.
         # s[READ_LATENCY]: activations answer; operands registered (the array's inputs). The array
         # takes the sums ACC_DELAY cycles later, and the drain may start drain_wait after that.
         s0 = Signal(tile)
         m.d.comb += [s0.valid.eq(gen.valid), s0.first.eq(gen.first), s0.last.eq(gen.last),
-                     s0.out_addr.eq(gen.out_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
+                     s0.out_addr.eq(gen.out_addr), s0.b_addr.eq(gen.b_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
         stages = delay_line(m, s0, READ_LATENCY + arr.ACC_DELAY + arr.drain_wait, "s")
         s_ops, s_drain = stages[READ_LATENCY], stages[-1]
         assert READ_LATENCY > ROM_LATENCY
         wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq")[-1]
-        bq = delay_line(m, bdata, READ_LATENCY - ROM_LATENCY, "bq")[-1]
         m.d.sync += [arr.a.eq(self.rdata),
-                     *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)),
-                     *(arr.bias[r].eq(bq[r * accw:(r + 1) * accw].as_signed()) for r in range(rows))]
+                     *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows))]
         m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last)]
 
         # drain: one output channel (array row) per cycle through the requantizers
         left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))
         drain = Signal(data.StructLayout({"valid": 1, "addr": unsigned(aw), "count": range(cols + 1)}))
         m.d.comb += [arr.shift.eq(left != 0), drain.valid.eq(left != 0), drain.addr.eq(addr), drain.count.eq(ncols)]
+        # the tile's bias word answers as its drain starts; row j's bias is at the bottom in
+        # drain cycle j, and meets the de-skewed sums out_delay cycles later
+        bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
+        biases = Signal(rows * accw)
+        bias = biases[:accw].as_signed()
+        if arr.out_delay:
+            bias = delay_line(m, bias, arr.out_delay, "bias")[-1]
         qs = []
         for c in range(cols):
             rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width)
-            m.d.comb += [rq.acc.eq(arr.out[c]), rq.cfg.eq(self.cfg.rq)]
+            m.d.comb += [rq.acc.eq(arr.out[c] + bias), rq.cfg.eq(self.cfg.rq)]
             qs.append(rq)
         with m.If(left != 0):
-            m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow)]
+            m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow), biases.eq(biases >> accw)]
         with m.If(s_drain.valid & s_drain.last):
-            m.d.sync += [left.eq(s_drain.nrows), addr.eq(s_drain.out_addr), ncols.eq(s_drain.ncols)]
+            m.d.sync += [left.eq(s_drain.nrows), addr.eq(s_drain.out_addr), ncols.eq(s_drain.ncols), biases.eq(bdata)]
         tags = delay_line(m, drain, LATENCY + arr.out_delay, "drain")
         out = tags[-1]
         m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),

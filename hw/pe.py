@@ -17,10 +17,12 @@ from amaranth.lib.wiring import In, Out
 
 class PE(wiring.Component):
     """Three stages. The operands `a`, `w` are registered (and handed on as `a_out`, `w_out`);
-    one cycle later their `en/first/last/bias` arrive and are registered the same way (`*_out`);
-    `prod` <= a*w; then with `en`, acc <= (first ? bias : acc) + prod, and with `last` the sum
-    also goes to `shadow`. So the sum of operands present at the inputs in cycle t is taken at the
-    end of cycle t + 2. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins."""
+    one cycle later their `en/first/last` arrive and are registered the same way (`*_out`);
+    `prod` <= a*w; then with `en`, acc <= (first ? 0 : acc) + prod, and with `last` the sum also
+    goes to `shadow`. So the sum of operands present at the inputs in cycle t is taken at the end
+    of cycle t + 2. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
+    added after the drain (one adder per column instead of a bias register in every PE); the
+    sums wrap modulo 2**acc_width, so the total is exact whenever it fits."""
 
     def __init__(self, a_width: int, w_width: int, acc_width: int):
         for name, v, lo, hi in (("a_width", a_width, 2, 17), ("w_width", w_width, 2, 17), ("acc_width", acc_width, 2, 48)):
@@ -30,7 +32,6 @@ class PE(wiring.Component):
         super().__init__({
             "a": In(signed(a_width)),
             "w": In(signed(w_width)),
-            "bias": In(signed(acc_width)),
             "en": In(1),
             "first": In(1),
             "last": In(1),
@@ -38,7 +39,6 @@ class PE(wiring.Component):
             "shadow_in": In(signed(acc_width)),
             "a_out": Out(signed(a_width)),
             "w_out": Out(signed(w_width)),
-            "bias_out": Out(signed(acc_width)),
             "en_out": Out(1),
             "first_out": Out(1),
             "last_out": Out(1),
@@ -48,12 +48,12 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.sync += [self.a_out.eq(self.a), self.w_out.eq(self.w), self.bias_out.eq(self.bias),
+        m.d.sync += [self.a_out.eq(self.a), self.w_out.eq(self.w),
                      self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
         prod = Signal(signed(self.a_width + self.w_width))
         m.d.sync += prod.eq(self.a_out * self.w_out)
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first_out, self.bias_out, self.acc) + prod)
+        m.d.comb += total.eq(Mux(self.first_out, 0, self.acc) + prod)
         with m.If(self.shift):
             m.d.sync += self.shadow.eq(self.shadow_in)
         with m.If(self.en_out):
