@@ -86,16 +86,16 @@ class SystolicArray(wiring.Component):
         rows, cols = self.config.rows, self.config.cols
         pes = [[PE(self.a_width, self.w_width, self.acc_width) for _ in range(cols)] for _ in range(rows)]
 
-        def skewed(value, cycles, name):
-            return value if cycles == 0 else delay_line(m, value, cycles, name)[-1]
+        def skewed(value, cycles, name, reset_less=True):
+            return value if cycles == 0 else delay_line(m, value, cycles, name, reset_less=reset_less)[-1]
 
         ctrl = data.StructLayout({"en": 1, "first": 1, "last": 1})
         ctrl_in = Signal(ctrl)
         m.d.comb += [ctrl_in.en.eq(self.en), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last)]
-        shift = [skewed(self.shift, c, f"shift_c{c}") for c in range(cols)]
+        shift = [skewed(self.shift, c, f"shift_c{c}", reset_less=False) for c in range(cols)]
         for r in range(rows):
             w_in = skewed(self.w[r], r, f"w_r{r}")
-            c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}")
+            c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}", reset_less=False)
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
                 if r == 0:
@@ -172,7 +172,7 @@ class ArrayEngine(wiring.Component):
         stages = delay_line(m, s0, READ_LATENCY + arr.ACC_DELAY + arr.drain_wait, "s")
         s_ops, s_drain = stages[READ_LATENCY], stages[-1]
         assert READ_LATENCY > ROM_LATENCY
-        wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq")[-1]
+        wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq", reset_less=True)[-1]
         m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows))]
         m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last)]
@@ -184,10 +184,10 @@ class ArrayEngine(wiring.Component):
         # the tile's bias word answers as its drain starts; row j's bias is at the bottom in
         # drain cycle j, and meets the de-skewed sums out_delay cycles later
         bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
-        biases = Signal(rows * accw)
+        biases = Signal(rows * accw, reset_less=True)
         bias = biases[:accw].as_signed()
         if arr.out_delay:
-            bias = delay_line(m, bias, arr.out_delay, "bias")[-1]
+            bias = delay_line(m, bias, arr.out_delay, "bias", reset_less=True)[-1]
         qs = []
         for c in range(cols):
             rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width)

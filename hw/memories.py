@@ -44,12 +44,14 @@ def logit_layout(addr_width: int, acc_width: int) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "addr": unsigned(addr_width), "data": unsigned(acc_width)})
 
 
-def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
+def delay_line(m: Module, value, cycles: int, name: str, *, reset_less: bool = False) -> list[Signal]:
     """`value` registered 1..`cycles` times: the tags (valid, address, ...) that travel beside a
-    pipeline (memory reads, the requantizer) to meet its output; entry i is i+1 cycles late."""
+    pipeline (memory reads, the requantizer) to meet its output; entry i is i+1 cycles late.
+    Pure data lines pass `reset_less=True`: thousands of datapath registers on the reset net
+    crowd the routing, and their configuration-time 0 is all they need."""
     stages, prev = [], value
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{i + 1}")
+        reg = Signal.like(value, name=f"{name}_{i + 1}", reset_less=reset_less)
         m.d.sync += reg.eq(prev)
         stages.append(reg)
         prev = reg
@@ -100,7 +102,7 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
         mem = m.submodules[name if pieces == 1 else f"{name}{i}"] = Memory(shape=unsigned(width), depth=len(words), init=words)
         port = mem.read_port()
         m.d.comb += port.addr.eq(addr[:lb])
-        held = Signal(width, name=f"{name}{i}_q")
+        held = Signal(width, name=f"{name}{i}_q", reset_less=True)
         m.d.sync += held.eq(port.data)
         outs.append(held)
     if pieces == 1:
@@ -157,14 +159,15 @@ class ActivationBuffer(wiring.Component):
             mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self.width), depth=self.rows, init=[])
             rd, wp = mem.read_port(), mem.write_port()
             # bank b holds the element of the vector at column (b - phase) mod banks
-            ra = Signal.like(rd.addr, name=f"raddr{b}")
+            ra = Signal.like(rd.addr, name=f"raddr{b}", reset_less=True)
             m.d.sync += ra.eq(rrow + (b < rphase))
             col = Signal(range(self.banks), name=f"wcol{b}")
             m.d.comb += [rd.addr.eq(ra), col.eq((b - wphase)[:lb] if lb else 0)]
-            wa, wd, we = Signal.like(wp.addr, name=f"waddr{b}"), Signal.like(wp.data, name=f"wdata{b}"), Signal(name=f"wen{b}")
+            wa, wd, we = (Signal.like(wp.addr, name=f"waddr{b}", reset_less=True),
+                          Signal.like(wp.data, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
             m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
             m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd), wp.en.eq(we)]
-            held = Signal(self.width, name=f"rdata{b}")
+            held = Signal(self.width, name=f"rdata{b}", reset_less=True)
             m.d.sync += held.eq(rd.data)
             outs.append(held)
         rdata = Array(outs)

@@ -48,16 +48,20 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.sync += [self.a_out.eq(self.a), self.w_out.eq(self.w),
+        # datapath registers without reset (their configuration-time 0 is enough); control with
+        a, w = Signal.like(self.a, reset_less=True), Signal.like(self.w, reset_less=True)
+        acc, shadow = Signal.like(self.acc, reset_less=True), Signal.like(self.shadow, reset_less=True)
+        m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.acc.eq(acc), self.shadow.eq(shadow)]
+        m.d.sync += [a.eq(self.a), w.eq(self.w),
                      self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
-        prod = Signal(signed(self.a_width + self.w_width))
-        m.d.sync += prod.eq(self.a_out * self.w_out)
+        prod = Signal(signed(self.a_width + self.w_width), reset_less=True)
+        m.d.sync += prod.eq(a * w)
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first_out, 0, self.acc) + prod)
+        m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod)
         with m.If(self.shift):
-            m.d.sync += self.shadow.eq(self.shadow_in)
+            m.d.sync += shadow.eq(self.shadow_in)
         with m.If(self.en_out):
-            m.d.sync += self.acc.eq(total)
+            m.d.sync += acc.eq(total)
             with m.If(self.last_out):
-                m.d.sync += self.shadow.eq(total)
+                m.d.sync += shadow.eq(total)
         return m

@@ -88,9 +88,9 @@ class SparseEngine(wiring.Component):
         m.d.sync += entry.eq(entry_data)
         value, delta = entry[ib:].as_signed(), entry[:ib]
         idx, idx_next, raddr = Signal(aw), Signal(aw), Signal(aw)
-        values = delay_line(m, value, x_at + 1 - e_at, "value")  # values[-1]: beside x's register
-        x = Signal(signed(self.act_width + 1))
-        prod = Signal(signed(vb + self.act_width + 1))
+        values = delay_line(m, value, x_at + 1 - e_at, "value", reset_less=True)  # values[-1]: beside x's register
+        x = Signal(signed(self.act_width + 1), reset_less=True)
+        prod = Signal(signed(vb + self.act_width + 1), reset_less=True)
         # the bias answers (from a register) in the END token's accumulate stage
         m.d.comb += [idx_next.eq(Mux(s_idx.first, 0, idx) + delta), self.raddr.eq(raddr),
                      bias_o.eq(cfg.row_base + stages[-1 - ROM_LATENCY].o)]
