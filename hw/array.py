@@ -59,12 +59,16 @@ class ArrayConfig:
 class SystolicArray(wiring.Component):
     """rows x cols PEs with aligned inputs and outputs; the skew lives inside.
 
-    Operands `a`, `w` arrive in one cycle and their `en/first/last` in the same cycle (they are
-    delayed one cycle inside to meet the products). Sums start from 0 (the engine adds the bias). PE(0, 0) takes the sum of operands
-    presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c cycles later.
-    Drain: `shift` may be raised `drain_wait` cycles after PE(0, 0) took its sum (all rows have
-    taken theirs by then), once per output channel; `out[c]` is the shadow of PE(0, c) as the
-    shift asserted `out_delay` cycles earlier found it, and every shift moves each column up by one.
+    Operands `a`, `w` arrive in one cycle and their `en/first/last/nrows` in the same cycle (they
+    are delayed one cycle inside to meet the products); rows from `nrows` on (the padding of the
+    last channel group) stay idle. Sums start from 0 (the engine adds the bias). PE(0, 0) takes
+    the sum of operands presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c
+    cycles later. Drain: `shift` may be raised `drain_wait` cycles after PE(0, 0) took its sum
+    (all rows have taken theirs by then), once per output channel, with the tile's `drain_rows`;
+    `out[c]` is the shadow of PE(0, c) as the shift asserted `out_delay` cycles earlier found it,
+    and every shift moves rows 0 .. drain_rows - 1 of each column up by one.
+    Every row has its own control and shift registers, each driving one PE: the same signal
+    shared along an anti-diagonal (yosys merges identical registers) drove ~420 loads.
     Two tiles' last steps must be `tile_period` cycles apart, so the drain (rows - 1 cycles of
     wait, then up to `rows` shifts) ends before the next tile's sums arrive."""
 
@@ -77,7 +81,8 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), c)),
             "w": In(data.ArrayLayout(signed(w_width), r)),
-            "en": In(1), "first": In(1), "last": In(1), "shift": In(1),
+            "en": In(1), "first": In(1), "last": In(1), "nrows": In(range(r + 1)),
+            "shift": In(1), "drain_rows": In(range(r + 1)),
             "out": Out(data.ArrayLayout(signed(acc_width), c)),
         })
 
@@ -90,12 +95,15 @@ class SystolicArray(wiring.Component):
             return value if cycles == 0 else delay_line(m, value, cycles, name, reset_less=reset_less)[-1]
 
         ctrl = data.StructLayout({"en": 1, "first": 1, "last": 1})
-        ctrl_in = Signal(ctrl)
-        m.d.comb += [ctrl_in.en.eq(self.en), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last)]
-        shift = [skewed(self.shift, c, f"shift_c{c}", reset_less=False) for c in range(cols)]
         for r in range(rows):
             w_in = skewed(self.w[r], r, f"w_r{r}")
+            ctrl_in = Signal(ctrl, name=f"ctrl_in{r}")
+            live = self.nrows > r
+            m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last & live)]
             c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}", reset_less=False)
+            shift_in = Signal(name=f"shift_in{r}")
+            m.d.comb += shift_in.eq(self.shift & (self.drain_rows > r))
+            shift = [skewed(shift_in, c, f"shift_r{r}_c{c}", reset_less=False) for c in range(cols)]
             for c in range(cols):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
                 if r == 0:
@@ -109,7 +117,7 @@ class SystolicArray(wiring.Component):
                     left = pes[r][c - 1]
                     m.d.comb += [pe.w.eq(left.w_out), pe.en.eq(left.en_out),
                                  pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
-                m.d.comb += pe.shift.eq(shift[c])
+                m.d.comb += pe.shift.eq(shift[c])  # row r's own shift register for column c
                 if r + 1 < rows:
                     m.d.comb += pe.shadow_in.eq(pes[r + 1][c].shadow)
         m.d.comb += [self.out[c].eq(skewed(pes[0][c].shadow, cols - 1 - c, f"out_c{c}")) for c in range(cols)]
@@ -175,12 +183,13 @@ class ArrayEngine(wiring.Component):
         wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq", reset_less=True)[-1]
         m.d.sync += [arr.a.eq(self.rdata),
                      *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows))]
-        m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last)]
+        m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last), arr.nrows.eq(s_ops.nrows)]
 
         # drain: one output channel (array row) per cycle through the requantizers
         left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))
+        drain_rows = Signal(range(rows + 1))
         drain = Signal(data.StructLayout({"valid": 1, "addr": unsigned(aw), "count": range(cols + 1)}))
-        m.d.comb += [arr.shift.eq(left != 0), drain.valid.eq(left != 0), drain.addr.eq(addr), drain.count.eq(ncols)]
+        m.d.comb += [arr.shift.eq(left != 0), arr.drain_rows.eq(drain_rows), drain.valid.eq(left != 0), drain.addr.eq(addr), drain.count.eq(ncols)]
         # the tile's bias word answers as its drain starts; row j's bias is at the bottom in
         # drain cycle j, and meets the de-skewed sums out_delay cycles later
         bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
@@ -196,7 +205,8 @@ class ArrayEngine(wiring.Component):
         with m.If(left != 0):
             m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow), biases.eq(biases >> accw)]
         with m.If(s_drain.valid & s_drain.last):
-            m.d.sync += [left.eq(s_drain.nrows), addr.eq(s_drain.out_addr), ncols.eq(s_drain.ncols), biases.eq(bdata)]
+            m.d.sync += [left.eq(s_drain.nrows), drain_rows.eq(s_drain.nrows), addr.eq(s_drain.out_addr),
+                         ncols.eq(s_drain.ncols), biases.eq(bdata)]
         tags = delay_line(m, drain, LATENCY + arr.out_delay, "drain")
         out = tags[-1]
         m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),

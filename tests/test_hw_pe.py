@@ -75,6 +75,8 @@ def test_array_tiles_and_drain(rows, cols, k):
         for cycle in range(drain0[1] + rows + cols + 1):
             step = [(t, cycle - s0) for t, s0 in enumerate(starts) if 0 <= cycle - s0 < k]
             ctx.set(dut.en, bool(step))
+            ctx.set(dut.nrows, rows)
+            ctx.set(dut.drain_rows, rows)
             for t, s in step:
                 for c in range(cols):
                     ctx.set(dut.a[c], int(a[t, s, c]))
