@@ -39,6 +39,9 @@ TOOL_ENV = {
     "ICEPACK": "yowasp-icepack",
 }
 TAIL_LINES = 4
+# nextpnr's router2 can fail to converge on a congested placement and then runs for hours; the
+# paper model routes in 2-5 minutes when it converges
+PNR_TIMEOUT_S = 1800.0
 # synth_ice40 maps multipliers to SB_MAC16 only when asked; synth_ecp5 uses MULT18X18D by default
 SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}}
 
@@ -53,6 +56,7 @@ class Stage:
     argv: list[str]
     log: str
     outputs: list[str] = field(default_factory=list)  # written under a temporary name, renamed on success
+    timeout_s: float | None = None  # stop the tool after this long (a router that does not converge)
 
 
 @dataclass
@@ -188,6 +192,11 @@ def run_stage(stage: Stage, cwd: Path, progress: Progress = print_progress, hear
                 time.sleep(0.5)
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"{stage.name} stopped")
+                if stage.timeout_s is not None and time.monotonic() - start > stage.timeout_s:
+                    raise ToolchainError(
+                        f"{stage.name} did not finish in {stage.timeout_s:.0f} s (last: {_last_line(log)}); the router "
+                        f"is probably not converging on a congested placement: try another --seed, a smaller "
+                        f"--array, or a longer --pnr-timeout  [full log: {log}]")
                 if time.monotonic() >= next_beat:
                     progress(f"[{stage.name}] {time.monotonic() - start:.0f} s  {_last_line(log)}")
                     next_beat += heartbeat_s
@@ -235,7 +244,8 @@ def _last_line(path: Path) -> str:
 
 
 def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, name: str = "top",
-          seed: int = 1, progress: Progress = print_progress, cancel: threading.Event | None = None) -> BuildResult:
+          seed: int = 1, progress: Progress = print_progress, cancel: threading.Event | None = None,
+          pnr_timeout_s: float | None = PNR_TIMEOUT_S) -> BuildResult:
     """Prepare and, for open-toolchain boards, synthesise, place, route and pack `top`."""
     build_dir = Path(build_dir)
     result = BuildResult(board=profile.name, toolchain=profile.toolchain, build_dir=str(build_dir),
@@ -252,6 +262,9 @@ def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, na
     prepare(top, profile, build_dir, name)
     result.stage_seconds["prepare"] = round(time.monotonic() - t0, 2)
     todo = stages(profile, name, seed)
+    for st in todo:
+        if st.name == "place+route":
+            st.timeout_s = pnr_timeout_s
     _write_build_script(build_dir, name, todo)
     for st in todo:
         result.logs[st.name] = str(build_dir / st.log)

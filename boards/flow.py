@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from boards.build import BuildResult, build, check_tools, print_progress
+from boards.build import PNR_TIMEOUT_S, BuildResult, build, check_tools, print_progress
 from boards.errors import BoardError
 from boards.fit import FitError, accelerator_demand, check_fit, pick_array
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bitstream", dest="bitstream", action="store_false",
                    help="stop after the fit check, RTL and simulation (no synthesis / place and route)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random images and of nextpnr")
+    p.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT_S, metavar="SECONDS",
+                   help="stop place-and-route after this long with an error (default %(default).0f)")
 
 
 def _default_data() -> str | None:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
                            array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
                            force=args.force, clock_mhz=args.clock_mhz, baud=args.baud, bitstream=args.bitstream,
-                           seed=args.seed, random_images=args.random_images)
+                           seed=args.seed, random_images=args.random_images, pnr_timeout_s=args.pnr_timeout)
     print(report["summary"])
     return 0 if report["bit_exact"] == report["images"] else 1
 
@@ -187,7 +189,8 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
                   array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
                   out: str | Path = "out", force: bool = False, clock_mhz: float | None = None,
                   baud: int = DEFAULT_BAUD, bitstream: bool = True,
-                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = print_progress) -> dict:
+                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = print_progress,
+                  pnr_timeout_s: float | None = PNR_TIMEOUT_S) -> dict:
     """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
     from export.compile import compile_onnx
     from export.onnx_export import export
@@ -223,7 +226,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         top = BoardTop(Accelerator(plan, config), n_pixels, plan.layers[-1].out_shape[0], baud, clock_mhz)
         say(f"[board] {profile.toolchain} build started in the background (lines marked 'board')")
         pool = ThreadPoolExecutor(1)
-        pending = pool.submit(build, top, profile, out / "board", seed=seed + 1,
+        pending = pool.submit(build, top, profile, out / "board", seed=seed + 1, pnr_timeout_s=pnr_timeout_s,
                               progress=lambda line: say("    board " + line), cancel=cancel)
         pool.shutdown(wait=False)
     try:

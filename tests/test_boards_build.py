@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,20 @@ def test_a_failing_tool_is_one_line_with_its_last_lines_and_log(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg
     assert "ERROR: no such cell $mul" in msg and "exit 3" in msg and str(tmp_path / "synth.log") in msg
+
+
+def test_a_stage_past_its_timeout_is_stopped_with_what_to_try(tmp_path):
+    """A router that does not converge must not hang the flow: the stage is killed and the
+    error names the timeout, the tool's last line, what to try and the log."""
+    code = "import time; print('Info:     iter=87 overused=2974', flush=True); time.sleep(60)"
+    stage = Stage("place+route", [sys.executable, "-c", code], "pnr.log", timeout_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(ToolchainError) as err:
+        run_stage(stage, tmp_path, progress=lambda line: None)
+    assert time.monotonic() - t0 < 20
+    msg = str(err.value)
+    assert "\n" not in msg and "did not finish in 1 s" in msg and "overused=2974" in msg
+    assert "--seed" in msg and str(tmp_path / "pnr.log") in msg
 
 
 def test_missing_toolchain_says_what_to_install(monkeypatch):
