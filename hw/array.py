@@ -99,7 +99,7 @@ class SystolicArray(wiring.Component):
             w_in = skewed(self.w[r], r, f"w_r{r}")
             ctrl_in = Signal(ctrl, name=f"ctrl_in{r}")
             live = self.nrows > r
-            m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.first.eq(self.first & live), ctrl_in.last.eq(self.last & live)]
+            m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last & live)]
             c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}", reset_less=False)
             shift_in = Signal(name=f"shift_in{r}")
             m.d.comb += shift_in.eq(self.shift & (self.drain_rows > r))
