@@ -114,7 +114,7 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     _toolchain_env()
     key, harness, flags, data_files = build_key(rtl_dir, pixel_count, waves=waves)
     verilog = Path(rtl_dir) / "accelerator.v"
-    out = Path(cache_dir or default_cache_dir()) / (key + ("-waves" if waves else ""))
+    out = Path(cache_dir or default_cache_dir()).resolve() / (key + ("-waves" if waves else ""))
     result = Build(out, key, data_files, waves, compiled=False)
     if (out / "ok").is_file() and result.executable.is_file():
         return result
@@ -169,7 +169,10 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
     logits stream. `on_image` is called with each image's record as soon as it is written.
     """
     _toolchain_env()
-    run_dir = Path(run_dir)
+    # absolute: the simulator runs with its own working directory, so a relative --out (the
+    # default `out/`) must not reach it as a relative path
+    run_dir = Path(run_dir).resolve()
+    trace_file = None if trace_file is None else Path(trace_file).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     for f in b.data_files:
         shutil.copyfile(f, run_dir / f.name)

@@ -72,6 +72,16 @@ def test_logits_and_cycles(built, tmp_path, gaps, backpressure):
     assert res.summary["sim_cycles"] >= sum(cycles)
 
 
+def test_relative_run_folder_works_from_any_working_directory(built, tmp_path, monkeypatch):
+    """`bitstream-rtl` defaults to `--out out`: a relative run folder must reach the simulator
+    (which runs in its own working directory) as a usable path."""
+    monkeypatch.chdir(tmp_path)
+    images = np.random.default_rng(2).integers(0, 256, (2, *SHAPE), dtype=np.uint8)
+    res = runner.simulate(built, images, CLASSES, "out/run", timeout_cycles=10_000)
+    assert [r["logits"] for r in res.images] == [pixel_sums_expected(img, CLASSES).tolist() for img in images]
+    assert (tmp_path / "out" / "run" / "job.json").is_file()
+
+
 def test_a_timeout_is_a_clear_error_and_the_next_image_starts_clean(built, tmp_path):
     images = np.zeros((2, *SHAPE), dtype=np.uint8)
     res = runner.simulate(built, images, CLASSES, tmp_path, timeout_cycles=50)
