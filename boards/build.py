@@ -39,8 +39,8 @@ TOOL_ENV = {
     "ICEPACK": "yowasp-icepack",
 }
 TAIL_LINES = 4
-# nextpnr's router2 can fail to converge on a congested placement and then runs for hours; the
-# paper model routes in 2-5 minutes when it converges
+# nextpnr can fail to converge on a congested placement and then runs for hours; the paper
+# model's place-and-route takes about 10.5 minutes with router1 on the ECP5-85F
 PNR_TIMEOUT_S = 1800.0
 # synth_ice40 maps multipliers to SB_MAC16 only when asked; synth_ecp5 uses MULT18X18D by default
 SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}}
@@ -114,8 +114,10 @@ def prepare(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, nam
 def stages(profile: BoardProfile, name: str = "top", seed: int = 1) -> list[Stage]:
     """The tool invocations for an open-toolchain board, in order.
 
-    ECP5 routes with router2: on the paper model (10x9 array, 74 EBR) router1 was still
-    ripping up after 24 minutes where router2 finished in under 5.
+    ECP5 routes with router1: on the paper model's systolic 10x9 array router2 did not converge
+    (4-5k overused wires after 15 iterations, several seeds) where router1 finished in 501 s at
+    89.6 MHz. (On the earlier broadcast array it was the other way round: router1 was still
+    ripping up after 24 minutes, router2 done in under 5.)
     """
     env = tool_environment()
     synth = Stage("synth", [env["YOSYS"], "-s", f"{name}.ys"], "synth.log", [])
@@ -127,7 +129,7 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1) -> list[Stag
         pnr = Stage("place+route", [
             env["NEXTPNR_ECP5"], f"--{size.group(1)}k", "--package", profile.package, "--speed", speed,
             "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
-            "--report", "report.json", "--seed", str(seed), "--timing-allow-fail", "--router", "router2"],
+            "--report", "report.json", "--seed", str(seed), "--timing-allow-fail", "--router", "router1"],
             "pnr.log", [f"{name}.config", "report.json"])
         pack = Stage("pack", [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"],
                      "pack.log", [f"{name}.bit"])

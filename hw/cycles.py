@@ -7,16 +7,17 @@ fraction of PE-cycles doing useful work; the sparse engine's is stored entries /
 
 from __future__ import annotations
 
-from hw.memories import READ_LATENCY
+from hw.array import SystolicArray
+from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY
 from hw.requant import LATENCY
 from hw.sequencer import Pass, Schedule
 
 PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
 # cycles from an engine's last issue to its `done`: memories, operand/product registers, the
 # requantizer (LATENCY), the write, `done`
-ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY  # + one drain cycle per output channel of the last tile
-SPARSE_FLUSH = 7 + READ_LATENCY + LATENCY
-POOL_FLUSH = 5 + READ_LATENCY  # address register, tags, vertical then horizontal maxima, write, `done`
+ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY + QUIET_LATENCY  # + the systolic skew and one drain cycle per output channel of the last tile
+SPARSE_FLUSH = 6 + ROM_LATENCY + READ_LATENCY + LATENCY + QUIET_LATENCY
+POOL_FLUSH = 5 + READ_LATENCY + QUIET_LATENCY  # address register, tags, vertical then horizontal maxima, write, `done`
 
 
 def pass_cycles(p: Pass, s: Schedule) -> int:
@@ -28,12 +29,14 @@ def pass_cycles(p: Pass, s: Schedule) -> int:
     if p.kind == "array":
         w = p.cfg["win"]
         k, tiles = w["k_steps"], (w["n_og_m1"] + 1) * (w["oh_m1"] + 1) * (w["n_xt_m1"] + 1)
-        return PASS_SETUP + k + (tiles - 1) * max(k, rows) + ARRAY_FLUSH + w["last_rows"]
+        skew = SystolicArray.ACC_DELAY - 1 + (rows - 1) + (s.config.cols - 1)  # operand hop, drain wait, de-skew
+        period = max(k, 2 * rows - 1)  # SystolicArray.tile_period
+        return PASS_SETUP + k + (tiles - 1) * period + ARRAY_FLUSH + skew + w["last_rows"]
     if p.kind == "pool":
         c = p.cfg
         return PASS_SETUP + 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1) + POOL_FLUSH
     if p.kind == "sparse":
-        return PASS_SETUP + 2 * (p.cfg["rows_m1"] + 1) + p.macs + SPARSE_FLUSH
+        return PASS_SETUP + (ROM_LATENCY + 1) * (p.cfg["rows_m1"] + 1) + p.macs + SPARSE_FLUSH
     if p.kind == "emit":
         return PASS_SETUP + 2 * s.num_classes + 1
     raise ValueError(f"unknown pass kind {p.kind!r}")

@@ -8,13 +8,15 @@ writes a whole vector through a rotator, and all address arithmetic stays binary
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Signal, unsigned
+from amaranth import Array, Cat, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 READ_LATENCY = 5  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
 # a register on each bank's output, one after the rotator
+ROM_LATENCY = 2  # rom(): addr -> data: the block RAM, a register on each block's output
+QUIET_LATENCY = 2  # quiet(): the pipeline's last activity -> quiet
 
 
 def banks_for(cols: int) -> int:
@@ -42,16 +44,73 @@ def logit_layout(addr_width: int, acc_width: int) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "addr": unsigned(addr_width), "data": unsigned(acc_width)})
 
 
-def delay_line(m: Module, value, cycles: int, name: str) -> list[Signal]:
+def delay_line(m: Module, value, cycles: int, name: str, *, reset_less: bool = False) -> list[Signal]:
     """`value` registered 1..`cycles` times: the tags (valid, address, ...) that travel beside a
-    pipeline (memory reads, the requantizer) to meet its output; entry i is i+1 cycles late."""
+    pipeline (memory reads, the requantizer) to meet its output; entry i is i+1 cycles late.
+    Pure data lines pass `reset_less=True`: thousands of datapath registers on the reset net
+    crowd the routing, and their configuration-time 0 is all they need."""
     stages, prev = [], value
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{i + 1}")
+        reg = Signal.like(value, name=f"{name}_{i + 1}", reset_less=reset_less)
         m.d.sync += reg.eq(prev)
         stages.append(reg)
         prev = reg
     return stages
+
+
+def quiet(m: Module, start, activity: list, group: int = 16) -> Signal:
+    """1 when none of `activity` (the engine's busy flags and pipeline valids) was set
+    QUIET_LATENCY cycles ago; 0 for QUIET_LATENCY cycles after `start`.
+
+    An engine is done when its pipeline is empty, but its valid bits sit all over the chip; one
+    OR of them straight into the sequencer's state was a 15 ns path (13 ns of routing). Here the
+    OR is taken in registered groups of `group`, then once more into a register. Since nothing
+    enters an idle pipeline without `start`, a two-cycle-old 'nothing in flight' still holds."""
+    bits = Cat(*activity)
+    groups = [Signal(name=f"busy_group{i}") for i in range(-(-len(bits) // group))]
+    q = Signal()
+    m.d.sync += [*(g.eq(bits[i * group:(i + 1) * group].any()) for i, g in enumerate(groups)), q.eq(~Cat(*groups).any())]
+    with m.If(start):
+        m.d.sync += [*(g.eq(1) for g in groups), q.eq(0)]
+    return q
+
+
+def block_depth(width: int) -> int:
+    """Words of `width` bits in one ECP5 block RAM (DP16KD, 16 Kbit: 16K x 1 ... 512 x 36); a
+    wider word takes several blocks side by side. The iCE40's 4 Kbit blocks divide these depths."""
+    for bits, depth in ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024)):
+        if width <= bits:
+            return depth
+    return 512
+
+
+def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
+    """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
+
+    Split by hand into block-deep pieces, each with its own register on its output, then a mux
+    on the registered piece number: a deep memory left to yosys (the sparse entries take 26 ECP5
+    blocks) puts its whole output mux between the block RAM's slow clock-to-out (5.6 ns on the
+    ECP5) and the next register, which capped the accelerator near 67 MHz. Returns the mux output
+    (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ..."""
+    init = list(init) or [0]
+    depth = block_depth(width)
+    pieces = -(-len(init) // depth)
+    lb = (depth - 1).bit_length()
+    outs = []
+    for i in range(pieces):
+        words = init[i * depth:(i + 1) * depth]
+        mem = m.submodules[name if pieces == 1 else f"{name}{i}"] = Memory(shape=unsigned(width), depth=len(words), init=words)
+        port = mem.read_port()
+        m.d.comb += port.addr.eq(addr[:lb])
+        held = Signal(width, name=f"{name}{i}_q", reset_less=True)
+        m.d.sync += held.eq(port.data)
+        outs.append(held)
+    if pieces == 1:
+        return outs[0]
+    piece = Signal(range(pieces), name=f"{name}_piece")
+    piece_q = Signal.like(piece, name=f"{name}_piece_q")
+    m.d.sync += [piece.eq(addr[lb:]), piece_q.eq(piece)]
+    return Array(outs)[piece_q]
 
 
 class ActivationBuffer(wiring.Component):
@@ -86,24 +145,32 @@ class ActivationBuffer(wiring.Component):
         m.d.sync += raddr.eq(self.raddr)
         rphase, rrow = raddr[:lb], raddr[lb:]
         wphase, wrow = self.wr.addr[:lb], self.wr.addr[lb:]
-        rphase_q = delay_line(m, rphase, 3, "rphase")[-1] if lb else None  # beside the banks' data
+        # beside the banks' data: each column's rotator select in its own register (one shared
+        # phase register drove every rotator mux: ~400 loads, 14 ns of routing on the ECP5)
+        sel = []
+        if lb:
+            rphase_2 = delay_line(m, rphase, 2, "rphase")[-1]
+            for c in range(self.cols):
+                sel.append(Signal(lb, name=f"rsel{c}"))
+                m.d.sync += sel[c].eq(rphase_2 + c)
         outs = []
         wdata = Array(self.wr.data[c] for c in range(self.cols))
         for b in range(self.banks):
             mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self.width), depth=self.rows, init=[])
             rd, wp = mem.read_port(), mem.write_port()
             # bank b holds the element of the vector at column (b - phase) mod banks
-            ra = Signal.like(rd.addr, name=f"raddr{b}")
+            ra = Signal.like(rd.addr, name=f"raddr{b}", reset_less=True)
             m.d.sync += ra.eq(rrow + (b < rphase))
             col = Signal(range(self.banks), name=f"wcol{b}")
             m.d.comb += [rd.addr.eq(ra), col.eq((b - wphase)[:lb] if lb else 0)]
-            wa, wd, we = Signal.like(wp.addr, name=f"waddr{b}"), Signal.like(wp.data, name=f"wdata{b}"), Signal(name=f"wen{b}")
+            wa, wd, we = (Signal.like(wp.addr, name=f"waddr{b}", reset_less=True),
+                          Signal.like(wp.data, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
             m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
             m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd), wp.en.eq(we)]
-            held = Signal(self.width, name=f"rdata{b}")
+            held = Signal(self.width, name=f"rdata{b}", reset_less=True)
             m.d.sync += held.eq(rd.data)
             outs.append(held)
         rdata = Array(outs)
         for c in range(self.cols):
-            m.d.sync += self.rdata[c].eq(rdata[(rphase_q + c)[:lb]] if lb else outs[0])
+            m.d.sync += self.rdata[c].eq(rdata[sel[c]] if lb else outs[0])
         return m

@@ -1,8 +1,11 @@
-"""Processing element of the output-stationary array: one multiply-accumulate per cycle.
+"""Processing element of the output-stationary systolic array: one multiply-accumulate per cycle.
 
 The PE keeps its output value (the accumulator) in place while the reduction (Cin*k*k steps)
-streams weights and activations past it; a second register, `shadow`, takes the finished sum so
-that the next tile accumulates while the previous one drains out through the shadow chain.
+streams weights and activations past it. Each operand is registered on entry and handed on from
+that register to the next PE (activations down, weights and their control to the right), so no
+wire drives more than one multiplier: the array's operand nets have a fan-out of two whatever
+its size. A second register, `shadow`, takes the finished sum so that the next tile accumulates
+while the previous one drains out through the shadow chain.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from amaranth.lib.wiring import In, Out
 
 
 class PE(wiring.Component):
-    """Two stages: `prod` <= a*w every cycle; then with `en`, acc <= (first ? bias : acc) + prod,
-    and with `last` the sum also goes to `shadow` (so `en/first/last/bias` belong to the operands
-    of the cycle before). `shift` moves `shadow_in` into `shadow` (the drain); `last` wins."""
+    """Three stages. The operands `a`, `w` are registered (and handed on as `a_out`, `w_out`);
+    one cycle later their `en/first/last` arrive and are registered the same way (`*_out`);
+    `prod` <= a*w; then with `en`, acc <= (first ? 0 : acc) + prod, and with `last` the sum also
+    goes to `shadow`. So the sum of operands present at the inputs in cycle t is taken at the end
+    of cycle t + 2. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
+    added after the drain (one adder per column instead of a bias register in every PE); the
+    sums wrap modulo 2**acc_width, so the total is exact whenever it fits."""
 
     def __init__(self, a_width: int, w_width: int, acc_width: int):
         for name, v, lo, hi in (("a_width", a_width, 2, 17), ("w_width", w_width, 2, 17), ("acc_width", acc_width, 2, 48)):
@@ -25,26 +32,36 @@ class PE(wiring.Component):
         super().__init__({
             "a": In(signed(a_width)),
             "w": In(signed(w_width)),
-            "bias": In(signed(acc_width)),
             "en": In(1),
             "first": In(1),
             "last": In(1),
             "shift": In(1),
             "shadow_in": In(signed(acc_width)),
+            "a_out": Out(signed(a_width)),
+            "w_out": Out(signed(w_width)),
+            "en_out": Out(1),
+            "first_out": Out(1),
+            "last_out": Out(1),
             "acc": Out(signed(acc_width)),
             "shadow": Out(signed(acc_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        prod = Signal(signed(self.a_width + self.w_width))
-        m.d.sync += prod.eq(self.a * self.w)
+        # datapath registers without reset (their configuration-time 0 is enough); control with
+        a, w = Signal.like(self.a, reset_less=True), Signal.like(self.w, reset_less=True)
+        acc, shadow = Signal.like(self.acc, reset_less=True), Signal.like(self.shadow, reset_less=True)
+        m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.acc.eq(acc), self.shadow.eq(shadow)]
+        m.d.sync += [a.eq(self.a), w.eq(self.w),
+                     self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
+        prod = Signal(signed(self.a_width + self.w_width), reset_less=True)
+        m.d.sync += prod.eq(a * w)
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first, self.bias, self.acc) + prod)
+        m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod)
         with m.If(self.shift):
-            m.d.sync += self.shadow.eq(self.shadow_in)
-        with m.If(self.en):
-            m.d.sync += self.acc.eq(total)
-            with m.If(self.last):
-                m.d.sync += self.shadow.eq(total)
+            m.d.sync += shadow.eq(self.shadow_in)
+        with m.If(self.en_out):
+            m.d.sync += acc.eq(total)
+            with m.If(self.last_out):
+                m.d.sync += shadow.eq(total)
         return m

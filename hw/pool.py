@@ -12,7 +12,7 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, delay_line, write_layout
+from hw.memories import READ_LATENCY, delay_line, quiet, write_layout
 
 POOL_FIELDS = ("c_m1", "oh_m1", "n_xt_m1", "in_w", "d_ch", "out_ow", "last_cols")
 
@@ -104,9 +104,10 @@ class PoolEngine(wiring.Component):
         m.d.comb += self.wr.valid.eq(wvalid)
 
         running = Signal()
+        idle = quiet(m, self.start, [busy, *(t.valid for t in tags), vtag.valid, wvalid])
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~Cat(t.valid for t in tags).any() & ~vtag.valid & ~wvalid):
+        with m.Elif(running & idle):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

@@ -65,11 +65,11 @@ class Requantizer(wiring.Component):
         # 1: the input (an engine's bias adder ends here); 2: the rounding bit (a variable bit
         # select); 3: round (the bit is the adder's carry in); 4: shift right; 5: shift left;
         # 6: clamp.
-        a0, a1 = Signal(signed(w)), Signal(signed(w))
-        odd = Signal()
-        biased = Signal(signed(w + 2))
-        right = Signal(signed(w + 2))
-        shifted = Signal(signed(w + 2 + MAX_LEFT))
+        a0, a1 = Signal(signed(w), reset_less=True), Signal(signed(w), reset_less=True)
+        odd = Signal(reset_less=True)
+        biased = Signal(signed(w + 2), reset_less=True)
+        right = Signal(signed(w + 2), reset_less=True)
+        shifted = Signal(signed(w + 2 + MAX_LEFT), reset_less=True)
         rounded = Cat(odd, a1).as_signed() + Cat(Const(1, 1), cfg.half_m1)  # 2 * (a1 + half_m1 + odd) + 1
         m.d.sync += [
             a0.eq(self.acc),
@@ -79,5 +79,5 @@ class Requantizer(wiring.Component):
             shifted.eq(right << cfg.shift_l),
             self.q.eq(Mux(shifted < cfg.lo, cfg.lo, Mux(shifted > cfg.hi, cfg.hi, shifted))),
         ]
-        m.d.comb += self.raw.eq(delay_line(m, self.acc, LATENCY, "raw")[-1])
+        m.d.comb += self.raw.eq(delay_line(m, self.acc, LATENCY, "raw", reset_less=True)[-1])
         return m

@@ -2,7 +2,7 @@
 
 Walks each output row exactly as export.encoding describes: `idx += delta; acc += value * x[idx]`
 (padding entries have value 0 and only move idx), then adds the bias, requantizes and writes one
-output. Zero weights cost nothing; an all-zero row costs its two cycles of row overhead only.
+output. Zero weights cost nothing; an all-zero row costs its three cycles of row overhead only.
 Entries of every P-layer sit in one memory, `row_end[r]` (absolute entry index) ends row r.
 """
 
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, delay_line, logit_layout, write_layout
+from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, quiet, rom, write_layout
 from hw.requant import LATENCY, Requantizer, requant_layout
 
 
@@ -53,53 +52,55 @@ class SparseEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, aw, vb, ib = self.cfg, self.addr_width, self.value_bits, self.index_bits
-        emem = m.submodules.entries = Memory(shape=unsigned(vb + ib), depth=len(self.entries), init=self.entries)
-        pmem = m.submodules.row_end = Memory(shape=unsigned(aw), depth=len(self.row_end), init=self.row_end)
-        bmem = m.submodules.biases = Memory(shape=unsigned(self.acc_width), depth=len(self.biases), init=self.biases)
-        erd, prd, brd = emem.read_port(), pmem.read_port(), bmem.read_port()
+        row_o, entry_e, bias_o = Signal(aw), Signal(aw), Signal(aw)
+        entry_data = rom(m, "entries", vb + ib, self.entries, entry_e)
+        row_end = rom(m, "row_end", aw, self.row_end, row_o)
+        bias_data = rom(m, "biases", self.acc_width, self.biases, bias_o)
 
-        # issue: per row one WAIT cycle (row_end answers), the row's entries, one END token
-        busy, wait, first = Signal(), Signal(), Signal()
+        # issue: per row ROM_LATENCY wait cycles (row_end answers), the row's entries, one END token
+        busy, wait, first = Signal(), Signal(range(ROM_LATENCY + 1)), Signal()
         o, e = Signal(aw), Signal(aw)
-        m.d.comb += [prd.addr.eq(cfg.row_base + o), erd.addr.eq(e)]
+        m.d.comb += [row_o.eq(cfg.row_base + o), entry_e.eq(e)]
         tok = data.StructLayout({"entry": 1, "end": 1, "first": 1, "o": unsigned(aw)})
         s0 = Signal(tok)
         m.d.comb += s0.o.eq(o)
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), wait.eq(1), first.eq(1), o.eq(0), e.eq(cfg.e_base)]
-        with m.Elif(busy & wait):
-            m.d.sync += wait.eq(0)
-        with m.Elif(busy & (e != prd.data)):
+            m.d.sync += [busy.eq(1), wait.eq(ROM_LATENCY), first.eq(1), o.eq(0), e.eq(cfg.e_base)]
+        with m.Elif(busy & (wait != 0)):
+            m.d.sync += wait.eq(wait - 1)
+        with m.Elif(busy & (e != row_end)):
             m.d.comb += [s0.entry.eq(1), s0.first.eq(first)]
             m.d.sync += [e.eq(e + 1), first.eq(0)]
         with m.Elif(busy):
             m.d.comb += s0.end.eq(1)
-            m.d.sync += [o.eq(o + 1), wait.eq(1), first.eq(1)]
+            m.d.sync += [o.eq(o + 1), wait.eq(ROM_LATENCY), first.eq(1)]
             with m.If(o == cfg.rows_m1):
                 m.d.sync += busy.eq(0)
 
-        # s1: the entry memory answers into a register; s2: step the index into a register that
-        # reads x[idx] (READ_LATENCY); x arrives, is registered, multiplied; then accumulate, and
-        # at END add the row's bias.
-        x_at = 3 + READ_LATENCY  # x arrives in this stage, the product in the next, then the sum
+        # s[ROM_LATENCY]: the entry memory answers into a register; next: step the index into a
+        # register that reads x[idx] (READ_LATENCY); x arrives, is registered, multiplied; then
+        # accumulate, and at END add the row's bias.
+        e_at = ROM_LATENCY + 1  # the entry register holds the entry in this stage
+        x_at = e_at + 1 + READ_LATENCY  # x arrives in this stage, the product in the next, then the sum
         stages = delay_line(m, s0, x_at + 2, "s")
-        s2, s_acc = stages[1], stages[-1]
-        entry = Signal.like(erd.data)
-        m.d.sync += entry.eq(erd.data)
+        s_idx, s_acc = stages[e_at - 1], stages[-1]
+        entry = Signal(vb + ib)
+        m.d.sync += entry.eq(entry_data)
         value, delta = entry[ib:].as_signed(), entry[:ib]
         idx, idx_next, raddr = Signal(aw), Signal(aw), Signal(aw)
-        values = delay_line(m, value, x_at - 1, "value")  # values[-1]: beside x's register
-        x = Signal(signed(self.act_width + 1))
-        prod = Signal(signed(vb + self.act_width + 1))
-        m.d.comb += [idx_next.eq(Mux(s2.first, 0, idx) + delta), self.raddr.eq(raddr),
-                     brd.addr.eq(cfg.row_base + stages[-2].o)]
-        with m.If(s2.entry):
+        values = delay_line(m, value, x_at + 1 - e_at, "value", reset_less=True)  # values[-1]: beside x's register
+        x = Signal(signed(self.act_width + 1), reset_less=True)
+        prod = Signal(signed(vb + self.act_width + 1), reset_less=True)
+        # the bias answers (from a register) in the END token's accumulate stage
+        m.d.comb += [idx_next.eq(Mux(s_idx.first, 0, idx) + delta), self.raddr.eq(raddr),
+                     bias_o.eq(cfg.row_base + stages[-1 - ROM_LATENCY].o)]
+        with m.If(s_idx.entry):
             m.d.sync += [idx.eq(idx_next), raddr.eq(idx_next)]
         m.d.sync += [x.eq(self.rdata[0]), prod.eq(values[-1] * x)]
 
         acc = Signal(signed(self.acc_width))
         rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width)
-        m.d.comb += [rq.acc.eq(acc + brd.data.as_signed()), rq.cfg.eq(cfg.rq)]
+        m.d.comb += [rq.acc.eq(acc + bias_data.as_signed()), rq.cfg.eq(cfg.rq)]
         with m.If(s_acc.entry):
             m.d.sync += acc.eq(acc + prod)
         with m.If(s_acc.end | self.start):
@@ -113,10 +114,10 @@ class SparseEngine(wiring.Component):
                      self.logit.valid.eq(out.valid & cfg.logits), self.logit.addr.eq(out.o), self.logit.data.eq(rq.raw)]
 
         running = Signal()
-        pending = Cat(*(t.entry | t.end for t in stages), *(t.valid for t in tags))
+        idle = quiet(m, self.start, [busy, *(t.entry | t.end for t in stages), *(t.valid for t in tags)])
         with m.If(self.start):
             m.d.sync += running.eq(1)
-        with m.Elif(running & ~busy & ~pending.any()):
+        with m.Elif(running & idle):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m

@@ -9,7 +9,8 @@ rows of the input on chip and slide over them, here the whole input tensor alrea
 
 Order: output-channel group og, output row y, column tile xt, then ci, ky, kx (the weight
 memory's word order). A tile's `last` step is held back until the array's drain of the previous
-tile (`rows` cycles) is done, so reductions shorter than `rows` stall instead of overwriting.
+tile is done (SystolicArray.tile_period = 2*rows - 1 cycles between last steps), so reductions
+shorter than that stall instead of overwriting.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class WindowGenerator(wiring.Component):
         a, tile, row_base = Signal(aw), Signal(aw), Signal(aw)
         w_addr, w_tile, b_addr = Signal(aw), Signal(aw), Signal(aw)
         og_out, out_row, out_tile = Signal(aw), Signal(aw), Signal(aw)
-        cool = Signal(range(self.rows))
+        self.tile_period = 2 * self.rows - 1  # SystolicArray.tile_period
+        cool = Signal(range(self.tile_period))
         first = (kx == 0) & (ky == 0) & (ci == 0)
         last = (kx == cfg.k_m1) & (ky == cfg.k_m1) & (ci == cfg.cin_m1)
         valid = self.busy & ~(last & (cool != 0))
@@ -81,7 +83,7 @@ class WindowGenerator(wiring.Component):
             self.nrows.eq(Mux(og == cfg.n_og_m1, cfg.last_rows, self.rows)),
         ]
         with m.If(valid & last):
-            m.d.sync += cool.eq(self.rows - 1)
+            m.d.sync += cool.eq(self.tile_period - 1)
         with m.Elif(cool != 0):
             m.d.sync += cool.eq(cool - 1)
 

@@ -46,3 +46,36 @@ def test_buffer_validates():
         ActivationBuffer(17, 100, 8, 10)
     with pytest.raises(ValueError, match="cannot address"):
         ActivationBuffer(4, 1000, 8, 6)
+
+
+@pytest.mark.parametrize("width,words", [(20, 1300), (8, 100), (40, 513)])
+def test_rom_pieces_answer_after_rom_latency(width, words):
+    """rom() split into block-deep pieces (1300 words of 20 bits: three 512-word pieces) answers
+    every address ROM_LATENCY cycles later, across piece boundaries and back."""
+    from amaranth import Module, Signal
+
+    from hw.memories import ROM_LATENCY, block_depth, rom
+
+    rng = np.random.default_rng(width)
+    init = [int(v) for v in rng.integers(0, 1 << width, size=words, dtype=np.uint64)]
+    m = Module()
+    addr = Signal(range(words))
+    out = rom(m, "t", width, init, addr)
+    pieces = -(-words // block_depth(width))
+    names = ["t"] if pieces == 1 else [f"t{i}" for i in range(pieces)]
+    assert [m.submodules[n].depth for n in names] == [min(block_depth(width), words - i * block_depth(width)) for i in range(pieces)]
+    edge = min(block_depth(width), words - 1)  # the first word of the second piece, if any
+    order = [int(a) for a in rng.integers(0, words, size=60)] + [words - 1, 0, edge - 1, edge, 0]
+
+    async def bench(ctx):
+        seen = []
+        for a in order + [0] * ROM_LATENCY:
+            ctx.set(addr, a)
+            await ctx.tick()
+            seen.append(ctx.get(out))
+        assert seen[ROM_LATENCY - 1:ROM_LATENCY - 1 + len(order)] == [init[a] for a in order]
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()

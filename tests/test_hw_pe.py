@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""PE and SystolicArray under amaranth.sim against numpy: bias load on `first`, accumulate,
-capture on `last`, drain through the shadow chain while the next tile accumulates."""
+"""PE and SystolicArray under amaranth.sim against numpy: operand hand-off, restart from 0 on
+`first`, accumulate (wrapping at acc_width), capture on `last`, drain through the shadow chain while the next tile
+accumulates, with the array's skew hidden behind aligned inputs and outputs."""
 
 import numpy as np
 import pytest
@@ -12,28 +13,35 @@ from hw.pe import PE
 
 def test_pe_accumulates_and_captures():
     rng = np.random.default_rng(0)
-    dut = PE(9, 4, 24)
+    dut = PE(9, 4, 14)  # narrow enough that long runs wrap
     steps = 300
+    wrap = lambda v: (v + (1 << 13)) % (1 << 14) - (1 << 13)
 
     async def bench(ctx):
         acc = shadow = prod = 0
+        ops = (0, 0)  # the operand registers (a_out, w_out)
+        ctl = (0, 0, 0)  # en, first, last registers
         for _ in range(steps):
             a, w = int(rng.integers(-256, 256)), int(rng.integers(-8, 8))
-            b, sin = int(rng.integers(-5000, 5000)), int(rng.integers(-5000, 5000))
+            sin = int(rng.integers(-5000, 5000))
             en, first, last, shift = (int(v) for v in rng.random(4) < (0.8, 0.2, 0.2, 0.3))
-            for sig, v in ((dut.a, a), (dut.w, w), (dut.bias, b), (dut.shadow_in, sin), (dut.en, en),
+            for sig, v in ((dut.a, a), (dut.w, w), (dut.shadow_in, sin), (dut.en, en),
                            (dut.first, first), (dut.last, last), (dut.shift, shift)):
                 ctx.set(sig, v)
             await ctx.tick()
-            total = (b if first else acc) + prod  # the product of the previous cycle's operands
-            prod = a * w
+            r_en, r_first, r_last = ctl
+            total = wrap((0 if r_first else acc) + prod)  # the product of the operands two cycles back
+            prod = ops[0] * ops[1]
             if shift:
                 shadow = sin
-            if en:
+            if r_en:
                 acc = total
-                if last:
+                if r_last:
                     shadow = total
+            ops, ctl = (a, w), (en, first, last)
             assert ctx.get(dut.acc) == acc and ctx.get(dut.shadow) == shadow
+            assert (ctx.get(dut.a_out), ctx.get(dut.w_out)) == ops
+            assert (ctx.get(dut.en_out), ctx.get(dut.first_out), ctx.get(dut.last_out)) == ctl
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -46,36 +54,40 @@ def test_pe_validates_widths():
         PE(1, 4, 20)
 
 
-@pytest.mark.parametrize("rows,cols,k", [(1, 1, 3), (3, 4, 5), (4, 2, 2)])
+@pytest.mark.parametrize("rows,cols,k", [(1, 1, 3), (3, 4, 5), (4, 2, 2), (2, 5, 1), (5, 3, 9)])
 def test_array_tiles_and_drain(rows, cols, k):
-    """Two tiles of K=k steps, the second starting max(k, rows) cycles after the first (as the
-    window generator paces them); each tile's sums are captured k cycles after its first step and
-    drained one row per cycle, the first tile's while the second accumulates."""
+    """Two tiles of K=k steps, the second's last step tile_period (2*rows - 1) or k cycles after
+    the first's (as the window generator paces them); each tile's sums are taken ACC_DELAY cycles
+    after its last step and drained one row per cycle from drain_wait cycles later, the first
+    tile's while the second accumulates; out[c] shows row j out_delay cycles after shift j."""
     rng = np.random.default_rng(rows * 100 + cols * 10 + k)
     dut = SystolicArray(ArrayConfig(rows, cols), 9, 8, 28)
     a = rng.integers(-256, 256, size=(2, k, cols))
     w = rng.integers(-128, 128, size=(2, k, rows))
-    b = rng.integers(-10**6, 10**6, size=(2, rows))
-    want = [b[t][:, None] + w[t].T @ a[t] for t in range(2)]  # (rows, cols)
-    starts = [0, max(k, rows)]
+    want = [w[t].T @ a[t] for t in range(2)]  # (rows, cols)
+    assert (dut.tile_period, dut.drain_wait, dut.out_delay) == (2 * rows - 1, rows, cols - 1)
+    starts = [0, max(k, dut.tile_period)]
+    # the first shift of tile t: its last step + ACC_DELAY + drain_wait
+    drain0 = [s0 + k - 1 + dut.ACC_DELAY + dut.drain_wait for s0 in starts]
 
     async def bench(ctx):
         drained = [[], []]
-        for cycle in range(starts[1] + k + rows + 2):
+        for cycle in range(drain0[1] + rows + cols + 1):
             step = [(t, cycle - s0) for t, s0 in enumerate(starts) if 0 <= cycle - s0 < k]
             ctx.set(dut.en, bool(step))
+            ctx.set(dut.nrows, rows)
+            ctx.set(dut.drain_rows, rows)
             for t, s in step:
                 for c in range(cols):
                     ctx.set(dut.a[c], int(a[t, s, c]))
                 for r in range(rows):
                     ctx.set(dut.w[r], int(w[t, s, r]))
-                    ctx.set(dut.bias[r], int(b[t, r]))
                 ctx.set(dut.first, s == 0)
                 ctx.set(dut.last, s == k - 1)
-            draining = [t for t, s0 in enumerate(starts) if s0 + k < cycle <= s0 + k + rows]
-            ctx.set(dut.shift, bool(draining))
-            for t in draining:
-                drained[t].append([ctx.get(dut.out[c]) for c in range(cols)])
+            ctx.set(dut.shift, any(d <= cycle < d + rows for d in drain0))
+            for t, d in enumerate(drain0):
+                if d <= cycle - dut.out_delay < d + rows:
+                    drained[t].append([ctx.get(dut.out[c]) for c in range(cols)])
             await ctx.tick()
         for t in range(2):
             np.testing.assert_array_equal(np.array(drained[t]), want[t])
