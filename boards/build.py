@@ -111,7 +111,8 @@ def prepare(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, nam
     return build_dir
 
 
-def stages(profile: BoardProfile, name: str = "top", seed: int = 1) -> list[Stage]:
+def stages(profile: BoardProfile, name: str = "top", seed: int = 1,
+           pnr_timeout_s: float | None = PNR_TIMEOUT_S) -> list[Stage]:
     """The tool invocations for an open-toolchain board, in order.
 
     ECP5 routes with router1: on the paper model's systolic 10x9 array router2 did not converge
@@ -130,7 +131,7 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1) -> list[Stag
             env["NEXTPNR_ECP5"], f"--{size.group(1)}k", "--package", profile.package, "--speed", speed,
             "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
             "--report", "report.json", "--seed", str(seed), "--timing-allow-fail", "--router", "router1"],
-            "pnr.log", [f"{name}.config", "report.json"])
+            "pnr.log", [f"{name}.config", "report.json"], pnr_timeout_s)
         pack = Stage("pack", [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"],
                      "pack.log", [f"{name}.bit"])
     elif profile.toolchain == "ice40":
@@ -138,7 +139,7 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1) -> list[Stag
             env["NEXTPNR_ICE40"], f"--{profile.part.lower().removeprefix('ice40')}",
             "--package", profile.package.lower(), "--json", f"{name}.json", "--pcf", f"{name}.pcf",
             "--asc", f"{name}.asc", "--report", "report.json", "--seed", str(seed), "--timing-allow-fail"],
-            "pnr.log", [f"{name}.asc", "report.json"])
+            "pnr.log", [f"{name}.asc", "report.json"], pnr_timeout_s)
         pack = Stage("pack", [env["ICEPACK"], f"{name}.asc", f"{name}.bin"], "pack.log", [f"{name}.bin"])
     else:
         raise ValueError(f"{profile.name} has no open toolchain ({profile.toolchain})")
@@ -263,10 +264,7 @@ def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, na
     t0 = time.monotonic()
     prepare(top, profile, build_dir, name)
     result.stage_seconds["prepare"] = round(time.monotonic() - t0, 2)
-    todo = stages(profile, name, seed)
-    for st in todo:
-        if st.name == "place+route":
-            st.timeout_s = pnr_timeout_s
+    todo = stages(profile, name, seed, pnr_timeout_s)
     _write_build_script(build_dir, name, todo)
     for st in todo:
         result.logs[st.name] = str(build_dir / st.log)

@@ -22,7 +22,7 @@ from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, quiet, rom, write_layout
+from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, delayed, logit_layout, quiet, rom, write_layout
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout
 from hw.window import WindowGenerator, window_layout
@@ -92,7 +92,7 @@ class SystolicArray(wiring.Component):
         pes = [[PE(self.a_width, self.w_width, self.acc_width) for _ in range(cols)] for _ in range(rows)]
 
         def skewed(value, cycles, name, reset_less=True):
-            return value if cycles == 0 else delay_line(m, value, cycles, name, reset_less=reset_less)[-1]
+            return delayed(m, value, cycles, name, reset_less=reset_less)
 
         ctrl = data.StructLayout({"en": 1, "first": 1, "last": 1})
         for r in range(rows):
@@ -194,9 +194,7 @@ class ArrayEngine(wiring.Component):
         # drain cycle j, and meets the de-skewed sums out_delay cycles later
         bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
         biases = Signal(rows * accw, reset_less=True)
-        bias = biases[:accw].as_signed()
-        if arr.out_delay:
-            bias = delay_line(m, bias, arr.out_delay, "bias", reset_less=True)[-1]
+        bias = delayed(m, biases[:accw].as_signed(), arr.out_delay, "bias", reset_less=True)
         qs = []
         for c in range(cols):
             rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width)

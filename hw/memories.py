@@ -58,6 +58,11 @@ def delay_line(m: Module, value, cycles: int, name: str, *, reset_less: bool = F
     return stages
 
 
+def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = False):
+    """`value` registered `cycles` times (0: `value` itself); the last entry of delay_line."""
+    return value if cycles == 0 else delay_line(m, value, cycles, name, reset_less=reset_less)[-1]
+
+
 def quiet(m: Module, start, activity: list, group: int = 16) -> Signal:
     """1 when none of `activity` (the engine's busy flags and pipeline valids) was set
     QUIET_LATENCY cycles ago; 0 for QUIET_LATENCY cycles after `start`.

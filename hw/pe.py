@@ -48,7 +48,7 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # datapath registers without reset (their configuration-time 0 is enough); control with
+        # datapath registers without reset (their configuration-time 0 is enough); control keeps its reset
         a, w = Signal.like(self.a, reset_less=True), Signal.like(self.w, reset_less=True)
         acc, shadow = Signal.like(self.acc, reset_less=True), Signal.like(self.shadow, reset_less=True)
         m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.acc.eq(acc), self.shadow.eq(shadow)]
