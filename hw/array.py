@@ -60,7 +60,7 @@ class SystolicArray(wiring.Component):
     """rows x cols PEs with aligned inputs and outputs; the skew lives inside.
 
     Operands `a`, `w` arrive in one cycle and their `en/first/last/nrows` in the same cycle (they
-    are delayed one cycle inside to meet the products); rows from `nrows` on (the padding of the
+    are delayed ACC_DELAY - 1 cycles inside to meet the products); rows from `nrows` on (the padding of the
     last channel group) stay idle. Sums start from 0 (the engine adds the bias). PE(0, 0) takes
     the sum of operands presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c
     cycles later. Drain: `shift` may be raised `drain_wait` cycles after PE(0, 0) took its sum
@@ -72,7 +72,7 @@ class SystolicArray(wiring.Component):
     Two tiles' last steps must be `tile_period` cycles apart, so the drain (rows - 1 cycles of
     wait, then up to `rows` shifts) ends before the next tile's sums arrive."""
 
-    ACC_DELAY = 2
+    ACC_DELAY = 3
 
     def __init__(self, config: ArrayConfig, a_width: int, w_width: int, acc_width: int):
         self.config, self.a_width, self.w_width, self.acc_width = config, a_width, w_width, acc_width
@@ -100,7 +100,7 @@ class SystolicArray(wiring.Component):
             ctrl_in = Signal(ctrl, name=f"ctrl_in{r}")
             live = self.nrows > r
             m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last & live)]
-            c_in = skewed(ctrl_in, r + 1, f"ctrl_r{r}", reset_less=False)
+            c_in = skewed(ctrl_in, r + self.ACC_DELAY - 1, f"ctrl_r{r}", reset_less=False)
             shift_in = Signal(name=f"shift_in{r}")
             m.d.comb += shift_in.eq(self.shift & (self.drain_rows > r))
             shift = [skewed(shift_in, c, f"shift_r{r}_c{c}", reset_less=False) for c in range(cols)]

@@ -13,9 +13,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-READ_LATENCY = 5  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
-# a register on each bank's output, one after the rotator
-ROM_LATENCY = 2  # rom(): addr -> data: the block RAM, a register on each block's output
+READ_LATENCY = 6  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
+# a register on each block's output, one after the bank's piece mux, one after the rotator
+ROM_LATENCY = 3  # rom(): addr -> data: the block RAM, two registers on each block's output
 QUIET_LATENCY = 2  # quiet(): the pipeline's last activity -> quiet
 
 
@@ -92,10 +92,13 @@ def block_depth(width: int) -> int:
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
-    Split by hand into block-deep pieces, each with its own register on its output, then a mux
-    on the registered piece number: a deep memory left to yosys (the sparse entries take 26 ECP5
+    Split by hand into block-deep pieces, each with two registers on its output, then a mux on
+    the registered piece number: a deep memory left to yosys (the sparse entries take 26 ECP5
     blocks) puts its whole output mux between the block RAM's slow clock-to-out (5.6 ns on the
-    ECP5) and the next register, which capped the accelerator near 67 MHz. Returns the mux output
+    ECP5) and the next register, which capped the accelerator near 67 MHz. With one register
+    per piece the placer still put some of them beside the distant mux, and the clock-to-out
+    plus the trip across the chip (9.95 ns) became the critical path; now the second register
+    takes the trip and the first can sit beside its block. Returns the mux output
     (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ..."""
     init = list(init) or [0]
     depth = block_depth(width)
@@ -107,15 +110,13 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
         mem = m.submodules[name if pieces == 1 else f"{name}{i}"] = Memory(shape=unsigned(width), depth=len(words), init=words)
         port = mem.read_port()
         m.d.comb += port.addr.eq(addr[:lb])
-        held = Signal(width, name=f"{name}{i}_q", reset_less=True)
-        m.d.sync += held.eq(port.data)
+        held = delayed(m, port.data, ROM_LATENCY - 1, f"{name}{i}_q", reset_less=True)
         outs.append(held)
     if pieces == 1:
         return outs[0]
     piece = Signal(range(pieces), name=f"{name}_piece")
-    piece_q = Signal.like(piece, name=f"{name}_piece_q")
-    m.d.sync += [piece.eq(addr[lb:]), piece_q.eq(piece)]
-    return Array(outs)[piece_q]
+    m.d.sync += piece.eq(addr[lb:])
+    return Array(outs)[delayed(m, piece, ROM_LATENCY - 1, f"{name}_piece_q")]
 
 
 class ActivationBuffer(wiring.Component):
@@ -154,27 +155,42 @@ class ActivationBuffer(wiring.Component):
         # phase register drove every rotator mux: ~400 loads, 14 ns of routing on the ECP5)
         sel = []
         if lb:
-            rphase_2 = delay_line(m, rphase, 2, "rphase")[-1]
+            rphase_3 = delay_line(m, rphase, 3, "rphase")[-1]
             for c in range(self.cols):
                 sel.append(Signal(lb, name=f"rsel{c}"))
-                m.d.sync += sel[c].eq(rphase_2 + c)
+                m.d.sync += sel[c].eq(rphase_3 + c)
         outs = []
         wdata = Array(self.wr.data[c] for c in range(self.cols))
+        # Each bank is split by hand into block-deep pieces, each piece's output registered with
+        # no logic in between: left to yosys, a bank deeper than one block RAM had its piece mux
+        # between the block's 5.8 ns clock-to-out and the register (10.7 ns on the ECP5).
+        depth = block_depth(self.width)
+        pieces = -(-self.rows // depth)
+        pb = (depth - 1).bit_length() if pieces > 1 else len(Signal(range(self.rows)))
         for b in range(self.banks):
-            mem = m.submodules[f"bank{b}"] = Memory(shape=unsigned(self.width), depth=self.rows, init=[])
-            rd, wp = mem.read_port(), mem.write_port()
             # bank b holds the element of the vector at column (b - phase) mod banks
-            ra = Signal.like(rd.addr, name=f"raddr{b}", reset_less=True)
+            ra = Signal(range(self.rows), name=f"raddr{b}", reset_less=True)
             m.d.sync += ra.eq(rrow + (b < rphase))
             col = Signal(range(self.banks), name=f"wcol{b}")
-            m.d.comb += [rd.addr.eq(ra), col.eq((b - wphase)[:lb] if lb else 0)]
-            wa, wd, we = (Signal.like(wp.addr, name=f"waddr{b}", reset_less=True),
-                          Signal.like(wp.data, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
+            m.d.comb += col.eq((b - wphase)[:lb] if lb else 0)
+            wa, wd, we = (Signal.like(ra, name=f"waddr{b}"),
+                          Signal(self.width, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
             m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
-            m.d.comb += [wp.addr.eq(wa), wp.data.eq(wd), wp.en.eq(we)]
-            held = Signal(self.width, name=f"rdata{b}", reset_less=True)
-            m.d.sync += held.eq(rd.data)
-            outs.append(held)
+            held = []
+            for i in range(pieces):
+                n = min(depth, self.rows - i * depth)
+                mem = m.submodules[f"bank{b}" if pieces == 1 else f"bank{b}_{i}"] = Memory(
+                    shape=unsigned(self.width), depth=n, init=[])
+                rd, wp = mem.read_port(), mem.write_port()
+                m.d.comb += [rd.addr.eq(ra[:pb]), wp.addr.eq(wa[:pb]), wp.data.eq(wd),
+                             wp.en.eq(we & (wa[pb:] == i) if pieces > 1 else we)]
+                q = Signal(self.width, name=f"bank{b}_{i}_q", reset_less=True)
+                m.d.sync += q.eq(rd.data)
+                held.append(q)
+            piece = delay_line(m, ra[pb:], 2, f"rpiece{b}")[-1] if pieces > 1 else 0
+            out = Signal(self.width, name=f"rdata{b}", reset_less=True)
+            m.d.sync += out.eq(Array(held)[piece] if pieces > 1 else held[0])
+            outs.append(out)
         rdata = Array(outs)
         for c in range(self.cols):
             m.d.sync += self.rdata[c].eq(rdata[sel[c]] if lb else outs[0])

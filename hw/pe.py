@@ -16,11 +16,15 @@ from amaranth.lib.wiring import In, Out
 
 
 class PE(wiring.Component):
-    """Three stages. The operands `a`, `w` are registered (and handed on as `a_out`, `w_out`);
-    one cycle later their `en/first/last` arrive and are registered the same way (`*_out`);
-    `prod` <= a*w; then with `en`, acc <= (first ? 0 : acc) + prod, and with `last` the sum also
-    goes to `shadow`. So the sum of operands present at the inputs in cycle t is taken at the end
-    of cycle t + 2. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
+    """Four stages. The operands `a`, `w` are registered (and handed on as `a_out`, `w_out`);
+    `prod` <= a*w, registered once more (`prod_q`); two cycles after the operands their
+    `en/first/last` arrive and are registered like the operands (`*_out`); then with `en`,
+    acc <= (first ? 0 : acc) + prod_q, and with `last` the sum also goes to `shadow`. So the sum
+    of operands present at the inputs in cycle t is taken at the end of cycle t + 3. The second
+    product register is for the ECP5: its multipliers sit in a few rows across the whole chip,
+    and with one register the placer left the multiplier in the middle of a 5.6 ns round trip
+    from the operand registers to the accumulator (10.0 ns, the critical path); now one
+    register can sit beside the multiplier. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
     added after the drain (one adder per column instead of a bias register in every PE); the
     sums wrap modulo 2**acc_width, so the total is exact whenever it fits."""
 
@@ -55,9 +59,10 @@ class PE(wiring.Component):
         m.d.sync += [a.eq(self.a), w.eq(self.w),
                      self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
         prod = Signal(signed(self.a_width + self.w_width), reset_less=True)
-        m.d.sync += prod.eq(a * w)
+        prod_q = Signal.like(prod, reset_less=True)
+        m.d.sync += [prod.eq(a * w), prod_q.eq(prod)]
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod)
+        m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod_q)
         with m.If(self.shift):
             m.d.sync += shadow.eq(self.shadow_in)
         with m.If(self.en_out):

@@ -73,45 +73,64 @@ class WindowGenerator(wiring.Component):
         og_out, out_row, out_tile = Signal(aw), Signal(aw), Signal(aw)
         self.tile_period = 2 * self.rows - 1  # SystolicArray.tile_period
         cool = Signal(range(self.tile_period))
-        first = (kx == 0) & (ky == 0) & (ci == 0)
-        last = (kx == cfg.k_m1) & (ky == cfg.k_m1) & (ci == cfg.cin_m1)
-        valid = self.busy & ~(last & (cool != 0))
+        # Each counter's "at its end" is a register set together with the counter (the compare
+        # is made on the value being written), and so are first, last and cool != 0: the step
+        # enable `valid` is then one LUT of registers. It fans out to every counter and tile tag;
+        # comparing the counters against the layer constants in front of that net was the
+        # design's critical path (11.2 ns on the ECP5, most of it routing).
+        kx_end, ky_end, ci_end, xt_end, y_end, og_end = (
+            Signal(name=f"{n}_end") for n in ("kx", "ky", "ci", "xt", "y", "og"))
+        first, last, cooling = Signal(), Signal(), Signal()
+        k1, cin1 = cfg.k_m1 == 0, cfg.cin_m1 == 0  # the layer constants hold while busy
+        valid = self.busy & ~(last & cooling)
         m.d.comb += [
             self.valid.eq(valid), self.first.eq(first), self.last.eq(last),
             self.act_addr.eq(a), self.w_addr.eq(w_addr), self.b_addr.eq(b_addr), self.out_addr.eq(out_tile),
-            self.ncols.eq(Mux(xt == cfg.n_xt_m1, cfg.last_cols, self.cols)),
-            self.nrows.eq(Mux(og == cfg.n_og_m1, cfg.last_rows, self.rows)),
+            self.ncols.eq(Mux(xt_end, cfg.last_cols, self.cols)),
+            self.nrows.eq(Mux(og_end, cfg.last_rows, self.rows)),
         ]
         with m.If(valid & last):
-            m.d.sync += cool.eq(self.tile_period - 1)
-        with m.Elif(cool != 0):
-            m.d.sync += cool.eq(cool - 1)
+            m.d.sync += [cool.eq(self.tile_period - 1), cooling.eq(self.tile_period > 1)]
+        with m.Elif(cooling):
+            m.d.sync += [cool.eq(cool - 1), cooling.eq(cool != 1)]
+
+        def tile_start():  # kx = ky = ci = 0: the first step of a tile
+            return [kx.eq(0), ky.eq(0), ci.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci_end.eq(cin1),
+                    first.eq(1), last.eq(k1 & cin1)]
 
         with m.If(self.start):
             m.d.sync += [
-                self.busy.eq(1), cool.eq(0),
-                *(s.eq(0) for s in (kx, ky, ci, og, y, xt, a, tile, row_base, og_out, out_row, out_tile)),
+                self.busy.eq(1), cool.eq(0), cooling.eq(0), *tile_start(),
+                *(s.eq(0) for s in (og, y, xt, a, tile, row_base, og_out, out_row, out_tile)),
+                xt_end.eq(cfg.n_xt_m1 == 0), y_end.eq(cfg.oh_m1 == 0), og_end.eq(cfg.n_og_m1 == 0),
                 w_addr.eq(cfg.w_base), w_tile.eq(cfg.w_base), b_addr.eq(cfg.b_base),
             ]
         with m.Elif(valid & ~last):
-            m.d.sync += w_addr.eq(w_addr + 1)
-            with m.If(kx != cfg.k_m1):
-                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1)]
-            with m.Elif(ky != cfg.k_m1):
-                m.d.sync += [kx.eq(0), ky.eq(ky + 1), a.eq(a + cfg.d_ky)]
+            m.d.sync += [w_addr.eq(w_addr + 1), first.eq(0)]
+            with m.If(~kx_end):
+                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx + 1 == cfg.k_m1),
+                             last.eq((kx + 1 == cfg.k_m1) & ky_end & ci_end)]
+            with m.Elif(~ky_end):
+                m.d.sync += [kx.eq(0), kx_end.eq(k1), ky.eq(ky + 1), ky_end.eq(ky + 1 == cfg.k_m1),
+                             a.eq(a + cfg.d_ky), last.eq(k1 & (ky + 1 == cfg.k_m1) & ci_end)]
             with m.Else():
-                m.d.sync += [kx.eq(0), ky.eq(0), ci.eq(ci + 1), a.eq(a + cfg.d_ci)]
+                m.d.sync += [kx.eq(0), ky.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci.eq(ci + 1),
+                             ci_end.eq(ci + 1 == cfg.cin_m1), a.eq(a + cfg.d_ci),
+                             last.eq(k1 & (ci + 1 == cfg.cin_m1))]
         with m.Elif(valid):  # the tile's last step: move to the next tile
-            m.d.sync += [kx.eq(0), ky.eq(0), ci.eq(0), w_addr.eq(w_tile)]
-            with m.If(xt != cfg.n_xt_m1):
-                m.d.sync += [xt.eq(xt + 1), tile.eq(tile + self.cols), a.eq(tile + self.cols),
-                             out_tile.eq(out_tile + self.cols)]
-            with m.Elif(y != cfg.oh_m1):
-                m.d.sync += [xt.eq(0), y.eq(y + 1), row_base.eq(row_base + cfg.in_w),
-                             tile.eq(row_base + cfg.in_w), a.eq(row_base + cfg.in_w),
-                             out_row.eq(out_row + cfg.out_ow), out_tile.eq(out_row + cfg.out_ow)]
-            with m.Elif(og != cfg.n_og_m1):
-                m.d.sync += [xt.eq(0), y.eq(0), og.eq(og + 1), row_base.eq(0), tile.eq(0), a.eq(0),
+            m.d.sync += [*tile_start(), w_addr.eq(w_tile)]
+            with m.If(~xt_end):
+                m.d.sync += [xt.eq(xt + 1), xt_end.eq(xt + 1 == cfg.n_xt_m1), tile.eq(tile + self.cols),
+                             a.eq(tile + self.cols), out_tile.eq(out_tile + self.cols)]
+            with m.Elif(~y_end):
+                m.d.sync += [xt.eq(0), xt_end.eq(cfg.n_xt_m1 == 0), y.eq(y + 1), y_end.eq(y + 1 == cfg.oh_m1),
+                             row_base.eq(row_base + cfg.in_w), tile.eq(row_base + cfg.in_w),
+                             a.eq(row_base + cfg.in_w), out_row.eq(out_row + cfg.out_ow),
+                             out_tile.eq(out_row + cfg.out_ow)]
+            with m.Elif(~og_end):
+                m.d.sync += [xt.eq(0), xt_end.eq(cfg.n_xt_m1 == 0), y.eq(0), y_end.eq(cfg.oh_m1 == 0),
+                             og.eq(og + 1), og_end.eq(og + 1 == cfg.n_og_m1),
+                             row_base.eq(0), tile.eq(0), a.eq(0),
                              w_tile.eq(w_tile + cfg.k_steps), w_addr.eq(w_tile + cfg.k_steps),
                              b_addr.eq(b_addr + 1), og_out.eq(og_out + cfg.out_og_step),
                              out_row.eq(og_out + cfg.out_og_step), out_tile.eq(og_out + cfg.out_og_step)]

@@ -9,16 +9,16 @@ from amaranth.sim import Simulator
 from hw.memories import READ_LATENCY, ActivationBuffer, banks_for
 
 
-@pytest.mark.parametrize("cols", [1, 3, 4, 9])
-def test_buffer_vector_writes_and_reads(cols):
+@pytest.mark.parametrize("cols,depth,width", [(1, 70, 8), (3, 70, 8), (4, 70, 8), (9, 70, 8), (2, 1100, 20)])
+def test_buffer_vector_writes_and_reads(cols, depth, width):
+    """The last case has banks of 550 rows of 20 bits: two block-deep pieces (512 + 38) per bank."""
     rng = np.random.default_rng(cols)
-    depth = 70
-    dut = ActivationBuffer(cols, depth, 8, 8)
+    dut = ActivationBuffer(cols, depth, width, 11)
     model = np.zeros(dut.rows * dut.banks, dtype=np.int64)
     usable = depth - cols
 
     async def bench(ctx):
-        for _ in range(60):
+        for _ in range(depth):
             addr, count = int(rng.integers(0, usable)), int(rng.integers(1, cols + 1))
             vals = rng.integers(0, 256, size=cols)
             ctx.set(dut.wr, dut.wr.shape().const({"valid": 1, "addr": addr, "count": count, "data": [int(v) for v in vals]}))

@@ -18,7 +18,7 @@ def test_pe_accumulates_and_captures():
     wrap = lambda v: (v + (1 << 13)) % (1 << 14) - (1 << 13)
 
     async def bench(ctx):
-        acc = shadow = prod = 0
+        acc = shadow = prod = prod_q = 0
         ops = (0, 0)  # the operand registers (a_out, w_out)
         ctl = (0, 0, 0)  # en, first, last registers
         for _ in range(steps):
@@ -30,8 +30,8 @@ def test_pe_accumulates_and_captures():
                 ctx.set(sig, v)
             await ctx.tick()
             r_en, r_first, r_last = ctl
-            total = wrap((0 if r_first else acc) + prod)  # the product of the operands two cycles back
-            prod = ops[0] * ops[1]
+            total = wrap((0 if r_first else acc) + prod_q)  # the product of the operands three cycles back
+            prod, prod_q = ops[0] * ops[1], prod
             if shift:
                 shadow = sin
             if r_en:
