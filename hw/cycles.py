@@ -13,9 +13,9 @@ from hw.requant import LATENCY
 from hw.sequencer import Pass, Schedule
 
 PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
-# cycles from an engine's last issue to its `done`: memories, operand/product registers, the
+# cycles from an engine's last issue to its `done`: output registers, memories, operand/product registers, the
 # requantizer (LATENCY), the write, `done`
-ARRAY_FLUSH = 4 + READ_LATENCY + LATENCY + QUIET_LATENCY  # + the systolic skew and one drain cycle per output channel of the last tile
+ARRAY_FLUSH = 5 + READ_LATENCY + LATENCY + QUIET_LATENCY  # + the systolic skew and one drain cycle per output channel of the last tile
 SPARSE_FLUSH = 6 + ROM_LATENCY + READ_LATENCY + LATENCY + QUIET_LATENCY
 POOL_FLUSH = 5 + READ_LATENCY + QUIET_LATENCY  # address register, tags, vertical then horizontal maxima, write, `done`
 

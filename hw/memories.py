@@ -8,7 +8,7 @@ writes a whole vector through a rotator, and all address arithmetic stays binary
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -120,13 +120,20 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
 
 
 class ActivationBuffer(wiring.Component):
-    """`depth` elements of `width` bits in `banks_for(cols)` banks; one vector read and one
+    """`depth` elements of `width` bits in `banks_for(cols)` banks; one vector read or one
     vector write per cycle.
 
     `rdata[c]` is the element at `raddr + c`, READ_LATENCY cycles after `raddr` (the block RAM's
     slow clock-to-out ends at a register; the rotator that undoes the bank interleave ends at
     another, so the engines see registered data). A write stores `wr.data[i]` at `wr.addr + i`
     for `i < wr.count`, one cycle later (the banks' write ports are fed from registers).
+
+    A buffer is either read or written during a pass (ping-pong), so each bank has one address:
+    the write bus's while `writing` (raised at least one cycle before the first write arrives on
+    `wr`; reads then return nothing meaningful), the read bus's otherwise. Each bank piece is then one
+    read-write port, which a block RAM takes as it is; with separate read and write addresses
+    yosys put collision logic between the ECP5 block's output and its register (10.2 ns), and
+    single-ported banks are also what iCE40 SPRAM can hold.
     """
 
     def __init__(self, cols: int, depth: int, width: int, addr_width: int):
@@ -140,6 +147,7 @@ class ActivationBuffer(wiring.Component):
             "raddr": In(addr_width),
             "rdata": Out(data.ArrayLayout(unsigned(width), cols)),
             "wr": In(write_layout(addr_width, cols, width)),
+            "writing": In(1),
         })
 
     def elaborate(self, platform):
@@ -176,13 +184,17 @@ class ActivationBuffer(wiring.Component):
             wa, wd, we = (Signal.like(ra, name=f"waddr{b}"),
                           Signal(self.width, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
             m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
+            writing = Signal(name=f"writing{b}")  # one copy per bank: it drives the bank's address mux
+            addr = Signal.like(ra, name=f"addr{b}")
+            m.d.sync += writing.eq(self.writing)
+            m.d.comb += addr.eq(Mux(writing, wa, ra))
             held = []
             for i in range(pieces):
                 n = min(depth, self.rows - i * depth)
                 mem = m.submodules[f"bank{b}" if pieces == 1 else f"bank{b}_{i}"] = Memory(
                     shape=unsigned(self.width), depth=n, init=[])
                 rd, wp = mem.read_port(), mem.write_port()
-                m.d.comb += [rd.addr.eq(ra[:pb]), wp.addr.eq(wa[:pb]), wp.data.eq(wd),
+                m.d.comb += [rd.addr.eq(addr[:pb]), wp.addr.eq(addr[:pb]), wp.data.eq(wd),
                              wp.en.eq(we & (wa[pb:] == i) if pieces > 1 else we)]
                 q = Signal(self.width, name=f"bank{b}_{i}_q", reset_less=True)
                 m.d.sync += q.eq(rd.data)

@@ -106,7 +106,7 @@ class Accelerator(wiring.Component):
             with m.If(seq.kind[n]):
                 m.d.sync += wr.eq(self.engines[n].wr)
         for i, buf in enumerate(self.buffers):
-            m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i))]
+            m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i)), buf.writing.eq(seq.dst == i)]
         logit = Signal(logit_layout(aw, s.acc_width))
         for n in ("array", "sparse"):
             if n in self.engines:

@@ -18,6 +18,8 @@ def test_buffer_vector_writes_and_reads(cols, depth, width):
     usable = depth - cols
 
     async def bench(ctx):
+        ctx.set(dut.writing, 1)  # one cycle ahead of the first write
+        await ctx.tick()
         for _ in range(depth):
             addr, count = int(rng.integers(0, usable)), int(rng.integers(1, cols + 1))
             vals = rng.integers(0, 256, size=cols)
@@ -25,6 +27,7 @@ def test_buffer_vector_writes_and_reads(cols, depth, width):
             model[addr:addr + count] = vals[:count]
             await ctx.tick()
         ctx.set(dut.wr.valid, 0)
+        ctx.set(dut.writing, 0)
         for addr in list(range(usable)) + list(rng.integers(0, usable, size=20)):
             ctx.set(dut.raddr, int(addr))
             await ctx.tick().repeat(READ_LATENCY)
