@@ -89,6 +89,13 @@ def block_depth(width: int) -> int:
     return 512
 
 
+def pieces_of(words: int, width: int) -> tuple[int, int, int]:
+    """How rom() and the activation banks split `words` x `width` by hand: (words per block-deep
+    piece, number of pieces, address bits within a piece)."""
+    depth = block_depth(width)
+    return depth, -(-words // depth), (depth - 1).bit_length()
+
+
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
@@ -101,9 +108,7 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     takes the trip and the first can sit beside its block. Returns the mux output
     (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ..."""
     init = list(init) or [0]
-    depth = block_depth(width)
-    pieces = -(-len(init) // depth)
-    lb = (depth - 1).bit_length()
+    depth, pieces, lb = pieces_of(len(init), width)
     outs = []
     for i in range(pieces):
         words = init[i * depth:(i + 1) * depth]
@@ -163,7 +168,7 @@ class ActivationBuffer(wiring.Component):
         # phase register drove every rotator mux: ~400 loads, 14 ns of routing on the ECP5)
         sel = []
         if lb:
-            rphase_3 = delay_line(m, rphase, 3, "rphase")[-1]
+            rphase_3 = delayed(m, rphase, 3, "rphase")
             for c in range(self.cols):
                 sel.append(Signal(lb, name=f"rsel{c}"))
                 m.d.sync += sel[c].eq(rphase_3 + c)
@@ -172,9 +177,7 @@ class ActivationBuffer(wiring.Component):
         # Each bank is split by hand into block-deep pieces, each piece's output registered with
         # no logic in between: left to yosys, a bank deeper than one block RAM had its piece mux
         # between the block's 5.8 ns clock-to-out and the register (10.7 ns on the ECP5).
-        depth = block_depth(self.width)
-        pieces = -(-self.rows // depth)
-        pb = (depth - 1).bit_length() if pieces > 1 else len(Signal(range(self.rows)))
+        depth, pieces, pb = pieces_of(self.rows, self.width)
         for b in range(self.banks):
             # bank b holds the element of the vector at column (b - phase) mod banks
             ra = Signal(range(self.rows), name=f"raddr{b}", reset_less=True)
@@ -199,7 +202,7 @@ class ActivationBuffer(wiring.Component):
                 q = Signal(self.width, name=f"bank{b}_{i}_q", reset_less=True)
                 m.d.sync += q.eq(rd.data)
                 held.append(q)
-            piece = delay_line(m, ra[pb:], 2, f"rpiece{b}")[-1] if pieces > 1 else 0
+            piece = delayed(m, ra[pb:], 2, f"rpiece{b}") if pieces > 1 else 0
             out = Signal(self.width, name=f"rdata{b}", reset_less=True)
             m.d.sync += out.eq(Array(held)[piece] if pieces > 1 else held[0])
             outs.append(out)

@@ -107,16 +107,15 @@ class WindowGenerator(wiring.Component):
             ]
         with m.Elif(valid & ~last):
             m.d.sync += [w_addr.eq(w_addr + 1), first.eq(0)]
+            kx_at_end, ky_at_end, ci_at_end = kx + 1 == cfg.k_m1, ky + 1 == cfg.k_m1, ci + 1 == cfg.cin_m1
             with m.If(~kx_end):
-                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx + 1 == cfg.k_m1),
-                             last.eq((kx + 1 == cfg.k_m1) & ky_end & ci_end)]
+                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx_at_end), last.eq(kx_at_end & ky_end & ci_end)]
             with m.Elif(~ky_end):
-                m.d.sync += [kx.eq(0), kx_end.eq(k1), ky.eq(ky + 1), ky_end.eq(ky + 1 == cfg.k_m1),
-                             a.eq(a + cfg.d_ky), last.eq(k1 & (ky + 1 == cfg.k_m1) & ci_end)]
+                m.d.sync += [kx.eq(0), kx_end.eq(k1), ky.eq(ky + 1), ky_end.eq(ky_at_end),
+                             a.eq(a + cfg.d_ky), last.eq(k1 & ky_at_end & ci_end)]
             with m.Else():
                 m.d.sync += [kx.eq(0), ky.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci.eq(ci + 1),
-                             ci_end.eq(ci + 1 == cfg.cin_m1), a.eq(a + cfg.d_ci),
-                             last.eq(k1 & (ci + 1 == cfg.cin_m1))]
+                             ci_end.eq(ci_at_end), a.eq(a + cfg.d_ci), last.eq(k1 & ci_at_end)]
         with m.Elif(valid):  # the tile's last step: move to the next tile
             m.d.sync += [*tile_start(), w_addr.eq(w_tile)]
             with m.If(~xt_end):
