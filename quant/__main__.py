@@ -28,11 +28,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop/flip/jitter")
     p.add_argument("--prune-epochs", type=int, default=d.prune_epochs, help="QAT: epochs to reach the target sparsity")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=d.schedule, help="learning-rate schedule (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="epochs of linear warm-up before the cosine decay")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing (e.g. 0.1)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW / SGD weight decay")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    from quant.model import ARCHS
-    p.add_argument("--arch", choices=list(ARCHS), default="paper", help="paper: the seed CNN; paper-nopool2: without the second pool; vgg: 16-32-64")
+    from quant.model import arch_files
+    p.add_argument("--arch", default="paper", metavar="NAME|FILE",
+                   help=f"a named architecture ({', '.join(arch_files())}; paper: the seed CNN, paper-nopool2: without the second "
+                        "pool, vgg: 16-32-64, edge: same-padded convs with batch norm and global average pooling) or a "
+                        ".json/.yaml description file: {\"layers\": [{\"kind\": \"conv\", \"out\": 16, \"kernel\": 3, "
+                        "\"padding\": \"same\", \"bn\": true, \"per_channel\": true}, {\"kind\": \"maxpool\", \"kernel\": 2}, ...]}; "
+                        "kinds: conv, maxpool, avgpool, gap, flatten, linear")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity of P-layers (default 0.9)")
     p.add_argument("--config", default=None, help="JSON file of per-layer overrides: {\"layers\": {\"2\": {\"w_bits\": 4, \"cls\": \"P\", \"sparsity\": 0.8}}} (weighted layers counted from 0)")
 

@@ -8,30 +8,39 @@ float checkpoint loads into the quantized model. Each weighted layer is NP (dens
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from quant.layers import ConfigError, Kind, kind_of
+
 WEIGHTED = ("conv", "linear")
-
-
-class ConfigError(ValueError):
-    """A model description that the toolkit cannot build."""
+ARCH_DIR = Path(__file__).parent / "archs"
 
 
 @dataclass
 class LayerSpec:
-    kind: str  # conv | pool | flatten | linear
+    """One layer of a model description; which fields a kind takes is said by its unit in quant/layers.py."""
+
+    kind: str  # conv | maxpool (pool) | avgpool | gap | flatten | linear
     out: int = 0  # channels / features
     kernel: int = 2  # conv kernel, or pool window
     w_bits: int = 8
-    a_bits: int = 8  # the output activation's width (after ReLU)
+    a_bits: int = 8  # the output activation's width (after ReLU, or the pool's requantizer)
     cls: str = "NP"  # NP: dense; P: pruned to `sparsity`
     sparsity: float = 0.0
     relu: bool = True
     dropout: float = 0.0
+    stride: int = 1
+    padding: int | str = 0  # conv zero padding per side, or "same" (odd kernels)
+    bn: bool = False  # conv: batch norm after it, trained in float and folded before QAT
+    per_channel: bool = False  # one power-of-two weight scale per output channel (contract rule 10)
+
+    @property
+    def unit(self) -> Kind:
+        return kind_of(self.kind, f"layer ({self.kind})")
 
 
 @dataclass
@@ -41,66 +50,104 @@ class ModelConfig:
     num_classes: int = 5
     in_shape: tuple[int, int, int] = (3, 64, 64)
     quantized: bool = False
+    bn_folded: bool = False  # batch norm already folded into the convs (the QAT model and its float twin)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict, where: str = "model description", strict: bool = False) -> "ModelConfig":
+        """Build from a dict (a checkpoint's record, or with `strict` an architecture file, where a kind
+        takes only its own fields); one-line errors name the layer and the field."""
+        if not isinstance(d, dict) or not isinstance(d.get("layers"), list) or not d["layers"]:
+            raise ConfigError(f"{where}: needs a non-empty list 'layers' of {{\"kind\": ..., ...}} objects")
+        top = {f.name for f in fields(cls)}
+        unknown = set(d) - top
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(top))}")
         d = dict(d)
-        d["layers"] = [LayerSpec(**l) for l in d["layers"]]
-        d["in_shape"] = tuple(d["in_shape"])
+        d.setdefault("arch", Path(where).stem)
+        d["layers"] = [_layer_from_dict(l, i, where, strict) for i, l in enumerate(d["layers"])]
+        shape = d.get("in_shape", (3, 64, 64))
+        if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise ConfigError(f"{where}: field 'in_shape' must be [C, H, W] of positive integers, got {shape!r}")
+        d["in_shape"] = tuple(shape)
         return cls(**d)
 
     def validate(self) -> "ModelConfig":
         for i, l in enumerate(self.layers):
-            where = f"layer {i} ({l.kind})"
-            if l.kind not in ("conv", "pool", "flatten", "linear"):
-                raise ConfigError(f"{where}: unknown kind {l.kind!r}; use conv, pool, flatten or linear")
-            if l.kind in WEIGHTED:
-                if not (2 <= l.w_bits <= 8 and 2 <= l.a_bits <= 8):
-                    raise ConfigError(f"{where}: bit widths must be 2..8, got w_bits={l.w_bits} a_bits={l.a_bits}")
-                if l.cls not in ("NP", "P"):
-                    raise ConfigError(f"{where}: cls must be NP or P, got {l.cls!r}")
-                if not 0.0 <= l.sparsity < 1.0 or (l.cls == "NP" and l.sparsity):
-                    raise ConfigError(f"{where}: sparsity {l.sparsity} must be in [0, 1), and 0 for NP layers")
+            kind_of(l.kind, f"layer {i}").validate(l, f"layer {i} ({l.kind})")
         last = self.layers[-1]
         if last.kind != "linear" or last.out != self.num_classes:
             raise ConfigError(f"the last layer must be linear with {self.num_classes} outputs (one per class)")
+        shapes(self)
         return self
 
 
-def paper_config(hidden: int = 128, second_pool: bool = True, sparsity: float = 0.9,
-                 hidden_w_bits: int = 4, num_classes: int = 5) -> ModelConfig:
-    """The paper's CNN: conv 10@3x3, pool, conv 20@5x5, (pool), hidden linear (P), linear 5 (NP)."""
-    layers = [LayerSpec("conv", 10, 3), LayerSpec("pool", kernel=2), LayerSpec("conv", 20, 5)]
-    if second_pool:
-        layers.append(LayerSpec("pool", kernel=2))
-    layers += [LayerSpec("flatten"),
-               LayerSpec("linear", hidden, w_bits=hidden_w_bits, cls="P", sparsity=sparsity, dropout=0.1),
-               LayerSpec("linear", num_classes, relu=False)]
-    return ModelConfig("paper" if second_pool else "paper-nopool2", layers, num_classes)
+LAYER_FIELDS = {f.name: f for f in fields(LayerSpec)}
 
 
-def vgg_config(num_classes: int = 5, sparsity: float = 0.9) -> ModelConfig:
-    """A larger variant: three conv blocks 16-32-64 (two 3x3 convs each), same NP/P machinery."""
-    layers = []
-    for ch in (16, 32, 64):
-        layers += [LayerSpec("conv", ch, 3), LayerSpec("conv", ch, 3), LayerSpec("pool", kernel=2)]
-    layers += [LayerSpec("flatten"),
-               LayerSpec("linear", 128, w_bits=4, cls="P", sparsity=sparsity, dropout=0.1),
-               LayerSpec("linear", num_classes, relu=False)]
-    return ModelConfig("vgg", layers, num_classes)
+def _layer_from_dict(d: dict, i: int, where: str, strict: bool) -> LayerSpec:
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+        raise ConfigError(f"{where}: layer {i}: needs an object with a 'kind' string")
+    unit = kind_of(d["kind"], f"{where}: layer {i}")
+    for key, val in d.items():
+        if key not in LAYER_FIELDS or (strict and key != "kind" and key not in unit.fields):
+            raise ConfigError(f"{where}: layer {i} ({d['kind']}): unknown field {key!r}; a {unit.name} layer takes "
+                              f"{', '.join(sorted(unit.fields)) or 'no fields'}")
+        default = LAYER_FIELDS[key].default
+        ok = {bool: lambda v: isinstance(v, bool), float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool), str: lambda v: isinstance(v, str)}
+        if key == "kind":
+            continue
+        if key == "padding":
+            good = val == "same" or ok[int](val)
+        else:
+            good = ok[type(default)](val)
+        if not good:
+            raise ConfigError(f"{where}: layer {i} ({d['kind']}): field {key!r} has the wrong type ({val!r})")
+    return LayerSpec(**d)
 
 
-ARCHS = {"paper": paper_config, "paper-nopool2": lambda **k: paper_config(second_pool=False, **k), "vgg": vgg_config}
+def arch_files() -> dict[str, Path]:
+    """The named architectures shipped with the package: quant/archs/<name>.json."""
+    return {p.stem: p for p in sorted(ARCH_DIR.glob("*.json"))}
 
 
-def named_config(arch: str, config_file: str | Path | None = None, **overrides) -> ModelConfig:
-    """An architecture by name, optionally with per-layer overrides from a JSON file."""
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    cfg = ARCHS[arch](**{k: v for k, v in overrides.items() if v is not None})
+def load_arch(path: str | Path) -> ModelConfig:
+    """A model description file (JSON, or YAML when PyYAML is installed)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the architecture file ({e.strerror or e})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(f"{path}: YAML needs PyYAML (`pip install pyyaml`), or write the file as JSON") from None
+            doc = yaml.safe_load(text)
+        else:
+            doc = json.loads(text)
+    except ValueError as e:  # JSONDecodeError and yaml.YAMLError
+        raise ConfigError(f"{path}: not a valid architecture file ({str(e).splitlines()[0]})") from None
+    return ModelConfig.from_dict(doc, str(path), strict=True)
+
+
+def named_config(arch: str, config_file: str | Path | None = None, sparsity: float | None = None) -> ModelConfig:
+    """An architecture by name (or a description file), with per-layer overrides from a JSON file."""
+    known = arch_files()
+    if arch in known:
+        cfg = load_arch(known[arch])
+    elif Path(arch).suffix in (".json", ".yaml", ".yml"):
+        cfg = load_arch(arch)
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(known)}, or give a .json/.yaml description file")
+    if sparsity is not None:
+        for l in cfg.layers:
+            if l.cls == "P":
+                l.sparsity = sparsity
     if config_file is not None:
         try:
             doc = json.loads(Path(config_file).read_text())
@@ -111,7 +158,7 @@ def named_config(arch: str, config_file: str | Path | None = None, **overrides) 
             i = int(key)
             if not 0 <= i < len(weighted):
                 raise ConfigError(f"{config_file}: weighted layer {i} does not exist (0..{len(weighted) - 1})")
-            unknown = set(val) - {"w_bits", "a_bits", "cls", "sparsity"}
+            unknown = set(val) - {"w_bits", "a_bits", "cls", "sparsity", "per_channel"}
             if unknown:
                 raise ConfigError(f"{config_file}: layer {i}: unknown keys {sorted(unknown)}")
             for k, v in val.items():
@@ -121,20 +168,14 @@ def named_config(arch: str, config_file: str | Path | None = None, **overrides) 
 
 def shapes(config: ModelConfig) -> list[tuple[int, ...]]:
     """The output shape of every layer, for the (C, H, W) input."""
-    c, h, w = config.in_shape
-    out, flat = [], None
-    for l in config.layers:
-        if l.kind == "conv":
-            c, h, w = l.out, h - l.kernel + 1, w - l.kernel + 1
-        elif l.kind == "pool":
-            h, w = h // l.kernel, w // l.kernel
-        elif l.kind == "flatten":
-            flat = c * h * w
-        else:
-            flat = l.out
-        if min(h, w) < 1:
-            raise ConfigError(f"{config.arch}: the feature map shrinks to {h}x{w} at a {l.kind} layer; use a larger input or fewer layers")
-        out.append((c, h, w) if flat is None else (flat,))
+    shape: tuple[int, ...] = tuple(config.in_shape)
+    out = []
+    for i, l in enumerate(config.layers):
+        where = f"{config.arch}: layer {i} ({l.kind})"
+        shape = kind_of(l.kind, where).out_shape(l, shape, where)
+        if min(shape) < 1:
+            raise ConfigError(f"{where}: the feature map shrinks to {shape}; use a larger input, padding or fewer layers")
+        out.append(shape)
     return out
 
 
@@ -164,35 +205,11 @@ def _input_quant() -> nn.Module:
 
 
 def _modules(config: ModelConfig) -> list[nn.Module]:
-    q = config.quantized
-    if q:
-        import brevitas.nn as qnn
-
-        from quant.quantizers import BIAS_QUANT, ActQuant, WeightQuant
     mods: list[nn.Module] = []
-    c = config.in_shape[0]
-    sh = shapes(config)
-    for i, l in enumerate(config.layers):
-        last = i == len(config.layers) - 1
-        if l.kind == "pool":
-            mods.append(nn.MaxPool2d(l.kernel))
-        elif l.kind == "flatten":
-            mods.append(nn.Flatten())
-        else:
-            n_in = c if l.kind == "conv" else sh[i - 1][0]
-            if q:
-                kw = dict(weight_quant=WeightQuant, weight_bit_width=l.w_bits, bias_quant=BIAS_QUANT,
-                          return_quant_tensor=not last)
-                mods.append(qnn.QuantConv2d(n_in, l.out, l.kernel, **kw) if l.kind == "conv"
-                            else qnn.QuantLinear(n_in, l.out, bias=True, **kw))
-            else:
-                mods.append(nn.Conv2d(n_in, l.out, l.kernel) if l.kind == "conv" else nn.Linear(n_in, l.out))
-            if l.relu and not last:
-                mods.append(qnn.QuantReLU(act_quant=ActQuant, bit_width=l.a_bits, return_quant_tensor=True)
-                            if q else nn.ReLU())
-            if l.dropout:
-                mods.append(nn.Dropout(l.dropout))
-            c = l.out
+    shape: tuple[int, ...] = tuple(config.in_shape)
+    for i, (l, out) in enumerate(zip(config.layers, shapes(config))):
+        mods += kind_of(l.kind, f"layer {i}").modules(l, shape, config.quantized, i == len(config.layers) - 1, config.bn_folded)
+        shape = out
     return mods
 
 
@@ -201,4 +218,6 @@ def build(config: ModelConfig) -> Net:
 
 
 def quantized_twin(config: ModelConfig) -> ModelConfig:
-    return replace(config, quantized=True, layers=[replace(l) for l in config.layers])
+    """The QAT model of a float config; its batch norm is folded (contract rule 12)."""
+    return replace(config, quantized=True, bn_folded=any(l.bn for l in config.layers),
+                   layers=[replace(l) for l in config.layers])

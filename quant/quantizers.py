@@ -25,3 +25,9 @@ class InputQuant(Uint8ActPerTensorFixedPoint):
     scaling_impl_type = ScalingImplType.CONST
     scaling_const = 1.0
     max_val = 1.0
+
+
+class PerChannelWeightQuant(Int8WeightPerTensorFixedPoint):
+    """Rule 10: one power-of-two scale per output channel (Brevitas 0.13 has no ready per-channel FixedPoint)."""
+
+    scaling_per_output_channel = True

@@ -7,6 +7,7 @@ beside it holds optimizer and RNG state for `--resume`. Seeded and deterministic
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from quant import checkpoint
 from quant.data import SIZE, Split, centre_crop, dataset_hash
+from quant.fold import fold_batchnorm, needs_folding
 from quant.model import ConfigError, ModelConfig, build
 from quant.prune import Pruner, p_layers
 
@@ -33,6 +35,21 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     prune_epochs: int = 6  # QAT: epochs over which P-layers reach their sparsity
+    schedule: str = "constant"  # constant | cosine (per step, after `warmup` epochs of linear warm-up)
+    warmup: int = 0
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 for sgd
+
+
+def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of one optimizer step: a function of the step alone, so a resume needs no scheduler state."""
+    if tc.schedule == "constant":
+        return tc.lr
+    warm = tc.warmup * steps_per_epoch
+    if step < warm:
+        return tc.lr * (step + 1) / warm
+    total = max(1, tc.epochs * steps_per_epoch - warm)
+    return 0.5 * tc.lr * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / total)))
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -86,11 +103,34 @@ def restore_stats_state(model: nn.Module, state: dict) -> None:
 
 
 def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    if tc.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"unknown schedule {tc.schedule!r}; use constant or cosine")
     if tc.optimizer == "adam":
+        if tc.weight_decay:
+            return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         return torch.optim.Adam(model.parameters(), lr=tc.lr)
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum)
-    raise ValueError(f"unknown optimizer {tc.optimizer!r}; use adam or sgd")
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    raise ConfigError(f"unknown optimizer {tc.optimizer!r}; use adam or sgd")
+
+
+def folded_init(init: dict, val_split: Split) -> tuple[dict, dict | None]:
+    """The float checkpoint's weights for QAT, with batch norm folded (rule 12); the record holds
+    the float accuracy before and after folding (they agree up to float rounding)."""
+    cfg = ModelConfig.from_dict(init["config"])
+    if not needs_folding(cfg):
+        return init["state_dict"], None
+    before = evaluate_loss(checkpoint_model(cfg, init["state_dict"]), val_split)[1]
+    folded_cfg, state = fold_batchnorm(cfg, init["state_dict"])
+    after = evaluate_loss(checkpoint_model(folded_cfg, state), val_split)[1]
+    tqdm.write(f"batch norm folded into the convolutions: float val acc {before:.4f} before, {after:.4f} after")
+    return state, {"val_acc_before": before, "val_acc_after": after}
+
+
+def checkpoint_model(cfg: ModelConfig, state: dict) -> nn.Module:
+    model = build(cfg)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
@@ -101,8 +141,10 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     torch.manual_seed(tc.seed)
     torch.use_deterministic_algorithms(True)
     model = build(config)
+    fold_record = None
     if init is not None:  # QAT from a float checkpoint: same parameter names, quantizer params extra
-        model.load_state_dict(init["state_dict"], strict=False)
+        init_state, fold_record = folded_init(init, val_split)
+        model.load_state_dict(init_state, strict=False)
     opt = make_optimizer(model, tc)
     gen = torch.Generator().manual_seed(tc.seed)
     steps = (len(train_split) + tc.batch - 1) // tc.batch
@@ -120,6 +162,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         if pruner is not None:
             pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
     meta = {"config": config.to_dict(), "class_names": train_split.class_names, "train": asdict(tc),
+            **({"bn_fold": fold_record} if fold_record else {}),
             "data": {"train": train_split.counts(), "val": val_split.counts(),
                      "train_hash": dataset_hash(train_split), "val_hash": dataset_hash(val_split),
                      "skipped": train_split.skipped + val_split.skipped}}
@@ -136,7 +179,9 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
                 x = augment(images[idx], gen) if tc.augment else to_input(centre_crop(images[idx]))
                 logits = model(x)
-                loss = nn.functional.cross_entropy(logits, labels[idx])
+                loss = nn.functional.cross_entropy(logits, labels[idx], label_smoothing=tc.label_smoothing)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(tc, epoch * steps + s, steps)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

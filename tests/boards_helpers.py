@@ -147,6 +147,6 @@ def random_checkpoint(path, config=None, seed: int = 0):
 
 def paper_checkpoint(path, seed: int = 0):
     """The paper CNN's shape (quantized, 90% pruned hidden layer) with random weights."""
-    from quant.model import paper_config, quantized_twin
+    from quant.model import named_config, quantized_twin
 
-    return random_checkpoint(path, quantized_twin(paper_config()), seed)
+    return random_checkpoint(path, quantized_twin(named_config("paper")), seed)

@@ -1,0 +1,237 @@
+"""The layer kinds of a model description, one unit each: fields, validation, shape, modules.
+
+A `LayerSpec` names its kind; the kind's unit says which fields it takes, checks them, computes
+the output shape and builds the float or Brevitas modules. Adding a kind is one class here (and
+its export unit in export/kinds/). The quantized modules follow the number contract
+(DESIGN.md rules 1-3, 9-12): power-of-two scales, Int32Bias, batch norm folded before QAT,
+average pools over a power-of-two count followed by a requantizer.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class ConfigError(ValueError):
+    """A model description that the toolkit cannot build."""
+
+
+COMMON = {"kind"}
+WEIGHT_FIELDS = {"out", "w_bits", "a_bits", "cls", "sparsity", "relu", "dropout", "per_channel"}
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def conv_padding(l) -> int:
+    """The zero padding on every side: an int, or "same" for odd kernels."""
+    if l.padding == "same":
+        return (l.kernel - 1) // 2
+    return int(l.padding)
+
+
+class Kind:
+    """One layer kind. Subclasses set `name`, `fields` and override what they need."""
+
+    name = ""
+    fields: set[str] = set()
+    weighted = False
+
+    def validate(self, l, where: str) -> None:
+        pass
+
+    def out_shape(self, l, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        return shape
+
+    def modules(self, l, shape: tuple[int, ...], quantized: bool, last: bool, bn_folded: bool) -> list[nn.Module]:
+        return []
+
+
+def _check_weighted(l, where: str) -> None:
+    if not isinstance(l.out, int) or l.out < 1:
+        raise ConfigError(f"{where}: field 'out' must be a positive integer (channels or features), got {l.out!r}")
+    if not (2 <= l.w_bits <= 8 and 2 <= l.a_bits <= 8):
+        raise ConfigError(f"{where}: fields 'w_bits'/'a_bits' must be 2..8, got w_bits={l.w_bits} a_bits={l.a_bits}")
+    if l.cls not in ("NP", "P"):
+        raise ConfigError(f"{where}: field 'cls' must be NP or P, got {l.cls!r}")
+    if not 0.0 <= l.sparsity < 1.0 or (l.cls == "NP" and l.sparsity):
+        raise ConfigError(f"{where}: field 'sparsity' {l.sparsity} must be in [0, 1), and 0 for NP layers")
+    if not 0.0 <= l.dropout < 1.0:
+        raise ConfigError(f"{where}: field 'dropout' {l.dropout} must be in [0, 1)")
+
+
+def _act(l, quantized: bool) -> list[nn.Module]:
+    if not l.relu:
+        return []
+    if not quantized:
+        return [nn.ReLU()]
+    import brevitas.nn as qnn
+
+    from quant.quantizers import ActQuant
+    return [qnn.QuantReLU(act_quant=ActQuant, bit_width=l.a_bits, return_quant_tensor=True)]
+
+
+def _weight_kw(l, last: bool) -> dict:
+    from quant.quantizers import BIAS_QUANT, PerChannelWeightQuant, WeightQuant
+    return dict(weight_quant=PerChannelWeightQuant if l.per_channel else WeightQuant, weight_bit_width=l.w_bits,
+                bias_quant=BIAS_QUANT, return_quant_tensor=not last)
+
+
+class Conv(Kind):
+    """k x k convolution, zero padding ("same" or 0..k-1), stride, optional batch norm, ReLU."""
+
+    name = "conv"
+    fields = WEIGHT_FIELDS | {"kernel", "stride", "padding", "bn"}
+    weighted = True
+
+    def validate(self, l, where: str) -> None:
+        _check_weighted(l, where)
+        if not isinstance(l.kernel, int) or l.kernel < 1:
+            raise ConfigError(f"{where}: field 'kernel' must be a positive integer, got {l.kernel!r}")
+        if not isinstance(l.stride, int) or l.stride < 1:
+            raise ConfigError(f"{where}: field 'stride' must be a positive integer, got {l.stride!r}")
+        if l.padding == "same":
+            if l.kernel % 2 == 0:
+                raise ConfigError(f"{where}: field 'padding' \"same\" needs an odd kernel (got {l.kernel}); give the pad as an integer")
+        elif not isinstance(l.padding, int) or not 0 <= l.padding < l.kernel:
+            raise ConfigError(f"{where}: field 'padding' must be \"same\" or an integer 0..{l.kernel - 1}, got {l.padding!r}")
+        if l.cls == "P":
+            raise ConfigError(f"{where}: field 'cls' P: the sparse engine runs linear layers only; mark convolutions NP")
+
+    def out_shape(self, l, shape, where):
+        if len(shape) != 3:
+            raise ConfigError(f"{where}: a convolution needs a (C, H, W) input, got {shape}; put it before the flatten")
+        c, h, w = shape
+        p = conv_padding(l)
+        return (l.out, (h + 2 * p - l.kernel) // l.stride + 1, (w + 2 * p - l.kernel) // l.stride + 1)
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        args = (shape[0], l.out, l.kernel)
+        kw = dict(stride=l.stride, padding=conv_padding(l))
+        if quantized:
+            import brevitas.nn as qnn
+            if l.bn and not bn_folded:
+                raise ConfigError("a quantized model with batch norm that is not folded; fold it first (contract rule 12): "
+                                  "train the float model, then `python -m quant train --qat --init FLOAT.pt`")
+            mods: list[nn.Module] = [qnn.QuantConv2d(*args, **kw, **_weight_kw(l, last))]
+        else:
+            mods = [nn.Conv2d(*args, **kw)]
+        if l.bn:  # the slot keeps the parameter names of the float and the folded/quantized twins aligned
+            mods.append(nn.Identity() if bn_folded else nn.BatchNorm2d(l.out))
+        mods += [] if last else _act(l, quantized)
+        return mods + ([nn.Dropout(l.dropout)] if l.dropout else [])
+
+
+class Linear(Kind):
+    """Fully connected layer on a flat input; NP (dense) or P (pruned, sparse engine)."""
+
+    name = "linear"
+    fields = WEIGHT_FIELDS
+    weighted = True
+
+    def validate(self, l, where):
+        _check_weighted(l, where)
+
+    def out_shape(self, l, shape, where):
+        if len(shape) != 1:
+            raise ConfigError(f"{where}: a linear layer needs a flat input, got {shape}; put a flatten layer before it")
+        return (l.out,)
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        if quantized:
+            import brevitas.nn as qnn
+            mods: list[nn.Module] = [qnn.QuantLinear(shape[0], l.out, bias=True, **_weight_kw(l, last))]
+        else:
+            mods = [nn.Linear(shape[0], l.out)]
+        mods += [] if last else _act(l, quantized)
+        return mods + ([nn.Dropout(l.dropout)] if l.dropout else [])
+
+
+class _Pool(Kind):
+    fields = {"kernel"}
+
+    def validate(self, l, where):
+        if not isinstance(l.kernel, int) or l.kernel < 2:
+            raise ConfigError(f"{where}: field 'kernel' must be an integer >= 2 (a k x k window, stride k), got {l.kernel!r}")
+
+    def out_shape(self, l, shape, where):
+        if len(shape) != 3:
+            raise ConfigError(f"{where}: pooling needs a (C, H, W) input, got {shape}")
+        c, h, w = shape
+        return (c, h // l.kernel, w // l.kernel)
+
+
+class MaxPool(_Pool):
+    """k x k max-pool, stride k, on the quantized values (contract rule 6)."""
+
+    name = "maxpool"
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        return [nn.MaxPool2d(l.kernel)]
+
+
+def _requant(l) -> nn.Module:
+    import brevitas.nn as qnn
+
+    from quant.quantizers import ActQuant
+    return qnn.QuantIdentity(act_quant=ActQuant, bit_width=l.a_bits, return_quant_tensor=True)
+
+
+class AvgPool(_Pool):
+    """k x k average pool, stride k, k*k a power of two (rule 11), then a requantizer."""
+
+    name = "avgpool"
+    fields = {"kernel", "a_bits"}
+
+    def validate(self, l, where):
+        super().validate(l, where)
+        if not _pow2(l.kernel * l.kernel):
+            raise ConfigError(f"{where}: field 'kernel' {l.kernel}: an average over {l.kernel}x{l.kernel} is not a power-of-two "
+                              "count (contract rule 11); use 2, 4 or 8")
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        return [nn.AvgPool2d(l.kernel)] + ([_requant(l)] if quantized else [])
+
+
+class GlobalAvgPool(Kind):
+    """Average over the whole H x W map (H*W a power of two, rule 11), then a requantizer; (C, 1, 1)."""
+
+    name = "gap"
+    fields = {"a_bits"}
+
+    def out_shape(self, l, shape, where):
+        if len(shape) != 3:
+            raise ConfigError(f"{where}: global pooling needs a (C, H, W) input, got {shape}")
+        c, h, w = shape
+        if not _pow2(h * w):
+            raise ConfigError(f"{where}: a global average over a {h}x{w} map is not a power-of-two count (contract rule 11); "
+                              "change the input size or the pooling before it so that H*W is 1, 4, 16, 64, ...")
+        return (c, 1, 1)
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        return [nn.AdaptiveAvgPool2d(1)] + ([_requant(l)] if quantized else [])
+
+
+class Flatten(Kind):
+    name = "flatten"
+
+    def out_shape(self, l, shape, where):
+        n = 1
+        for s in shape:
+            n *= s
+        return (n,)
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        return [nn.Flatten()]
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Flatten())}
+ALIASES = {"pool": "maxpool", "globalavgpool": "gap"}
+
+
+def kind_of(name: str, where: str) -> Kind:
+    unit = KINDS.get(ALIASES.get(name, name))
+    if unit is None:
+        raise ConfigError(f"{where}: unknown kind {name!r}; use one of {', '.join(KINDS)}")
+    return unit
