@@ -63,7 +63,8 @@ def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bo
     res = Agreement()
     from tqdm import tqdm
     bar = tqdm(total=len(images), desc="reference vs ONNX Runtime", unit="img", disable=not progress)
-    batch = 64
+    dim = sess.get_inputs()[0].shape[0]
+    batch = dim if isinstance(dim, int) and dim > 0 else 64  # a model exported with a fixed batch (often 1) runs in its own
     for start in range(0, len(images), batch):
         chunk = np.asarray(images[start:start + batch])
         outs = dict(zip(names, sess.run(names, {inp: chunk.astype(np.float32) / 256.0})))

@@ -17,9 +17,9 @@ import numpy as np
 from export.encoding import SparseRows, dense_weight_bits
 from quant.atomic import atomic_write
 
-PLAN_VERSION = 1
-KINDS = ("conv2d", "maxpool", "flatten", "linear")
+PLAN_VERSION = 2  # 2: padding, per-channel weight exponents and shifts, avgpool / globalavgpool
 ACC_LIMIT = 1 << 24  # contract rule 5: float32 sums of integers are exact below this
+ARRAY_FIELDS = ("weight", "bias", "shift", "w_exps")  # stored in the .npz
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,14 @@ class IntType:
 class Layer:
     """One layer descriptor.
 
-    conv2d / linear: `acc = sum(w * x) + bias` in int64, then (unless `out` is None, the logits
-    layer) `q = saturate(relu?(round_half_even(acc * 2**-shift)))` to `out`; a negative `shift`
-    is a left shift. maxpool works on the integers. flatten is a no-op on a (C, H, W) buffer.
+    conv2d / linear: `acc = sum(w * x) + bias` in int64 (conv2d over the map zero-padded by `pad`,
+    top/left/bottom/right), then (unless `out` is None, the logits layer)
+    `q = saturate(relu?(round_half_even(acc * 2**-shift)))` to `out`; a negative `shift` is a left
+    shift. With per-channel weight scales `w_exps` holds each output channel's exponent
+    (`w_type.exp` is their maximum) and `shift` is an int64 array, one per channel.
+    avgpool / globalavgpool: the window's int64 sum, then the same requantizer (no ReLU).
+    maxpool works on the integers. flatten is a no-op on a (C, H, W) buffer. Each kind's
+    semantics and accounting live in its unit, export/kinds/<kind>.py.
     """
 
     name: str
@@ -63,16 +68,35 @@ class Layer:
     weight: np.ndarray | None = None  # conv (Cout, Cin, k, k), linear (out, in); int
     bias: np.ndarray | None = None  # (Cout,), int64, in the accumulator's scale
     w_type: IntType | None = None
-    shift: int = 0
+    shift: int | np.ndarray = 0
     relu: bool = False
     cls: str = "NP"  # "NP": dense on the systolic array; "P": pruned, sparse engine
     sparse: SparseRows | None = None  # the P-layer's stored encoding
     tensor: str = ""  # the ONNX tensor holding this layer's output, dequantized (for layer-wise checks)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # conv2d zero padding: top, left, bottom, right
+    w_exps: np.ndarray | None = None  # per-channel weight exponents (Cout,), int64; None when per tensor
+
+    @property
+    def unit(self):
+        from export.kinds import unit
+        return unit(self.kind)
+
+    @property
+    def per_channel(self) -> bool:
+        return self.w_exps is not None
+
+    @property
+    def acc_exps(self) -> int | np.ndarray:
+        """Exponent of the accumulator's LSB: s_in * s_w, per output channel where the weight scales are."""
+        return self.unit.acc_exps(self)
 
     @property
     def acc_exp(self) -> int:
-        """Exponent of the accumulator's LSB: s_in * s_w."""
-        return self.inp.exp + self.w_type.exp
+        """The accumulator's exponent when it is one for the whole layer (refused for a per-channel logits layer)."""
+        e = np.unique(np.asarray(self.acc_exps))
+        if e.size != 1:
+            raise PlanError(f"layer {self.name!r}: per-channel accumulator exponents {e.tolist()} have no single scale")
+        return int(e[0])
 
     @property
     def reduction(self) -> int:
@@ -85,11 +109,11 @@ class Layer:
 
     @property
     def macs_dense(self) -> int:
-        return int(self.weight.size) * self.out_pixels if self.weight is not None else 0
+        return self.unit.macs_dense(self)
 
     @property
     def macs_effective(self) -> int:
-        return int(np.count_nonzero(self.weight)) * self.out_pixels if self.weight is not None else 0
+        return self.unit.macs_effective(self)
 
     @property
     def sparsity(self) -> float:
@@ -98,25 +122,17 @@ class Layer:
     @property
     def weight_bits(self) -> int:
         """Weight (and bias) bits as stored on chip: dense, or the sparse encoding's exact count."""
-        if self.weight is None:
-            return 0
-        bias_bits = 32 * int(self.bias.size)
-        if self.sparse is not None:
-            return self.sparse.stored_bits + bias_bits
-        return dense_weight_bits(self.weight.size, self.w_type.bits) + bias_bits
+        return self.unit.weight_bits(self)
 
     @property
     def float_bits(self) -> int:
         """The same parameters in float32."""
-        return 32 * (int(self.weight.size) + int(self.bias.size)) if self.weight is not None else 0
+        return self.unit.float_bits(self)
 
     @property
     def acc_bound(self) -> int:
-        """Worst-case |partial sum| per contract rule 5: max over outputs of sum|w|*max|x| + |b|."""
-        if self.weight is None:
-            return 0
-        w = np.abs(self.weight.reshape(self.weight.shape[0], -1).astype(np.int64)).sum(axis=1)
-        return int((w * self.inp.max_abs + np.abs(self.bias.astype(np.int64))).max())
+        """Worst-case |partial sum| per contract rule 5, per output channel in its own units."""
+        return self.unit.acc_bound(self)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Layer):
@@ -170,10 +186,12 @@ class Plan:
         layers = []
         for i, l in enumerate(self.layers):
             d = {f.name: getattr(l, f.name) for f in fields(l)}
-            for key in ("weight", "bias"):
-                if d[key] is not None:
+            for key in ARRAY_FIELDS:
+                if isinstance(d[key], np.ndarray):
                     arrays[f"{i}.{key}"] = d[key]
                     d[key] = f"{i}.{key}"
+            d["shift"] = d["shift"] if isinstance(d["shift"], str) else int(d["shift"])
+            d["pad"] = list(d["pad"])
             if l.sparse is not None:
                 for key, arr in l.sparse.arrays().items():
                     arrays[f"{i}.sparse.{key}"] = arr
@@ -210,8 +228,10 @@ class Plan:
             arrays = {k: npz[k] for k in npz.files}
         layers = []
         for i, d in enumerate(doc["layers"]):
-            for key in ("weight", "bias"):
-                d[key] = arrays[d[key]] if d[key] is not None else None
+            for key in ARRAY_FIELDS:
+                if isinstance(d.get(key), str):
+                    d[key] = arrays[d[key]]
+            d["pad"] = tuple(d["pad"])
             for key in ("inp", "out", "w_type"):
                 d[key] = IntType(**d[key]) if d[key] is not None else None
             if d["sparse"] is not None:
@@ -227,4 +247,4 @@ class PlanError(ValueError):
     """A plan that cannot be read, or that breaks the number contract."""
 
 
-__all__ = ["ACC_LIMIT", "IntType", "KINDS", "Layer", "Plan", "PlanError", "PLAN_VERSION", "replace"]
+__all__ = ["ACC_LIMIT", "IntType", "Layer", "Plan", "PlanError", "PLAN_VERSION", "replace"]
