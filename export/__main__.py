@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from pathlib import Path
 
 from export.plan import Plan
 
@@ -141,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         errors += (BoardError,)
     except ImportError:
         pass
-    warnings.filterwarnings("ignore")
     from quant.cli import run_command
     return run_command(args, errors)
 

@@ -3,12 +3,15 @@
 A plan holds everything the accelerator needs and nothing it does not (DESIGN.md, "The layer
 plan"). Tensors are numpy integer arrays in channel-major (C, H, W) order; every scale is a power
 of two, stored as its exponent. `plan.json` holds the descriptors (versioned), `plan.npz` the
-arrays; `load(save(p)) == p`.
+arrays, with the json recording the npz's sha256 so the two are read as one; `load(save(p)) == p`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -179,9 +182,8 @@ class Plan:
         return self.float_bits / self.weight_bits
 
     def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write `<stem>.json` and `<stem>.npz` atomically; returns both paths."""
-        stem = Path(stem)
-        stem = stem.with_suffix("") if stem.suffix in (".json", ".npz") else stem
+        """Write `<stem>.npz`, then `<stem>.json` with the npz's sha256, each atomically; returns both paths."""
+        json_path, npz_path = _plan_files(stem)
         arrays: dict[str, np.ndarray] = {}
         layers = []
         for i, l in enumerate(self.layers):
@@ -200,47 +202,67 @@ class Plan:
                 d[key] = None if d[key] is None else vars(d[key])
             d["in_shape"], d["out_shape"] = list(l.in_shape), list(l.out_shape)
             layers.append(d)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = buf.getvalue()
         doc = {
             "version": PLAN_VERSION,
+            "npz_sha256": hashlib.sha256(blob).hexdigest(),  # the two files are one plan
             "input_shape": list(self.input_shape),
             "input_type": vars(self.input_type),
             "class_names": self.class_names,
             "meta": self.meta,
             "layers": layers,
         }
-        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        atomic_write(npz_path, lambda f: f.write(blob))
         atomic_write(json_path, lambda f: f.write(json.dumps(doc, indent=1).encode()))
-        atomic_write(npz_path, lambda f: np.savez(f, **arrays))
         return json_path, npz_path
 
     @classmethod
     def load(cls, stem: str | Path) -> "Plan":
-        stem = Path(stem)
-        stem = stem.with_suffix("") if stem.suffix in (".json", ".npz") else stem
-        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        """Read what `save` wrote; a missing, corrupt or mismatched file is a one-line PlanError naming it."""
+        json_path, npz_path = _plan_files(stem)
+        redo = "re-run `python -m export plan`"
         for p in (json_path, npz_path):
             if not p.is_file():
-                raise PlanError(f"{p}: no such plan file (write one with `python -m export plan MODEL.onnx --out {stem}`)")
-        doc = json.loads(json_path.read_text())
-        if doc.get("version") != PLAN_VERSION:
-            raise PlanError(f"{json_path}: plan version {doc.get('version')}, this toolkit reads {PLAN_VERSION}; re-run `python -m export plan`")
-        with np.load(npz_path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        layers = []
-        for i, d in enumerate(doc["layers"]):
-            for key in ARRAY_FIELDS:
-                if isinstance(d.get(key), str):
-                    d[key] = arrays[d[key]]
-            d["pad"] = tuple(d["pad"])
-            for key in ("inp", "out", "w_type"):
-                d[key] = IntType(**d[key]) if d[key] is not None else None
-            if d["sparse"] is not None:
-                d["sparse"] = SparseRows(
-                    **d["sparse"], **{k: arrays[f"{i}.sparse.{k}"] for k in SparseRows.ARRAYS})
-            d["in_shape"], d["out_shape"] = tuple(d["in_shape"]), tuple(d["out_shape"])
-            layers.append(Layer(**d))
-        return cls(tuple(doc["input_shape"]), IntType(**doc["input_type"]), layers,
-                   doc["class_names"], doc["meta"])
+                raise PlanError(f"{p}: no such plan file (write one with `python -m export plan MODEL.onnx --out {json_path.with_suffix('')}`)")
+        try:
+            doc = json.loads(json_path.read_text())
+        except ValueError as e:
+            raise PlanError(f"{json_path}: not a plan ({e.__class__.__name__}: {e}); {redo}") from None
+        version = doc.get("version") if isinstance(doc, dict) else None
+        if version != PLAN_VERSION:
+            raise PlanError(f"{json_path}: plan version {version}, this toolkit reads {PLAN_VERSION}; {redo}")
+        blob = npz_path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != doc.get("npz_sha256"):
+            raise PlanError(f"{npz_path}: not the sha256 that {json_path.name} records (the files of two saves?); {redo}")
+        try:
+            with np.load(io.BytesIO(blob)) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            layers = []
+            for i, d in enumerate(doc["layers"]):
+                for key in ARRAY_FIELDS:
+                    if isinstance(d.get(key), str):
+                        d[key] = arrays[d[key]]
+                d["pad"] = tuple(d["pad"])
+                for key in ("inp", "out", "w_type"):
+                    d[key] = IntType(**d[key]) if d[key] is not None else None
+                if d["sparse"] is not None:
+                    d["sparse"] = SparseRows(
+                        **d["sparse"], **{k: arrays[f"{i}.sparse.{k}"] for k in SparseRows.ARRAYS})
+                d["in_shape"], d["out_shape"] = tuple(d["in_shape"]), tuple(d["out_shape"])
+                layers.append(Layer(**d))
+            return cls(tuple(doc["input_shape"]), IntType(**doc["input_type"]), layers,
+                       doc["class_names"], doc["meta"])
+        except (KeyError, TypeError, ValueError, AttributeError, zipfile.BadZipFile) as e:
+            raise PlanError(f"{json_path}: a corrupt plan ({e.__class__.__name__}: {e}); {redo}") from None
+
+
+def _plan_files(stem: str | Path) -> tuple[Path, Path]:
+    """`<stem>.json` and `<stem>.npz`; `stem` may name either file."""
+    stem = Path(stem)
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".npz") else stem
+    return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
 
 class PlanError(ValueError):

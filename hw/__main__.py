@@ -2,7 +2,7 @@
 
 Writes accelerator.v and one $readmemh file per plan-initialised memory, and prints per layer
 the cycle model's prediction, the array utilisation and the memory bits. Errors are one line on
-stderr and exit status 2.
+stderr and exit status 2, Ctrl-C exit status 130 (every file is written atomically).
 """
 
 from __future__ import annotations
@@ -42,6 +42,17 @@ def _table(info: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from hw.array import ArrayConfig
+    from hw.top import generate
+    config = ArrayConfig.parse(args.array)
+    t0 = time.monotonic()
+    info = generate(_plan(args), config, args.out)
+    print(_table(info))
+    print(f"wrote {', '.join(info['files'])} to {args.out} in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -51,19 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--plan", metavar="STEM", help="a saved plan (STEM.json + STEM.npz) instead of ONNX")
     gen.add_argument("--array", default="10x9", metavar="RxC", help=ARRAY_HELP)
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    gen.set_defaults(func=cmd_generate)
     args = parser.parse_args(argv)
-    try:
-        from hw.array import ArrayConfig
-        from hw.top import generate
-        config = ArrayConfig.parse(args.array)
-        t0 = time.monotonic()
-        info = generate(_plan(args), config, args.out)
-    except (ValueError, OSError) as e:  # UnsupportedPlan, PlanError, CompileError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(_table(info))
-    print(f"wrote {', '.join(info['files'])} to {args.out} in {time.monotonic() - t0:.1f} s")
-    return 0
+    from quant.cli import run_command
+    return run_command(args, (ValueError,))  # UnsupportedPlan, PlanError, CompileError are ValueErrors
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -162,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     from quant.checkpoint import CheckpointError
     from quant.data import DataError
     from quant.model import ConfigError
-    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"  # one line, naming the file
-    warnings.filterwarnings("ignore", category=UserWarning, module="brevitas")
-    warnings.filterwarnings("ignore", message=".*Named tensors.*")
     from quant.cli import run_command
     return run_command(args, (DataError, CheckpointError, ConfigError))
 

@@ -1,18 +1,36 @@
-"""The CLIs' error contract: a user mistake is one line on stderr and exit 2, Ctrl-C exit 130."""
+"""The CLIs' contract: a user mistake is one line on stderr and exit 2, Ctrl-C exit 130, a warning one line."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
-def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...]) -> int:
-    """Run `args.func(args)`, turning `errors` into one line and exit status 2."""
+def one_line_warnings() -> None:
+    """Print each warning as `warning: MESSAGE` (the data loader's name the file), without brevitas' noise."""
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    warnings.filterwarnings("ignore", category=UserWarning, module="brevitas")
+    warnings.filterwarnings("ignore", message=".*Named tensors.*")
+
+
+def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...],
+                failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Run `args.func(args)`: `errors` and OSErrors become one line and exit status 2, `failures`
+    (a check that ran and failed) one line and exit status 1."""
+    one_line_warnings()
     try:
         return args.func(args)
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable --out, a full disk: name the file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (check the path, its permissions and the free disk space)", file=sys.stderr)
+        return 2
+    except failures as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,9 @@
 """ImageFolder-style data: folders of images per class, decoded once into uint8 tensors.
 
-Layouts: `DIR/{train,val[,test]}/<class>/*` (splits), or `DIR/<class>/*` (one folder, split by a
-seed). Animals-10's Italian folder names are mapped to English. Images become 64x64 RGB uint8 and
-reach the model as p/256 (contract rule 2); evaluation centre-crops, training crops at random.
+Layouts: `DIR/{train,val[,test]}/<class>/*` (splits), or `DIR/<class>/*` (one folder, each image's
+split drawn from a hash of its own name and a seed). Animals-10's Italian folder names are mapped to
+English. Images become 64x64 RGB uint8 and reach the model as p/256 (contract rule 2); evaluation
+centre-crops, training crops at random.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -99,19 +101,25 @@ def fit_size(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """One file as uint8 (3, size, size); raises DataError naming the file if it is not an image."""
+    """One file as uint8 (3, size, size); raises DataError naming the file if it is not an image or
+    is over PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            arr = to_rgb_uint8(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                arr = to_rgb_uint8(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path}: too large to decode ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     return fit_size(arr, size).transpose(2, 0, 1).copy()
 
 
 def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
-                limit: int | None = None) -> Split:
-    """Decode every image under `folder/<class>/`; unreadable files are skipped with a warning."""
+                limit: int | None = None, keep: Callable[[Path], bool] | None = None) -> Split:
+    """Decode every image under `folder/<class>/` (those `keep` accepts); unreadable files are skipped
+    with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder (give --data a folder of class folders, or of train/val/test)")
@@ -121,7 +129,8 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
     names = resolve_classes(found, classes, folder)
     images, labels, files, skipped = [], [], [], 0
     for i, name in enumerate(names):
-        paths = sorted(p for p in found[name].iterdir() if p.is_file() and not p.name.startswith("."))
+        listed = sorted(p for p in found[name].iterdir() if p.is_file() and not p.name.startswith("."))
+        paths = [p for p in listed if keep(p)] if keep else listed
         n_before = len(labels)
         for p in paths:
             if limit is not None and len(labels) - n_before >= limit:
@@ -134,9 +143,10 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
                 continue
             labels.append(i)
             files.append(str(p))
-        if len(labels) == n_before:
+        if len(labels) == n_before and (paths or not listed):  # a drawn split may hold none of a class
             raise DataError(f"{found[name]}: no readable images for class {name!r}")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64), names, files, skipped)
+    stacked = np.stack(images) if images else np.zeros((0, 3, size, size), dtype=np.uint8)
+    return Split(stacked, np.asarray(labels, dtype=np.int64), names, files, skipped)
 
 
 def has_splits(root: Path) -> bool:
@@ -153,9 +163,18 @@ def check_same_classes(root: Path) -> None:
             raise DataError(f"{root}: splits {ref_name!r} and {s!r} hold different classes ({', '.join(diff)}); make them match or pass --classes")
 
 
+def drawn_split(path: Path, seed: int, val_fraction: float) -> str:
+    """The split of one image of a single-folder data set, from a hash of its class folder, its name
+    and `seed` alone: adding, removing or leaving out other files or classes never moves it."""
+    h = hashlib.sha256(f"{seed}:{path.parent.name}/{path.name}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2**64
+    return "val" if u < val_fraction else "test" if u < 2 * val_fraction else "train"
+
+
 def read_split(data: str | Path, split: str, classes: list[str] | None = None, size: int = 72,
                limit: int | None = None, seed: int = 0, val_fraction: float = 0.1) -> Split:
-    """One split of a data folder. A folder without train/val/test is split by `seed`.
+    """One split of a data folder. In a folder without train/val/test, about `val_fraction` of each
+    class is val, as many test, the rest train, drawn per image by `drawn_split`.
 
     `limit` caps the images per class. Returns uncropped `size` px images; use `centre_crop`.
     """
@@ -170,14 +189,11 @@ def read_split(data: str | Path, split: str, classes: list[str] | None = None, s
         if classes is None:  # with --classes, each split is checked for the chosen ones
             check_same_classes(root)
         return read_folder(root / split, classes, size, limit)
-    whole = read_folder(root, classes, size)
-    order = np.random.default_rng(seed).permutation(len(whole))
-    n_val = int(round(len(whole) * val_fraction))
-    parts = {"val": order[:n_val], "test": order[n_val:2 * n_val], "train": order[2 * n_val:]}
-    idx = np.sort(parts[split])
-    if limit is not None:
-        idx = np.concatenate([idx[whole.labels[idx] == c][:limit] for c in range(len(whole.class_names))])
-    return Split(whole.images[idx], whole.labels[idx], whole.class_names, [whole.files[i] for i in idx], whole.skipped)
+    s = read_folder(root, classes, size, limit, keep=lambda p: drawn_split(p, seed, val_fraction) == split)
+    if not len(s):
+        raise DataError(f"{root}: no image falls in the {split!r} split (seed {seed}); add images, "
+                        f"or sort them into {root}/train, val and test folders")
+    return s
 
 
 def centre_crop(images: np.ndarray, size: int = SIZE) -> np.ndarray:

@@ -5,7 +5,7 @@
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
 Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed) or a failed
-build/simulation, 2 bad input.
+build/simulation, 2 bad input, 130 Ctrl-C (the JSON is written atomically, at the end).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder, removed when all is bit-exact)")
     r.add_argument("--gaps", action="store_true", help="random bubbles in the pixel stream")
     r.add_argument("--backpressure", action="store_true", help="random ready on the logits stream")
+    r.set_defaults(func=run)
     return ap.parse_args(argv)
 
 
@@ -119,15 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # the build or the simulator failed: the message says where its log is
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from quant.cli import run_command
+    # a RuntimeError: the build or the simulator failed, and the message says where its log is
+    return run_command(parse_args(argv), (ValueError,), failures=(RuntimeError,))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from export.encoding import encode_best, encode_rows
-from export.plan import Plan, PlanError
+from export.plan import Plan, PlanError, replace
 
 
 def test_save_load_round_trip(bundled_plan, tmp_path):
@@ -28,6 +28,39 @@ def test_load_refuses_other_versions_and_missing_files(bundled_plan, tmp_path):
         Plan.load(j)
     with pytest.raises(PlanError, match="no such plan file"):
         Plan.load(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("json_text, npz_bytes, message", [
+    ('{"version": ', None, "p.json: not a plan .JSONDecodeError"),
+    ("[2]", None, "p.json: plan version None"),
+    (None, b"garbage", "p.npz: not the sha256 that p.json records"),
+    ("drop layers", None, "p.json: a corrupt plan .KeyError: 'layers'"),
+])
+def test_corrupt_files_are_one_line_plan_errors(bundled_plan, tmp_path, json_text, npz_bytes, message):
+    j, n = bundled_plan.save(tmp_path / "p")
+    if json_text == "drop layers":
+        doc = json.loads(j.read_text())
+        del doc["layers"]
+        json_text = json.dumps(doc)
+    if json_text is not None:
+        j.write_text(json_text)
+    if npz_bytes is not None:
+        n.write_bytes(npz_bytes)
+    with pytest.raises(PlanError, match=message) as e:
+        Plan.load(tmp_path / "p")
+    assert "re-run `python -m export plan`" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_stale_npz_beside_a_new_json_is_refused(bundled_plan, tmp_path):
+    _, n = bundled_plan.save(tmp_path / "p")
+    stale = n.read_bytes()
+    other = replace(bundled_plan, layers=[replace(bundled_plan.layers[0], weight=bundled_plan.layers[0].weight + 1),
+                                          *bundled_plan.layers[1:]])
+    other.save(tmp_path / "p")
+    assert Plan.load(tmp_path / "p") == other
+    n.write_bytes(stale)
+    with pytest.raises(PlanError, match="p.npz: not the sha256 that p.json records"):
+        Plan.load(tmp_path / "p")
 
 
 def test_sparse_encoding_gaps_longer_than_the_index_and_empty_rows():

@@ -1,5 +1,7 @@
 """`python -m hw generate`: writes the files and the per-layer table; bad input is one line, exit 2."""
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -32,3 +34,33 @@ def test_refusals_are_one_line_and_exit_2(tmp_path, capsys):
         assert main(["generate", *args, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_corrupt_plan_is_at_most_two_lines_without_traceback(tmp_path):
+    (tmp_path / "p.json").write_text('{"version": ')
+    (tmp_path / "p.npz").write_text("garbage")
+    out = subprocess.run([sys.executable, "-m", "hw", "generate", "--plan", str(tmp_path / "p"), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 2, out.stderr
+    assert f"error: {tmp_path / 'p.json'}: not a plan" in out.stderr and "re-run `python -m export plan`" in out.stderr
+
+
+def test_out_under_a_regular_file_is_one_line(tmp_path, capsys):
+    random_plan(np.random.default_rng(4)).save(tmp_path / "plan")
+    (tmp_path / "afile").write_text("")
+    assert main(["generate", "--plan", str(tmp_path / "plan"), "--array", "2x3", "--out", str(tmp_path / "afile" / "rtl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'afile'}") and "Not a directory" in err, err
+
+
+def test_ctrl_c_is_exit_130_with_nothing_half_written(tmp_path, capsys, monkeypatch):
+    import hw.top
+
+    def interrupt(words, width):
+        raise KeyboardInterrupt
+
+    random_plan(np.random.default_rng(4)).save(tmp_path / "plan")
+    monkeypatch.setattr(hw.top, "_hex_words", interrupt)  # Ctrl-C while the first memory file is written
+    assert main(["generate", "--plan", str(tmp_path / "plan"), "--array", "2x3", "--out", str(tmp_path / "rtl")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert sorted(p.name for p in (tmp_path / "rtl").iterdir()) == ["accelerator.v"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant.data import DEFAULT_CLASSES, DataError, centre_crop, load_image, read_split
+from quant.data import DEFAULT_CLASSES, DataError, centre_crop, drawn_split, load_image, read_split
 from quant_helpers import class_images, split_dataset, write_image
 
 
@@ -146,13 +146,44 @@ def test_italian_and_english_folder_for_one_class(tmp_path):
 
 
 def test_single_folder_is_split_by_seed(tmp_path):
-    class_images(tmp_path, per_class=10)
+    class_images(tmp_path, per_class=20)
     parts = {s: read_split(tmp_path, s, seed=3) for s in ("train", "val", "test")}
-    assert [len(parts[s]) for s in ("train", "val", "test")] == [40, 5, 5]
     files = [set(p.files) for p in parts.values()]
     assert not (files[0] & files[1] or files[0] & files[2] or files[1] & files[2])
-    assert len(set.union(*files)) == 50
+    assert len(set.union(*files)) == 100 and 60 < len(parts["train"]) < 95
     assert read_split(tmp_path, "val", seed=3).files == parts["val"].files
     assert read_split(tmp_path, "val", seed=4).files != parts["val"].files
     for p in parts.values():
         assert all(f"/{p.class_names[l]}/" in f for f, l in zip(p.files, p.labels))
+
+
+def test_drawn_split_ignores_other_classes_and_files(tmp_path):
+    class_images(tmp_path, per_class=20)
+    val = read_split(tmp_path, "val").files
+    subset = read_split(tmp_path, "val", ["horse", "cat"]).files
+    assert sorted(subset) == sorted(f for f in val if "/horse/" in f or "/cat/" in f)
+    train = read_split(tmp_path, "train").files
+    write_image(tmp_path / "cat" / "new.png")
+    (tmp_path / "cow" / "cow-0.png").unlink()
+    gone = str(tmp_path / "cow" / "cow-0.png")
+    assert {f for f in read_split(tmp_path, "val").files if "new.png" not in f} == set(val) - {gone}
+    assert {f for f in read_split(tmp_path, "train").files if "new.png" not in f} == set(train) - {gone}
+
+
+def test_a_split_with_no_image_is_refused(tmp_path):
+    class_images(tmp_path, ("cat",), per_class=1)
+    drawn = drawn_split(tmp_path / "cat" / "cat-0.png", 0, 0.1)
+    assert read_split(tmp_path, drawn).files == [str(tmp_path / "cat" / "cat-0.png")]
+    other = "test" if drawn == "val" else "val"
+    with pytest.raises(DataError, match=f"no image falls in the '{other}' split"):
+        read_split(tmp_path, other)
+
+
+@pytest.mark.parametrize("size", [(100, 100), (200, 100)])  # over PIL's limit: a warning; over twice it: an error
+def test_decompression_bombs_are_skipped_and_named(tmp_path, monkeypatch, size):
+    split_dataset(tmp_path)
+    write_image(tmp_path / "train" / "cat" / "huge.png", size=size)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # the 72x72 images (5184 pixels) pass
+    with pytest.warns(UserWarning, match="huge.png: too large to decode"):
+        tr = read_split(tmp_path, "train")
+    assert tr.skipped == 1 and len(tr) == 20

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from quant_helpers import class_images
 from sim.__main__ import main
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "animals5"
@@ -28,6 +31,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_ctrl_c_is_exit_130_and_no_json(tmp_path, capsys, monkeypatch):
+    import export.compile
+
+    def interrupt(path):
+        raise KeyboardInterrupt
+
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    monkeypatch.setattr(export.compile, "compile_onnx", interrupt)
+    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "m.onnx"),
+                 "--json", str(tmp_path / "s.json")]) == 130
+    assert capsys.readouterr().err == "interrupted\n" and not (tmp_path / "s.json").exists()
+
+
+def test_skipped_files_are_one_warning_line_each(bundled_onnx, tmp_path):
+    class_images(tmp_path / "val", ("zebra",), 1)
+    (tmp_path / "val" / "zebra" / "broken.jpg").write_bytes(b"not a jpeg")
+    out = subprocess.run([sys.executable, "-m", "sim", "run", "--data", str(tmp_path), "--split", "val", "--onnx",
+                          str(bundled_onnx), "--json", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        f"warning: skipped {tmp_path / 'val' / 'zebra' / 'broken.jpg'}: not a readable image (UnidentifiedImageError)",
+        "error: classes ['zebra'] of " + f"{tmp_path / 'val'} are not the model's ['cat', 'cow', 'elephant', 'horse', 'sheep']",
+    ], out.stderr
 
 
 def test_run_writes_the_summary(tmp_path, capsys):
