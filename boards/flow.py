@@ -23,11 +23,13 @@ from boards.errors import BoardError
 from boards.fit import FitError, accelerator_demand, check_fit, pick_array
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
 from boards.report import write_report
+from boards.tools import end_tools_on_sigterm
 from boards.top import DEFAULT_BAUD, BoardTop
 from boards.uart import bit_period
 from quant.atomic import atomic_write_text
 
 DEFAULT_IMAGES = 8
+EXIT_TIMING_NOT_MET = 3  # the CLI's exit status when the RTL is bit-exact but the bitstream misses its clock
 
 
 class OutputExists(BoardError, FileExistsError):
@@ -35,7 +37,11 @@ class OutputExists(BoardError, FileExistsError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `bitstream-rtl`."""
+    """The options of `bitstream-rtl`, and its exit statuses in the help's epilog."""
+    p.epilog = ("Exit status: 0 when every simulated image is bit-exact and the bitstream meets the requested clock "
+                "(or no bitstream was built); 1 when an image is not bit-exact; 2 on bad input or a failing tool "
+                f"(one line on stderr); {EXIT_TIMING_NOT_MET} when every image is bit-exact but timing is not met "
+                "(place-and-route's Fmax is below the requested clock).")
     p.add_argument("--checkpoint", default=None, help="quantized checkpoint (.pt); default: the bundled QAT+pruned model")
     p.add_argument("--float-checkpoint", default=None,
                    help="float checkpoint for the float accuracy (default: the bundled float model, when --checkpoint is not given)")
@@ -67,13 +73,16 @@ def _default_data() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The CLI body: 0 when every simulated image was bit-exact, 1 otherwise."""
+    """The CLI body: 0 when every simulated image was bit-exact and timing was met (or not measured),
+    1 when an image was not bit-exact, EXIT_TIMING_NOT_MET when only timing was not met."""
     report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
                            array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
                            force=args.force, clock_mhz=args.clock_mhz, baud=args.baud, bitstream=args.bitstream,
                            seed=args.seed, random_images=args.random_images, pnr_timeout_s=args.pnr_timeout)
     print(report["summary"])
-    return 0 if report["bit_exact"] == report["images"] else 1
+    if report["bit_exact"] != report["images"]:
+        return 1
+    return EXIT_TIMING_NOT_MET if report["timing_met"] is False else 0
 
 
 class _Steps:
@@ -225,6 +234,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         n_pixels = int(np.prod(plan.input_shape))
         top = BoardTop(Accelerator(plan, config), n_pixels, plan.layers[-1].out_shape[0], baud, clock_mhz)
         say(f"[board] {profile.toolchain} build started in the background (lines marked 'board')")
+        end_tools_on_sigterm()  # the build's thread cannot install the handler itself
         pool = ThreadPoolExecutor(1)
         pending = pool.submit(build, top, profile, out / "board", seed=seed + 1, pnr_timeout_s=pnr_timeout_s,
                               progress=lambda line: say("    board " + line), cancel=cancel)
@@ -251,5 +261,5 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     return report
 
 
-__all__ = ["OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array", "cycle_model", "parse_array",
-           "prepare_out", "rtl_images", "run"]
+__all__ = ["EXIT_TIMING_NOT_MET", "OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array",
+           "cycle_model", "parse_array", "prepare_out", "rtl_images", "run"]

@@ -1,9 +1,10 @@
 """Random small quantized models for property tests: a hypothesis strategy, reused by hw/ and sim/.
 
-`model_specs()` draws a `RandomModel` (a layer sequence from the supported set, channels,
-kernels 1-5, bit widths 2-8, sparsity 0-95%, a seed); `materialize(spec, folder)` builds the
-Brevitas model with weights that include +-max and all-zero rows, exports it to ONNX and compiles
-it, returning the ONNX path and the plan. Needs hypothesis (the `test` extra).
+`model_specs()` draws a `RandomModel` (a layer sequence from the vocabulary: padded and strided
+convs with folded batch norm and per-channel scales, max/average/global pools, NP and P linear
+layers; channels, kernels 1-5, bit widths 2-8, sparsity 0-95%, a seed); `materialize(spec,
+folder)` builds the Brevitas model with weights that include +-max and all-zero rows, exports it
+to ONNX and compiles it, returning the ONNX path and the plan. Needs hypothesis (the `test` extra).
 """
 
 from __future__ import annotations
@@ -21,44 +22,73 @@ from quant.model import LayerSpec, ModelConfig
 
 @dataclass(frozen=True)
 class RandomModel:
-    config: ModelConfig
+    config: ModelConfig  # the float description; batch norm, where drawn, is folded before QAT
     seed: int
 
     def __repr__(self) -> str:  # shown by hypothesis on failure
-        layers = ", ".join(f"{l.kind}({l.out},{l.kernel},w{l.w_bits},a{l.a_bits},{l.cls},{l.sparsity:.2f})" for l in self.config.layers)
-        return f"RandomModel(in={self.config.in_shape}, seed={self.seed}, [{layers}])"
+        def one(l: LayerSpec) -> str:
+            if l.kind == "conv":
+                return (f"conv({l.out},k{l.kernel},s{l.stride},p{l.padding},w{l.w_bits},a{l.a_bits}"
+                        f"{',bn' if l.bn else ''}{',pc' if l.per_channel else ''})")
+            if l.kind == "linear":
+                return f"linear({l.out},w{l.w_bits},a{l.a_bits},{l.cls},{l.sparsity:.2f}{',pc' if l.per_channel else ''})"
+            return f"{l.kind}({l.kernel})" if l.kind in ("maxpool", "avgpool") else l.kind
+        return f"RandomModel(in={self.config.in_shape}, seed={self.seed}, [{', '.join(one(l) for l in self.config.layers)}])"
+
+
+VOCABULARIES = ("full", "basic")  # basic: valid stride-1 convs, 2x2 max-pool, per-tensor scales (today's hardware)
 
 
 @st.composite
 def model_specs(draw, max_size: int = 10, classes: int | None = None, w_bits: int | None = None,
-                a_bits: int | None = None, pruned: bool | None = None) -> RandomModel:
-    """A small model of the supported layer kinds; fixed widths or pruning when given."""
+                a_bits: int | None = None, pruned: bool | None = None, vocabulary: str = "full") -> RandomModel:
+    """A small model of the layer vocabulary; fixed widths or pruning when given.
+
+    "full" draws zero padding (any pad up to k-1, or same), strides 1-2, batch norm (folded),
+    per-channel weight scales, k x k max-pools, 2x2 average pools and global average pools."""
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary {vocabulary!r}: use one of {VOCABULARIES}")
+    full = vocabulary == "full"
     bits = lambda fixed: st.just(fixed) if fixed is not None else st.integers(2, 8)
     c = draw(st.integers(1, 3))
     size = draw(st.integers(4, max_size))
     h, layers = size, []
     for _ in range(draw(st.integers(1, 2))):
         k = draw(st.integers(1, min(5, h)))
-        layers.append(LayerSpec("conv", draw(st.integers(1, 4)), k, draw(bits(w_bits)), draw(bits(a_bits))))
-        h = h - k + 1
-        if h >= 2 and draw(st.booleans()):
-            layers.append(LayerSpec("pool", kernel=2))
-            h //= 2
+        pad, stride, bn, pc = 0, 1, False, False
+        if full:
+            pad = draw(st.sampled_from(["same", 0, k - 1] if k % 2 else [0, k - 1]))
+            stride = draw(st.integers(1, 2))
+            bn, pc = draw(st.booleans()), draw(st.booleans())
+        layers.append(LayerSpec("conv", draw(st.integers(1, 4)), k, draw(bits(w_bits)), draw(bits(a_bits)),
+                                stride=stride, padding=pad, bn=bn, per_channel=pc))
+        p = (k - 1) // 2 if pad == "same" else pad
+        h = (h + 2 * p - k) // stride + 1
+        pool = draw(st.sampled_from(["none", "maxpool", "avgpool"] if full else ["none", "maxpool"]))
+        pk = draw(st.integers(2, 3)) if full and pool == "maxpool" else 2
+        if h >= pk and pool != "none":
+            layers.append(LayerSpec(pool, kernel=pk, a_bits=draw(bits(a_bits))))
+            h //= pk
+    if full and h * h & (h * h - 1) == 0 and draw(st.booleans()):
+        layers.append(LayerSpec("gap", a_bits=draw(bits(a_bits))))
     layers.append(LayerSpec("flatten"))
     want_p = draw(st.booleans()) if pruned is None else pruned
     if want_p or draw(st.booleans()):
         cls = "P" if want_p else "NP"
         sparsity = draw(st.sampled_from([0.0, 0.5, 0.8, 0.95])) if cls == "P" else 0.0
         layers.append(LayerSpec("linear", draw(st.integers(1, 12)), w_bits=draw(bits(w_bits)), a_bits=draw(bits(a_bits)),
-                                cls=cls, sparsity=sparsity))
+                                cls=cls, sparsity=sparsity, per_channel=full and draw(st.booleans())))
     n = classes or draw(st.integers(2, 5))
     layers.append(LayerSpec("linear", n, w_bits=draw(bits(w_bits)), relu=False))
-    cfg = ModelConfig("random", layers, n, (c, size, size), quantized=True)
-    return RandomModel(cfg, draw(st.integers(0, 2**31 - 1)))
+    cfg = ModelConfig("random", layers, n, (c, size, size))
+    return RandomModel(cfg.validate(), draw(st.integers(0, 2**31 - 1)))
 
 
 def _set_weights(model, spec: RandomModel) -> None:
-    """Weights on a power-of-two grid that reaches +-max, with all-zero rows and pruned entries."""
+    """Weights on a power-of-two grid that reaches +-max, with all-zero rows and pruned entries.
+
+    Per-channel layers get exponents that differ per channel (by up to 10), and no zero row
+    (a zero row has no scale)."""
     import torch
     rng = np.random.default_rng(spec.seed)
     specs = [l for l in spec.config.layers if l.kind in ("conv", "linear")]
@@ -67,28 +97,54 @@ def _set_weights(model, spec: RandomModel) -> None:
         q = rng.integers(-top, top + 1, size=tuple(m.weight.shape))
         q.reshape(-1)[rng.integers(q.size)] = top * rng.choice([-1, 1])
         q[0] = np.abs(q[0])  # with its positive bias, output 0 is > 0 for any input: no ReLU sees only zeros
-        if q.shape[0] > 1 and rng.random() < 0.5:
+        if q.shape[0] > 1 and rng.random() < 0.5 and not l.per_channel:
             q[rng.integers(q.shape[0])] = 0  # an all-zero row
         if l.sparsity:
             q[rng.random(q.shape) < l.sparsity] = 0
-        if not np.any(np.abs(q) == top):
-            q.reshape(-1)[0] = top
-        exp = int(rng.integers(-7, -3))
+        if l.per_channel:
+            rows = q.reshape(q.shape[0], -1)
+            rows[np.arange(rows.shape[0]), rng.integers(rows.shape[1], size=rows.shape[0])] = top
+            exp = rng.integers(-12, -3, size=q.shape[0]).reshape((-1,) + (1,) * (q.ndim - 1))
+        else:
+            if not np.any(np.abs(q) == top):
+                q.reshape(-1)[0] = top
+            exp = int(rng.integers(-7, -3))
         with torch.no_grad():
             m.weight.copy_(torch.as_tensor(q * 2.0 ** exp, dtype=torch.float32))
             m.bias.copy_(torch.as_tensor(np.abs(rng.normal(0, 0.5, m.bias.shape)) + 0.05, dtype=torch.float32))
 
 
+def _set_batchnorm(model, seed: int) -> None:
+    """Batch-norm statistics whose fold keeps the weights on a power-of-two grid: var + eps = 1, gamma = 2^j."""
+    import torch
+    rng = np.random.default_rng(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_var.fill_(1.0 - m.eps)
+                m.running_mean.copy_(torch.as_tensor(rng.normal(0, 0.2, n), dtype=torch.float32))
+                m.weight.copy_(torch.as_tensor(2.0 ** rng.integers(-1, 2, n), dtype=torch.float32))
+                m.bias.copy_(torch.as_tensor(np.abs(rng.normal(0, 0.3, n)) + 0.3, dtype=torch.float32))
+
+
 def materialize(spec: RandomModel, folder: str | Path) -> tuple[Path, Plan]:
-    """Build, calibrate, export and compile one random model."""
+    """Build (folding batch norm), calibrate, export and compile one random model."""
     import torch
 
     from export.compile import compile_onnx
     from export.onnx_export import export_model
-    from quant.model import build
+    from quant.fold import fold_batchnorm, needs_folding
+    from quant.model import build, quantized_twin
     torch.manual_seed(spec.seed)
-    model = build(spec.config)
-    _set_weights(model, spec)
+    fl = build(spec.config)
+    _set_weights(fl, spec)
+    _set_batchnorm(fl, spec.seed)
+    state = fl.state_dict()
+    if needs_folding(spec.config):
+        state = fold_batchnorm(spec.config, state)[1]
+    model = build(quantized_twin(spec.config))
+    model.load_state_dict(state, strict=False)
     model.train()
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():  # let the activation quantizers see data (their scales stay powers of two)

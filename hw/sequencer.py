@@ -113,6 +113,8 @@ def _check_types(i: int, l: Layer) -> None:
             raise _refuse(i, l, f"{what} is {t.bits}-bit; the datapath takes 1..{MAX_BITS} bits, quantize it narrower")
     if l.w_type is not None and not 2 <= l.w_type.bits <= MAX_BITS:
         raise _refuse(i, l, f"weights are {l.w_type.bits}-bit; the array takes 2..{MAX_BITS} bits")
+    if isinstance(l.shift, np.ndarray):
+        raise _refuse(i, l, "per-channel requant shifts are not generated yet; quantize this layer's weights per tensor")
     if l.out is not None and l.shift < -MAX_LEFT:
         raise _refuse(i, l, f"requant left shift {-l.shift} exceeds {MAX_LEFT}; rescale the layer")
 
@@ -134,6 +136,8 @@ def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: 
     if l.kind == "conv2d":
         if l.stride != 1:
             raise _refuse(i, l, f"stride {l.stride}: the window generator makes stride 1 only; use stride 1 and a max-pool")
+        if any(l.pad):
+            raise _refuse(i, l, f"zero padding {list(l.pad)} is not generated yet; use valid (padding 0) convolutions")
         if len(l.in_shape) != 3:
             raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
         (cin, h, w), (cout, oh, ow), k = l.in_shape, l.out_shape, l.kernel

@@ -71,6 +71,10 @@ def cmd_train(args) -> int:
     from quant.data import read_split
     from quant.model import named_config, quantized_twin
     from quant.train import train
+    if Path(args.out).exists() and not (args.resume or args.force):
+        from quant.model import ConfigError
+        raise ConfigError(f"{args.out}: a checkpoint is already there; pass --force to overwrite it, --resume to continue its run, "
+                          "or choose another --out")
     init = checkpoint.load(args.init) if args.qat else None
     if init is not None:
         from quant.model import ModelConfig
@@ -105,15 +109,24 @@ def cmd_evaluate(args) -> int:
 
 def cmd_experiment(args) -> int:
     from quant.experiment import run_experiment
-    run_experiment(args.data, args.out, quick=args.quick, seed=args.seed, both_pools=not args.skip_nopool2)
+    run_experiment(args.data, args.out, quick=args.quick, seed=args.seed, both_pools=not args.skip_nopool2, arch=args.arch)
     return 0
 
 
 def cmd_report(args) -> int:
-    from quant.report import build_report, write_report
-    rep = build_report(args.results)
-    write_report(rep, args.json, args.markdown)
-    print(Path(args.markdown).read_text() if args.markdown else json.dumps(rep, indent=1))
+    from quant.report import build_report, markdown, side_by_side, write_report
+    reps = [build_report(r) for r in args.results]
+    if len(reps) == 1:
+        write_report(reps[0], args.json, args.markdown)
+        print(Path(args.markdown).read_text() if args.markdown else json.dumps(reps[0], indent=1))
+        return 0
+    from quant.atomic import atomic_write_text
+    text = side_by_side(reps) + "".join("\n" + markdown(r) for r in reps)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"experiments": reps}, indent=1))
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    print(text)
     return 0
 
 
@@ -129,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning (needs --init)")
     p.add_argument("--init", default=None, help="float checkpoint to start QAT from")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt (same config; --epochs and --patience may change)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, macro P/R/F1, confusion matrix, curves and the 5x8 prediction grid",
@@ -147,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few batches per run (a smoke test, not a result)")
     p.add_argument("--skip-nopool2", action="store_true", help="train only the default (two-pool) architecture")
+    p.add_argument("--arch", default="paper", metavar="NAME|FILE",
+                   help="the architecture of the Adam-vs-SGD pair and its QAT (default paper; edge uses its own recipe: "
+                        "cosine schedule, label smoothing, weight decay, 60 float epochs); a re-run skips the runs already "
+                        "in the folder's experiment.json")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="accuracy/compression table of an experiment's results, beside the paper's figures")
-    p.add_argument("--results", required=True, help="the experiment's --out folder")
+    p.add_argument("--results", required=True, nargs="+", help="the experiment's --out folder; several (e.g. a paper and an edge experiment) are shown side by side: accuracy, P/R/F1, params, MACs, weight bits stored, compression, training time")
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--markdown", default=None, help="write the report as Markdown")
     p.set_defaults(func=cmd_report)

@@ -172,6 +172,8 @@ class MaxPool(_Pool):
 
 
 def _requant(l) -> nn.Module:
+    """The requantizer after an average; the float twin holds an Identity in its slot, so both
+    have the same parameter names."""
     import brevitas.nn as qnn
 
     from quant.quantizers import ActQuant
@@ -191,7 +193,7 @@ class AvgPool(_Pool):
                               "count (contract rule 11); use 2, 4 or 8")
 
     def modules(self, l, shape, quantized, last, bn_folded):
-        return [nn.AvgPool2d(l.kernel)] + ([_requant(l)] if quantized else [])
+        return [nn.AvgPool2d(l.kernel), _requant(l) if quantized else nn.Identity()]
 
 
 class GlobalAvgPool(Kind):
@@ -210,7 +212,7 @@ class GlobalAvgPool(Kind):
         return (c, 1, 1)
 
     def modules(self, l, shape, quantized, last, bn_folded):
-        return [nn.AdaptiveAvgPool2d(1)] + ([_requant(l)] if quantized else [])
+        return [nn.AdaptiveAvgPool2d(1), _requant(l) if quantized else nn.Identity()]
 
 
 class Flatten(Kind):

@@ -20,7 +20,7 @@ from quant.atomic import atomic_write_text
 from quant.data import Split, dataset_hash, read_split
 from quant.evaluate import score
 
-REQUIRED = ("float_adam", "float_sgd", "qat_unpruned", "qat_pruned")
+REQUIRED = ("float_adam", "float_sgd", "qat_unpruned")  # and qat_pruned where the model has P-layers
 ORDER = ("float_adam", "float_sgd", "float_adam_paper-nopool2", "float_sgd_paper-nopool2", "qat_unpruned", "qat_pruned")
 LABELS = {"float_adam": "float, Adam", "float_sgd": "float, SGD",
           "float_adam_paper-nopool2": "float, Adam, no 2nd pool", "float_sgd_paper-nopool2": "float, SGD, no 2nd pool",
@@ -55,7 +55,22 @@ def quantized_storage(path: Path) -> dict:
                "index_bits": l.sparse.index_bits if l.sparse is not None else None,
                "weight_bits": l.weight_bits, "float_bits": l.float_bits} for l in plan.compute_layers]
     return {"weight_bits": plan.weight_bits, "float_bits": plan.float_bits,
-            "compression_ratio": plan.compression_ratio, "layers": layers}
+            "compression_ratio": plan.compression_ratio, "layers": layers,
+            "macs_dense": sum(l.macs_dense for l in plan.layers), "macs_effective": sum(l.macs_effective for l in plan.layers)}
+
+
+def model_size(ckpt: dict) -> dict:
+    """Parameters (weights and biases of the conv/linear layers) and MACs per image of the float description."""
+    from quant.model import ModelConfig, WEIGHTED, shapes
+    cfg = ModelConfig.from_dict(ckpt["config"])
+    shape, params, macs = tuple(cfg.in_shape), 0, 0
+    for l, out in zip(cfg.layers, shapes(cfg)):
+        if l.kind in WEIGHTED:
+            fan_in = shape[0] * l.kernel * l.kernel if l.kind == "conv" else shape[0]
+            params += l.out * (fan_in + 1)
+            macs += l.out * fan_in * (out[1] * out[2] if l.kind == "conv" else 1)
+        shape = out
+    return {"params": params, "macs": macs}
 
 
 def read_manifest(results: Path) -> dict:
@@ -84,7 +99,7 @@ def run_row(name: str, path: Path, ckpt: dict, val: Split) -> dict:
             "train_time_s": history[-1]["elapsed"] if history else ckpt["train_time_s"],
             "time_to_best_s": ckpt["train_time_s"],
             "val_hash_matches": dataset_hash(val) == ckpt["data"]["val_hash"],
-            **(quantized_storage(path) if quantized else float_storage(ckpt)),
+            **model_size(ckpt), **(quantized_storage(path) if quantized else float_storage(ckpt)),
             "per_class": m["per_class"], "confusion": m["confusion"]}
 
 
@@ -105,7 +120,8 @@ def build_report(results_dir: str | Path) -> dict:
     ref = manifest.get("float_reference") or max(("float_adam", "float_sgd"), key=lambda r: rows[r]["accuracy"])
     for row in rows.values():
         row["accuracy_delta"] = row["accuracy"] - rows[ref]["accuracy"]
-    pruned = rows["qat_pruned"]
+    final = "qat_pruned" if "qat_pruned" in rows else "qat_unpruned"
+    pruned = rows[final]
     return {
         "results": str(results), "data": data, "split": "val", "images": rows[ref]["images"],
         "quick": bool(manifest.get("quick")), "float_reference": ref,
@@ -113,7 +129,7 @@ def build_report(results_dir: str | Path) -> dict:
         "targets": {**TARGETS, "qat_pruned_accuracy_drop": -pruned["accuracy_delta"],
                     "accuracy_met": -pruned["accuracy_delta"] <= TARGETS["max_accuracy_drop"],
                     "compression_met": pruned["compression_ratio"] >= TARGETS["min_compression_ratio"]},
-        "runs": rows, "paper": PAPER,
+        "runs": rows, "paper": PAPER, "final": final, "arch": manifest.get("arch", rows[ref]["arch"]),
     }
 
 
@@ -156,12 +172,12 @@ def markdown(rep: dict) -> str:
             f"| paper, reported P/R/F1 | | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} |", ""]
     t = rep["targets"]
     out += ["Targets:", "",
-            f"- QAT + pruned vs float: {-100 * t['qat_pruned_accuracy_drop']:+.2f} pt "
+            f"- final quantized vs float: {-100 * t['qat_pruned_accuracy_drop']:+.2f} pt "
             f"(target: at most {100 * t['max_accuracy_drop']:.0f} pt below) — {'met' if t['accuracy_met'] else '**not met**'}",
             f"- weight compression vs float32: {rep['compression_ratio']:.1f}× "
             f"(target ≥ {t['min_compression_ratio']}×) — {'met' if t['compression_met'] else '**not met**'}", ""]
-    layers = rep["runs"]["qat_pruned"]["layers"]
-    out += ["Weight storage of QAT + pruned, per layer (export's accounting: dense layers at their bit width, "
+    layers = rep["runs"][rep.get("final", "qat_pruned")]["layers"]
+    out += [f"Weight storage of {rep['runs'][rep.get('final', 'qat_pruned')]['label']}, per layer (export's accounting: dense layers at their bit width, "
             "P-layers as value + index entries and row pointers; 32-bit biases included):", "",
             "| layer | class | weights | non-zero | w bits | index bits | bits as stored | float32 bits | × |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -172,6 +188,20 @@ def markdown(rep: dict) -> str:
     if stale:
         out += ["", f"Note: the val split differs from the one these were trained with: {', '.join(stale)}."]
     out += ["", "Training time is the run's own wall time (QAT runs exclude the float model they start from)."]
+    return "\n".join(out) + "\n"
+
+
+def side_by_side(reports: list[dict]) -> str:
+    """Several experiments (e.g. paper and edge), one row each for the float reference and the final quantized model."""
+    out = ["# Side by side", "",
+           "| arch | model | accuracy | precision | recall | F1 | params | MACs / image | weight bits as stored | × vs float32 | training time |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rep in reports:
+        for name in (rep["float_reference"], rep.get("final", "qat_pruned")):
+            r = rep["runs"][name]
+            out.append(f"| {rep.get('arch', r['arch'])} | {r['label']} | {_pct(r['accuracy'])} | {r['precision_macro']:.4f} | "
+                       f"{r['recall_macro']:.4f} | {r['f1_macro']:.4f} | {r['params']:,} | {r['macs']:,} | "
+                       f"{_bits(r['weight_bits'])} | {r['compression_ratio']:.1f}× | {_duration(r['train_time_s'])} |")
     return "\n".join(out) + "\n"
 
 

@@ -7,6 +7,7 @@ beside it holds optimizer and RNG state for `--resume`. Seeded and deterministic
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from quant import checkpoint
+from quant.atomic import atomic_write
 from quant.data import SIZE, Split, centre_crop, dataset_hash
 from quant.fold import fold_batchnorm, needs_folding
 from quant.model import ConfigError, ModelConfig, build
@@ -127,10 +129,44 @@ def folded_init(init: dict, val_split: Split) -> tuple[dict, dict | None]:
     return state, {"val_acc_before": before, "val_acc_after": after}
 
 
+def model_keys(cfg: ModelConfig, quantized: bool) -> set[str]:
+    """The state-dict keys of the float (or quantized) model of a config."""
+    from dataclasses import replace
+    return set(build(replace(cfg, quantized=quantized)).state_dict())
+
+
 def checkpoint_model(cfg: ModelConfig, state: dict) -> nn.Module:
     model = build(cfg)
     model.load_state_dict(state)
     return model.eval()
+
+
+RESUMABLE = {"epochs", "patience"}  # what a resumed run may change
+
+
+def save_resume(path: Path, state: dict) -> None:
+    """The resume state, written atomically (a Ctrl-C or a full disk leaves the previous one)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def load_resume(path: Path, config: ModelConfig, tc: TrainConfig) -> dict:
+    """The resume state beside a checkpoint, checked against this run's model and training config."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no resume file to continue from (it is written after each epoch); drop --resume to start over")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: torch raises many types
+        raise ConfigError(f"{path}: not a readable resume file ({e.__class__.__name__}); delete it and drop --resume to start over") from None
+    if state.get("config") != config.to_dict():
+        raise ConfigError(f"{path}: the resume file was written for another model config; resume with the same "
+                          "--arch/--config/--init, or drop --resume")
+    diff = sorted(k for k, v in asdict(tc).items() if k not in RESUMABLE and state.get("train", {}).get(k) != v)
+    if diff:
+        raise ConfigError(f"{path}: the resume file was written with other training settings ({', '.join(diff)}); "
+                          "resume with the same ones (only --epochs and --patience may change), or drop --resume")
+    return state
 
 
 def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
@@ -144,14 +180,17 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     fold_record = None
     if init is not None:  # QAT from a float checkpoint: same parameter names, quantizer params extra
         init_state, fold_record = folded_init(init, val_split)
-        model.load_state_dict(init_state, strict=False)
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected or any(k in model_keys(config, quantized=False) for k in missing):
+            raise ConfigError(f"the float checkpoint's weights do not fit this model (unexpected {unexpected[:3]}, missing "
+                              f"{[k for k in missing if k in model_keys(config, quantized=False)][:3]}); train the float model with this toolkit's version")
     opt = make_optimizer(model, tc)
     gen = torch.Generator().manual_seed(tc.seed)
     steps = (len(train_split) + tc.batch - 1) // tc.batch
     pruner = Pruner(p_layers(model), tc.prune_epochs * steps) if config.quantized else None
     history, best, start_epoch, bad = [], None, 0, 0
-    if resume and resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+    if resume:
+        state = load_resume(resume_path, config, tc)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -209,11 +248,12 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             if progress:
                 tqdm.write(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
                            f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(), "quant_stats": stats_state(model),
-                        "history": history, "best": best, "epoch": epoch + 1, "bad": bad,
-                        "pruner_t": pruner.t if pruner else 0, "pruner_masks": pruner.masks if pruner else None},
-                       resume_path)
+            save_resume(resume_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "quant_stats": stats_state(model),
+                "history": history, "best": best, "epoch": epoch + 1, "bad": bad,
+                "pruner_t": pruner.t if pruner else 0, "pruner_masks": pruner.masks if pruner else None,
+                "config": config.to_dict(), "train": asdict(tc)})
             if bad >= tc.patience:
                 break
     except KeyboardInterrupt:

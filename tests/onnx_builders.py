@@ -70,3 +70,63 @@ def _out_shape(weight, in_shape, op, attrs):
     k = weight.shape[-1]
     s = (attrs or {}).get("strides", [1, 1])[0]
     return (weight.shape[0], (in_shape[1] - k) // s + 1, (in_shape[2] - k) // s + 1)
+
+
+def vocab_graph(weight, bias, *, in_shape, w_exps=-4, pads=(0, 0, 0, 0), stride=1, out_exp=-8, pool=None, pool_k=2,
+                pool_exp=-8, bn=False, in_exp=-8):
+    """image -> Q/DQ -> Conv(pads, stride; per-channel weight scales when `w_exps` is a list) -> [BatchNormalization]
+    -> Relu -> Q/DQ -> [AveragePool k | GlobalAveragePool -> Q/DQ at 2^pool_exp] -> Flatten -> Gemm(logits)."""
+    weight = np.asarray(weight, dtype=np.int8)
+    cout = weight.shape[0]
+    per_channel = np.ndim(w_exps) > 0
+    e = np.asarray(w_exps, dtype=np.float64)
+    w_scale = (2.0 ** e).astype(np.float32) if per_channel else np.float32(2.0 ** float(e))
+    b_scale = (2.0 ** (in_exp + e)).astype(np.float32) if per_channel else np.float32(2.0 ** (in_exp + float(e)))
+    zp_w = np.zeros(cout, np.int8) if per_channel else np.int8(0)
+    zp_b = np.zeros(cout, np.int32) if per_channel else np.int32(0)
+    axis = {"axis": 0} if per_channel else {}
+    inits = [_const("in_s", np.float32(2.0 ** in_exp)), _const("in_zp", np.uint8(0)),
+             _const("w_q", weight), _const("w_s", w_scale), _const("w_zp", zp_w),
+             _const("b_q", np.asarray(bias, dtype=np.int32)), _const("b_s", b_scale), _const("b_zp", zp_b),
+             _const("o_s", np.float32(2.0 ** out_exp)), _const("o_zp", np.uint8(0))]
+    nodes = [helper.make_node("QuantizeLinear", ["image", "in_s", "in_zp"], ["xq"], name="in_q"),
+             helper.make_node("DequantizeLinear", ["xq", "in_s", "in_zp"], ["x"], name="in_dq"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["w"], name="w_dq", **axis),
+             helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_zp"], ["b"], name="b_dq", **axis),
+             helper.make_node("Conv", ["x", "w", "b"], ["acc"], name="conv", pads=list(pads), strides=[stride, stride],
+                              kernel_shape=list(weight.shape[2:]))]
+    y = "acc"
+    if bn:
+        inits += [_const(n, np.full(cout, v, np.float32)) for n, v in (("g", 1.0), ("beta", 0.0), ("mu", 0.0), ("var", 1.0))]
+        nodes.append(helper.make_node("BatchNormalization", ["acc", "g", "beta", "mu", "var"], ["bn"], name="bn"))
+        y = "bn"
+    nodes += [helper.make_node("Relu", [y], ["r"], name="relu"),
+              helper.make_node("QuantizeLinear", ["r", "o_s", "o_zp"], ["yq"], name="out_q"),
+              helper.make_node("DequantizeLinear", ["yq", "o_s", "o_zp"], ["y"], name="out_dq")]
+    k = weight.shape[-1]
+    c, h, w = cout, (in_shape[1] + pads[0] + pads[2] - k) // stride + 1, (in_shape[2] + pads[1] + pads[3] - k) // stride + 1
+    last = "y"
+    if pool is not None:
+        if pool == "avg":
+            nodes.append(helper.make_node("AveragePool", ["y"], ["p"], name="avgpool", kernel_shape=[pool_k, pool_k], strides=[pool_k, pool_k]))
+            h, w = h // pool_k, w // pool_k
+        else:
+            nodes.append(helper.make_node("GlobalAveragePool", ["y"], ["p"], name="gap"))
+            h, w = 1, 1
+        inits += [_const("p_s", np.float32(2.0 ** pool_exp)), _const("p_zp", np.uint8(0))]
+        nodes += [helper.make_node("QuantizeLinear", ["p", "p_s", "p_zp"], ["pq"], name="pool_q"),
+                  helper.make_node("DequantizeLinear", ["pq", "p_s", "p_zp"], ["pd"], name="pool_dq")]
+        last = "pd"
+    lexp = pool_exp if pool is not None else out_exp
+    n_feat = c * h * w
+    nodes.append(helper.make_node("Flatten", [last], ["f"], name="flat"))
+    inits += [_const("f_w", np.ones((2, n_feat), np.int8)), _const("f_s", np.float32(1.0)), _const("f_zp", np.int8(0)),
+              _const("f_b", np.zeros(2, np.int32)), _const("f_bs", np.float32(2.0 ** lexp)), _const("f_bzp", np.int32(0))]
+    nodes += [helper.make_node("DequantizeLinear", ["f_w", "f_s", "f_zp"], ["fw"], name="fw_dq"),
+              helper.make_node("DequantizeLinear", ["f_b", "f_bs", "f_bzp"], ["fb"], name="fb_dq"),
+              helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="logits_gemm", transB=1)]
+    g = helper.make_graph(nodes, "vocab", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", *in_shape])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m

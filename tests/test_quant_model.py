@@ -59,7 +59,7 @@ def test_config_file_overrides_layers(tmp_path):
     weighted = [l for l in cfg.layers if l.kind in ("conv", "linear")]
     assert (weighted[1].w_bits, weighted[1].a_bits, weighted[2].sparsity) == (4, 6, 0.8)
     f.write_text('{"layers": {"0": {"w_bits": 9}}}')
-    with pytest.raises(ConfigError, match="bit widths must be 2..8"):
+    with pytest.raises(ConfigError, match="must be 2..8"):
         named_config("paper", f)
     f.write_text('{"layers": {"7": {"w_bits": 4}}}')
     with pytest.raises(ConfigError, match="does not exist"):
@@ -107,3 +107,79 @@ def test_every_quantizer_scale_is_a_power_of_two(arch):
         assert torch.equal(qb.scale.reshape(-1), (s_in * qw.scale).reshape(-1))
         ints = qb.value / qb.scale
         assert torch.equal(ints, ints.round())
+
+
+def test_named_architectures_are_description_files():
+    from quant.model import arch_files
+    assert {"paper", "paper-nopool2", "vgg", "edge"} <= set(arch_files())
+    edge = named_config("edge")
+    convs = [l for l in edge.layers if l.kind == "conv"]
+    assert all(l.padding == "same" and l.bn and l.per_channel for l in convs)
+    assert shapes(edge)[-4:] == [(128, 8, 8), (128, 1, 1), (128,), (5,)]
+
+
+def _arch(tmp_path, layers, **top):
+    import json
+    f = tmp_path / "net.json"
+    f.write_text(json.dumps({"layers": layers, **top}))
+    return f
+
+
+def test_an_architecture_file_builds_and_trains_the_vocabulary(tmp_path):
+    f = _arch(tmp_path, [{"kind": "conv", "out": 4, "kernel": 3, "padding": "same", "stride": 2, "bn": True, "per_channel": True},
+                         {"kind": "avgpool", "kernel": 2}, {"kind": "conv", "out": 8, "kernel": 3, "padding": 1},
+                         {"kind": "maxpool", "kernel": 2}, {"kind": "gap"}, {"kind": "flatten"},
+                         {"kind": "linear", "out": 5, "relu": False}])
+    cfg = named_config(str(f))
+    assert cfg.arch == "net" and shapes(cfg) == [(4, 32, 32), (4, 16, 16), (8, 16, 16), (8, 8, 8), (8, 1, 1), (8,), (5,)]
+    for q in (False, True):
+        c = quantized_twin(cfg) if q else cfg
+        with torch.no_grad():
+            assert build(c).eval()(torch.rand(2, 3, 64, 64)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([{"kind": "conv", "out": 4, "kernal": 3}], r"layer 0 \(conv\): unknown field 'kernal'"),
+    ([{"kind": "conv", "out": 4, "kernel": 4, "padding": "same"}], r"layer 0 \(conv\): field 'padding' \"same\" needs an odd kernel"),
+    ([{"kind": "conv", "out": 4, "kernel": 3, "padding": 3}], r"layer 0 \(conv\): field 'padding'"),
+    ([{"kind": "conv", "out": "four", "kernel": 3}], r"layer 0 \(conv\): field 'out' has the wrong type"),
+    ([{"kind": "maxpool", "kernel": 2, "out": 3}], r"layer 0 \(maxpool\): unknown field 'out'"),
+    ([{"kind": "avgpool", "kernel": 3}], r"layer 0 \(avgpool\): field 'kernel' 3: .*power-of-two"),
+    ([{"kind": "conv", "out": 4, "kernel": 3, "padding": "same"}, {"kind": "maxpool", "kernel": 9}, {"kind": "gap"}], r"layer 2 \(gap\): .*7x7 .*power-of-two"),
+    ([{"kind": "softmax"}], r"layer 0: unknown kind 'softmax'"),
+])
+def test_a_bad_architecture_file_names_the_layer_and_the_field(tmp_path, layers, match):
+    f = _arch(tmp_path, layers + [{"kind": "flatten"}, {"kind": "linear", "out": 5, "relu": False}])
+    with pytest.raises(ConfigError, match=match):
+        named_config(str(f))
+
+
+def test_an_unreadable_architecture_file_is_one_error(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json: not a valid architecture file"):
+        named_config(str(f))
+    with pytest.raises(ConfigError, match="unknown architecture 'nope'"):
+        named_config("nope")
+
+
+def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
+    from dataclasses import replace
+
+    from quant.fold import fold_batchnorm
+    torch.manual_seed(0)
+    cfg = named_config("edge")
+    fl = build(cfg)
+    fl.train()
+    for _ in range(3):  # running statistics away from their initial values
+        fl(torch.rand(4, 3, 64, 64))
+    fl.eval()
+    folded_cfg, state = fold_batchnorm(cfg, fl.state_dict())
+    folded = build(folded_cfg).eval()
+    folded.load_state_dict(state)
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(fl(x), folded(x), atol=1e-4)
+    assert not any("running_mean" in k for k in state)
+    with pytest.raises(ConfigError, match="fold it"):
+        build(replace(cfg, quantized=True))

@@ -22,7 +22,7 @@ CASES = [("1x1", 8, True, 3), ("4x4", 4, False, 2), ("8x8", 8, True, 3), ("8x8",
 
 
 def random_model(tmp: Path, bits: int, pruned: bool, seed: int):
-    spec = drawn(model_specs(w_bits=bits, a_bits=bits, pruned=pruned), seed)
+    spec = drawn(model_specs(w_bits=bits, a_bits=bits, pruned=pruned, vocabulary="basic"), seed)
     onnx, plan = materialize(spec, tmp)
     assert any(l.sparse is not None for l in plan.layers) == pruned, spec
     return onnx, plan
