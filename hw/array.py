@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, delayed, logit_layout, quiet, rom, write_layout
 from hw.pe import PE
-from hw.requant import LATENCY, Requantizer, requant_layout
-from hw.window import WindowGenerator, window_layout
+from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout
+from hw.window import WindowFeatures, WindowGenerator, window_layout
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,11 @@ class SystolicArray(wiring.Component):
         return m
 
 
-def array_pass_layout(addr_width: int, acc_width: int, act_width: int) -> data.StructLayout:
+def array_pass_layout(addr_width: int, acc_width: int, act_width: int, window: WindowFeatures = WindowFeatures(),
+                      per_channel: bool = False) -> data.StructLayout:
     return data.StructLayout({
-        "win": window_layout(addr_width),
-        "rq": requant_layout(acc_width, act_width),
+        "win": window_layout(addr_width, window),
+        "rq": requant_layout(acc_width, act_width, per_channel),
         "logits": 1,  # the last layer: raw accumulators of column 0 go to the logits memory
     })
 
@@ -142,17 +143,20 @@ class ArrayEngine(wiring.Component):
     Weight words hold `rows` weights (one reduction step of one channel group), bias words
     `rows` biases; both memories are initialised from the plan. A tile's bias word is read when
     its drain starts and shifts along with it, one bias per drained row, added in front of the
-    requantizers.
+    requantizers. With `shift_words` (per-channel requantization) a word of `rows` shift_layout
+    entries beside each bias word travels the same way. Taps outside the map (`window.pad`) are
+    zeroed in front of the operand registers; with strides, output j of a tile is column j*stride.
     """
 
     def __init__(self, config: ArrayConfig, addr_width: int, act_width: int, w_width: int, acc_width: int,
-                 weight_words: list[int], bias_words: list[int]):
-        self.config, self.addr_width = config, addr_width
+                 weight_words: list[int], bias_words: list[int], *, window: WindowFeatures = WindowFeatures(),
+                 shift_words: list[int] | None = None):
+        self.config, self.addr_width, self.window = config, addr_width, window
         self.act_width, self.w_width, self.acc_width = act_width, w_width, acc_width
-        self.weight_words, self.bias_words = weight_words or [0], bias_words or [0]
+        self.weight_words, self.bias_words, self.shift_words = weight_words or [0], bias_words or [0], shift_words
         super().__init__({
             "start": In(1),
-            "cfg": In(array_pass_layout(addr_width, acc_width, act_width)),
+            "cfg": In(array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words))),
             "raddr": Out(addr_width),
             "rdata": In(data.ArrayLayout(signed(act_width + 1), config.cols)),
             "wr": Out(write_layout(addr_width, config.cols, act_width)),
@@ -164,7 +168,7 @@ class ArrayEngine(wiring.Component):
         m = Module()
         rows, cols = self.config.rows, self.config.cols
         aw, ww, accw = self.addr_width, self.w_width, self.acc_width
-        gen = m.submodules.gen = WindowGenerator(rows, cols, aw)
+        gen = m.submodules.gen = WindowGenerator(rows, cols, aw, self.window)
         arr = m.submodules.array = SystolicArray(self.config, self.act_width + 1, ww, accw)
         # The generator's outputs go through plain registers first (addresses and tile tags alike):
         # its counters then only feed logic beside them, so the placer keeps them together. When
@@ -188,8 +192,12 @@ class ArrayEngine(wiring.Component):
         s_ops, s_drain = stages[1 + READ_LATENCY], stages[-1]
         assert READ_LATENCY > ROM_LATENCY
         wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq", reset_less=True)[-1]
-        m.d.sync += [arr.a.eq(self.rdata),
-                     *(arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows))]
+        if self.window.pad:  # the generator's taps, beside the read data
+            taps = delayed(m, gen.taps, 1 + READ_LATENCY, "taps")
+            m.d.sync += [arr.a[c].eq(Mux(taps[c], self.rdata[c], 0)) for c in range(cols)]
+        else:
+            m.d.sync += arr.a.eq(self.rdata)
+        m.d.sync += [arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)]
         m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last), arr.nrows.eq(s_ops.nrows)]
 
         # drain: one output channel (array row) per cycle through the requantizers
@@ -202,20 +210,37 @@ class ArrayEngine(wiring.Component):
         bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
         biases = Signal(rows * accw, reset_less=True)
         bias = delayed(m, biases[:accw].as_signed(), arr.out_delay, "bias", reset_less=True)
+        per_channel = bool(self.shift_words)
+        if per_channel:  # the tile's shift word, alongside the bias word
+            sw = shift_layout(accw).size
+            sdata = rom(m, "shifts", rows * sw, self.shift_words, stages[-1 - ROM_LATENCY].b_addr)
+            shifts = Signal(rows * sw, reset_less=True)
+            shift = delayed(m, shifts[:sw], arr.out_delay, "shift", reset_less=True)
         qs = []
         for c in range(cols):
-            rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width)
+            rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width, per_channel)
             m.d.comb += [rq.acc.eq(arr.out[c] + bias), rq.cfg.eq(self.cfg.rq)]
+            if per_channel:
+                m.d.comb += rq.shift.eq(shift)
             qs.append(rq)
         with m.If(left != 0):
             m.d.sync += [left.eq(left - 1), addr.eq(addr + self.cfg.win.out_ohow), biases.eq(biases >> accw)]
+            if per_channel:
+                m.d.sync += shifts.eq(shifts >> sw)
         with m.If(s_drain.valid & s_drain.last):
             m.d.sync += [left.eq(s_drain.nrows), drain_rows.eq(s_drain.nrows), addr.eq(s_drain.out_addr),
                          ncols.eq(s_drain.ncols), biases.eq(bdata)]
+            if per_channel:
+                m.d.sync += shifts.eq(sdata)
         tags = delay_line(m, drain, LATENCY + arr.out_delay, "drain")
         out = tags[-1]
+        # output j of the tile: column j * stride
+        strides = range(1, self.window.max_stride + 1)
+        outputs = [qs[c].q if self.window.max_stride == 1 else
+                   Array([qs[c * s].q if c * s < cols else 0 for s in strides])[self.cfg.win.stride_m1]
+                   for c in range(cols)]
         m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),
-                     self.wr.count.eq(out.count), *(self.wr.data[c].eq(qs[c].q) for c in range(cols)),
+                     self.wr.count.eq(out.count), *(self.wr.data[c].eq(outputs[c]) for c in range(cols)),
                      self.logit.valid.eq(out.valid & self.cfg.logits), self.logit.addr.eq(out.addr),
                      self.logit.data.eq(qs[0].raw)]
 

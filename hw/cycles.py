@@ -47,9 +47,10 @@ def pass_memory_bits(p: Pass, s: Schedule) -> int:
     rows = s.config.rows
     if p.kind == "array":
         groups, k = p.cfg["win"]["n_og_m1"] + 1, p.cfg["win"]["k_steps"]
-        return groups * k * rows * s.w_width + groups * rows * s.acc_width
+        return groups * k * rows * s.w_width + groups * rows * (s.acc_width + s.shift_width * bool(s.shift_words))
     if p.kind == "sparse":
-        return p.macs * (s.value_bits + s.index_bits) + (p.cfg["rows_m1"] + 1) * (s.addr_width + s.acc_width)
+        return p.macs * (s.value_bits + s.index_bits) + (p.cfg["rows_m1"] + 1) * (
+            s.addr_width + s.acc_width + s.shift_width * bool(s.sparse_shifts))
     return 0
 
 

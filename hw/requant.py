@@ -1,10 +1,11 @@
 """Requantizer: accumulator -> activation, `acc * 2**-shift` rounded half to even, ReLU, saturate.
 
-Bit-exact with export.reference.requantize. The per-layer constants (shift split into a right and
-a left amount, the rounding bias, the clamp bounds with ReLU folded in) are computed in Python by
-`requant_config` and held in a register by the sequencer; the hardware only adds, shifts and
-clamps, in registered stages (input, rounding bit, round, shift right, shift left, clamp:
-`LATENCY` cycles).
+Bit-exact with export.reference.requantize. The constants (the shift split into a right and a
+left amount with its rounding bias, `shift_config`; the clamp bounds with ReLU folded in) are
+computed in Python by `requant_config` and held in a register by the sequencer; a per-channel
+requantizer takes the shift constants with each value instead (from a ROM beside the biases).
+The hardware only adds, shifts and clamps, in registered stages (input, rounding bit, round,
+shift right, shift left, clamp: `LATENCY` cycles).
 """
 
 from __future__ import annotations
@@ -20,41 +21,57 @@ MAX_LEFT = 15  # largest left shift (negative plan shift) the requantizer implem
 LATENCY = 6  # cycles from `acc` to `q`
 
 
-def requant_layout(acc_width: int, out_width: int) -> data.StructLayout:
+def shift_layout(acc_width: int) -> data.StructLayout:
     return data.StructLayout({
         "shift_r": range(acc_width + 2),
         "shift_l": range(MAX_LEFT + 1),
         "half_m1": unsigned(acc_width + 1),  # 2**(shift_r-1) - 1, or 0 when shift_r == 0
         "odd_en": 1,  # shift_r > 0: ties go to the even neighbour
-        "lo": signed(out_width + 1),
-        "hi": signed(out_width + 1),
     })
 
 
-def requant_config(shift: int, relu: bool, out: IntType, acc_width: int) -> dict:
-    """The constants for one layer. A shift above acc_width+1 rounds every value to 0, exactly
-    as acc_width+1 does, so it is clamped there."""
+def requant_layout(acc_width: int, out_width: int, per_channel: bool = False) -> data.StructLayout:
+    """The layer's constants: the clamp bounds, and the shift unless it comes per channel."""
+    clamp = {"lo": signed(out_width + 1), "hi": signed(out_width + 1)}
+    return data.StructLayout(clamp if per_channel else {**dict(shift_layout(acc_width).members), **clamp})
+
+
+def shift_config(shift: int, acc_width: int) -> dict:
+    """The shift constants. A shift above acc_width+1 rounds every value to 0, exactly as
+    acc_width+1 does, so it is clamped there."""
     if shift < -MAX_LEFT:
         raise ValueError(f"left shift {-shift} exceeds {MAX_LEFT}")
     right = min(max(shift, 0), acc_width + 1)
-    lo = max(out.min, 0) if relu else out.min
     return {"shift_r": right, "shift_l": max(-shift, 0), "half_m1": (1 << right >> 1) - 1 if right else 0,
-            "odd_en": int(right > 0), "lo": lo, "hi": out.max}
+            "odd_en": int(right > 0)}
+
+
+def shift_word(shift: int, acc_width: int) -> int:
+    """`shift_config` packed as a `shift_layout` word (a per-channel ROM entry)."""
+    return shift_layout(acc_width).const(shift_config(shift, acc_width)).as_value().value
+
+
+def requant_config(shift: int | None, relu: bool, out: IntType, acc_width: int) -> dict:
+    """The constants for one layer; `shift` None when the shifts come per channel."""
+    lo = max(out.min, 0) if relu else out.min
+    return {**({} if shift is None else shift_config(shift, acc_width)), "lo": lo, "hi": out.max}
 
 
 class Requantizer(wiring.Component):
     """`q` = saturate(round_half_even(acc * 2**-shift)) LATENCY cycles after `acc`, as
-    `out_width` raw bits (two's complement for signed types); `raw` is `acc` delayed alike."""
+    `out_width` raw bits (two's complement for signed types); `raw` is `acc` delayed alike.
+    `per_channel`: the shift constants arrive on `shift` in the same cycle as `acc`."""
 
-    def __init__(self, acc_width: int, out_width: int):
+    def __init__(self, acc_width: int, out_width: int, per_channel: bool = False):
         if not 2 <= acc_width <= 40:
             raise ValueError(f"acc_width must be 2..40, got {acc_width}")
         if not 1 <= out_width <= 16:
             raise ValueError(f"out_width must be 1..16, got {out_width}")
-        self.acc_width, self.out_width = acc_width, out_width
+        self.acc_width, self.out_width, self.per_channel = acc_width, out_width, per_channel
         super().__init__({
             "acc": In(signed(acc_width)),
-            "cfg": In(requant_layout(acc_width, out_width)),
+            **({"shift": In(shift_layout(acc_width))} if per_channel else {}),
+            "cfg": In(requant_layout(acc_width, out_width, per_channel)),
             "q": Out(unsigned(out_width)),
             "raw": Out(signed(acc_width)),
         })
@@ -62,6 +79,8 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, w = self.cfg, self.acc_width
+        # the shift constants of the value in stage i (the layer's, or the value's own, delayed with it)
+        sh = delay_line(m, self.shift, 4, "shift", reset_less=True) if self.per_channel else [cfg] * 4
         # 1: the input (an engine's bias adder ends here); 2: the rounding bit (a variable bit
         # select); 3: round (the bit is the adder's carry in); 4: shift right; 5: shift left;
         # 6: clamp.
@@ -70,13 +89,13 @@ class Requantizer(wiring.Component):
         biased = Signal(signed(w + 2), reset_less=True)
         right = Signal(signed(w + 2), reset_less=True)
         shifted = Signal(signed(w + 2 + MAX_LEFT), reset_less=True)
-        rounded = Cat(odd, a1).as_signed() + Cat(Const(1, 1), cfg.half_m1)  # 2 * (a1 + half_m1 + odd) + 1
+        rounded = Cat(odd, a1).as_signed() + Cat(Const(1, 1), sh[1].half_m1)  # 2 * (a1 + half_m1 + odd) + 1
         m.d.sync += [
             a0.eq(self.acc),
-            a1.eq(a0), odd.eq((a0 >> cfg.shift_r)[0] & cfg.odd_en),
+            a1.eq(a0), odd.eq((a0 >> sh[0].shift_r)[0] & sh[0].odd_en),
             biased.eq(rounded[1:].as_signed()),
-            right.eq(biased >> cfg.shift_r),
-            shifted.eq(right << cfg.shift_l),
+            right.eq(biased >> sh[2].shift_r),
+            shifted.eq(right << sh[3].shift_l),
             self.q.eq(Mux(shifted < cfg.lo, cfg.lo, Mux(shifted > cfg.hi, cfg.hi, shifted))),
         ]
         m.d.comb += self.raw.eq(delay_line(m, self.acc, LATENCY, "raw", reset_less=True)[-1])

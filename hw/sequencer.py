@@ -9,19 +9,19 @@ engine and wait for its `done`. No descriptor memory: the constants are the FSM'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from amaranth import Module, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from export.plan import Layer, Plan
+from export.plan import IntType, Layer, Plan
 from hw.array import ArrayConfig
 from hw.memories import banks_for, buffer_rows
 from hw.pool import pool_config
-from hw.requant import MAX_LEFT, requant_config
-from hw.window import window_config
+from hw.requant import MAX_LEFT, requant_config, shift_layout, shift_word
+from hw.window import WindowFeatures, window_config
 
 MAX_BITS = 8  # activation and weight widths the datapath is generated for
 
@@ -66,6 +66,9 @@ class Schedule:
     sparse_biases: list[int]
     value_bits: int
     index_bits: int
+    window: WindowFeatures = WindowFeatures()
+    shift_words: list[int] = field(default_factory=list)  # per-channel array shifts, beside bias_words
+    sparse_shifts: list[int] = field(default_factory=list)  # per-channel sparse shifts, beside sparse_biases
 
     @property
     def engines(self) -> list[str]:
@@ -78,13 +81,20 @@ class Schedule:
     @property
     def memory_inits(self) -> dict[str, tuple[list[int], int]]:
         """Each plan-initialised memory: (words, word width)."""
-        rows = self.config.rows
+        rows, sw = self.config.rows, self.shift_width
         inits = {"array_weights": (self.weight_words, rows * self.w_width),
                  "array_biases": (self.bias_words, rows * self.acc_width),
+                 "array_shifts": (self.shift_words, rows * sw),
                  "sparse_entries": (self.sparse_entries, self.value_bits + self.index_bits),
                  "sparse_row_end": (self.sparse_row_end, self.addr_width),
-                 "sparse_biases": (self.sparse_biases, self.acc_width)}
+                 "sparse_biases": (self.sparse_biases, self.acc_width),
+                 "sparse_shifts": (self.sparse_shifts, sw)}
         return {k: v for k, v in inits.items() if v[0]}
+
+    @property
+    def shift_width(self) -> int:
+        """Bits of one per-channel shift entry (hw.requant.shift_layout)."""
+        return shift_layout(self.acc_width).size
 
     @property
     def memory_bits(self) -> dict[str, int]:
@@ -113,10 +123,8 @@ def _check_types(i: int, l: Layer) -> None:
             raise _refuse(i, l, f"{what} is {t.bits}-bit; the datapath takes 1..{MAX_BITS} bits, quantize it narrower")
     if l.w_type is not None and not 2 <= l.w_type.bits <= MAX_BITS:
         raise _refuse(i, l, f"weights are {l.w_type.bits}-bit; the array takes 2..{MAX_BITS} bits")
-    if isinstance(l.shift, np.ndarray):
-        raise _refuse(i, l, "per-channel requant shifts are not generated yet; quantize this layer's weights per tensor")
-    if l.out is not None and l.shift < -MAX_LEFT:
-        raise _refuse(i, l, f"requant left shift {-l.shift} exceeds {MAX_LEFT}; rescale the layer")
+    if l.out is not None and np.min(l.shift) < -MAX_LEFT:
+        raise _refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
 
 
 @dataclass
@@ -128,44 +136,82 @@ class _Images:
     entries: list[int] = field(default_factory=list)
     row_end: list[int] = field(default_factory=list)
     biases: list[int] = field(default_factory=list)
+    shift_words: list[int] = field(default_factory=list)
+    sparse_shifts: list[int] = field(default_factory=list)
 
 
-def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: int, img: _Images) -> tuple[dict, int]:
+AVERAGES = ("avgpool", "globalavgpool")
+
+
+def as_conv(l: Layer) -> Layer:
+    """An average pool as the conv the array runs: weight[c, c] = 1 over the window (a k x k
+    window, stride k; the global pool one window over the map, zero-padded to a square), no
+    bias, the pool's shift, no ReLU. C times the additions it needs, but bit-exact and small."""
+    c, h, w = l.in_shape
+    k, stride, pad = (l.kernel, l.kernel, (0, 0, 0, 0)) if l.kind == "avgpool" else (max(h, w), 1, (0, 0, max(w - h, 0), max(h - w, 0)))
+    weight = np.zeros((c, c, k, k), dtype=np.int8)
+    weight[np.arange(c), np.arange(c)] = 1
+    return replace(l, kind="conv2d", kernel=k, stride=stride, pad=pad, weight=weight, bias=np.zeros(c, dtype=np.int64),
+                   w_type=IntType(2, True, 0), relu=False)
+
+
+def _features(layers: list[Layer], config: ArrayConfig) -> tuple[WindowFeatures, bool, bool]:
+    """What the plan needs beyond the basic engines: the window generator's padding and strides,
+    per-channel shifts on the array, on the sparse engine."""
+    convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
+    per_channel = [l for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None]
+    window = WindowFeatures(pad=any(any(l.pad) for l in convs),
+                            max_stride=min(16, max([1] + [l.stride for l in convs])))
+    return (window, any(l.sparse is None for l in per_channel), any(l.sparse is not None for l in per_channel))
+
+
+def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: int, window: WindowFeatures,
+                per_channel: bool, img: _Images) -> tuple[dict, int]:
     """A conv or dense layer on the array: its window constants, and the highest address it reads."""
     rows, cols = config.rows, config.cols
     if l.kind == "conv2d":
-        if l.stride != 1:
-            raise _refuse(i, l, f"stride {l.stride}: the window generator makes stride 1 only; use stride 1 and a max-pool")
-        if any(l.pad):
-            raise _refuse(i, l, f"zero padding {list(l.pad)} is not generated yet; use valid (padding 0) convolutions")
         if len(l.in_shape) != 3:
             raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
-        (cin, h, w), (cout, oh, ow), k = l.in_shape, l.out_shape, l.kernel
+        if l.stride > window.max_stride:
+            raise _refuse(i, l, f"stride {l.stride}: the window generator makes strides up to {window.max_stride}")
+        (cin, h, w), (cout, oh, ow), k, s, pad = l.in_shape, l.out_shape, l.kernel, l.stride, tuple(l.pad)
     else:
-        (cin,), (cout,), h, w, k, oh, ow = l.in_shape, l.out_shape, 1, 1, 1, 1, 1
-    win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img.weight_words), len(img.bias_words))
+        (cin,), (cout,), h, w, k, oh, ow, s, pad = l.in_shape, l.out_shape, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)
+    win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img.weight_words), len(img.bias_words),
+                        stride=s, pad=pad, features=window)
     w2 = l.weight.reshape(cout, -1).astype(np.int64)
     n_og = -(-cout // rows)
     wpad = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
     wpad[:cout] = w2
     bpad = np.zeros(n_og * rows, dtype=np.int64)
     bpad[:cout] = l.bias
+    spad = np.zeros(n_og * rows, dtype=np.int64)
+    spad[:cout] = l.shift if l.out is not None else 0
     for og in range(n_og):
         group = slice(og * rows, (og + 1) * rows)
         img.weight_words += [_pack(wpad[group, kidx], w_width) for kidx in range(w2.shape[1])]
         img.bias_words.append(_pack(bpad[group], acc_width))
-    n_xt = -(-ow // cols)
-    top = (oh - 1) * w + (n_xt - 1) * cols + (cin - 1) * h * w + (k - 1) * w + k - 1
+        if per_channel:
+            img.shift_words.append(_pack([shift_word(int(v), acc_width) for v in spad[group]], shift_layout(acc_width).size))
+    # the last element a tap inside the map reads, as the start of a vector: the last input row
+    # it reaches, the last column tile's start
+    last_row = min(h - 1, (oh - 1) * s + k - 1 - pad[0])
+    last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + k - 1 - pad[1])
+    top = (cin - 1) * h * w + last_row * w + last_col
     return win, top
 
 
-def _sparse_pass(l: Layer, value_bits: int, index_bits: int, img: _Images) -> tuple[dict, int]:
+def _sparse_pass(l: Layer, value_bits: int, index_bits: int, acc_width: int, per_channel: bool,
+                 img: _Images) -> tuple[dict, int]:
     """A P-layer on the sparse engine: its bases in the shared memories, the highest address it reads."""
     sp = l.sparse
     base_e, base_r = len(img.entries), len(img.row_end)
     img.entries += [((int(v) & ((1 << value_bits) - 1)) << index_bits) | int(d) for v, d in zip(sp.values, sp.deltas)]
     img.row_end += [base_e + int(e) for e in sp.row_ptr[1:]]
     img.biases += [int(b) for b in l.bias]
+    if per_channel:
+        shifts = np.broadcast_to(l.shift if l.out is not None else 0, l.bias.shape)
+        img.sparse_shifts += [shift_word(int(v), acc_width) for v in shifts]
     return {"rows_m1": sp.row_ptr.size - 2, "row_base": base_r, "e_base": base_e}, l.in_shape[0] - 1
 
 
@@ -179,7 +225,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     if not layers or layers[-1].kind != "linear" or layers[-1].out is not None:
         raise UnsupportedPlan("the last layer must be a linear layer emitting raw accumulators (out=None)")
     compute = [l for l in layers if l.weight is not None]
-    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute)
+    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in AVERAGES])
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
     act_width = max([8] + [l.out.bits for l in layers if l.out is not None])
@@ -187,6 +233,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     value_bits = max([1] + [l.sparse.value_bits for l in compute if l.sparse is not None])
     index_bits = max([1] + [l.sparse.index_bits for l in compute if l.sparse is not None])
 
+    window, array_pc, sparse_pc = _features(layers, config)
     passes = [Pass("load", -1, "image", dst=0)]
     sizes, reads, img = [int(np.prod(plan.input_shape)), 0], [0, 0], _Images()
     cur, shape, signed = 0, tuple(plan.input_shape), False
@@ -204,13 +251,18 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
         if l.kind == "flatten":
             shape = tuple(l.out_shape)
             continue
-        rq = {} if l.out is None else requant_config(l.shift, l.relu, l.out, acc_width)
+        on_array = l.kind in ("conv2d", *AVERAGES) or (l.kind == "linear" and l.sparse is None)
+        shift = None if (array_pc if on_array else sparse_pc) else l.shift
+        rq = {} if l.out is None else requant_config(shift, l.relu, l.out, acc_width)
         p = Pass("", i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed)
-        if l.kind == "conv2d" or (l.kind == "linear" and l.sparse is None):
-            win, top = _array_pass(i, l, config, w_width, acc_width, img)
-            p.kind, p.macs, p.cfg = "array", l.macs_dense, {"win": win, "rq": rq, "logits": int(last)}
+        if on_array:
+            # an average pool's useful work: one addition per input element it sums
+            macs = l.macs_dense if l.kind not in AVERAGES else int(np.prod(l.out_shape)) * l.unit.count(l)
+            win, top = _array_pass(i, as_conv(l) if l.kind in AVERAGES else l, config, w_width, acc_width, window,
+                                   array_pc, img)
+            p.kind, p.macs, p.cfg = "array", macs, {"win": win, "rq": rq, "logits": int(last)}
         elif l.kind == "linear":
-            cfg, top = _sparse_pass(l, value_bits, index_bits, img)
+            cfg, top = _sparse_pass(l, value_bits, index_bits, acc_width, sparse_pc, img)
             p.kind, p.macs, p.cfg = "sparse", l.sparse.entries, {**cfg, "rq": rq, "logits": int(last)}
         elif l.kind == "maxpool":
             if l.kernel != 2 or l.stride != 2:
@@ -219,7 +271,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
             p.kind, p.cfg = "pool", pool_config(c, h, w, config.cols)
             top = (c - 1) * h * w + (2 * p.cfg["oh_m1"] + 1) * w + (2 * p.cfg["n_xt_m1"] + 1) * config.cols
         else:
-            raise _refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, flatten, linear are)")
+            raise _refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, linear are)")
         reads[cur] = max(reads[cur], top)
         passes.append(p)
         shape = tuple(l.out_shape)
@@ -233,10 +285,11 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     banks = banks_for(config.cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
     consts = [v for p in passes for v in (p.cfg.get("win") or p.cfg).values() if isinstance(v, int)]
-    addr_width = max(int(d + banks).bit_length() for d in
+    addr_width = max(int(abs(d) + banks).bit_length() for d in
                      (*depths, *consts, len(img.weight_words), len(img.bias_words), len(img.entries) + 1, len(img.row_end)))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, img.weight_words,
-                    img.bias_words, img.entries, img.row_end, img.biases, value_bits, index_bits)
+                    img.bias_words, img.entries, img.row_end, img.biases, value_bits, index_bits, window,
+                    img.shift_words, img.sparse_shifts)
 
 
 class Sequencer(wiring.Component):

@@ -13,25 +13,27 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, logit_layout, quiet, rom, write_layout
-from hw.requant import LATENCY, Requantizer, requant_layout
+from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout
 
 
-def sparse_layout(addr_width: int, acc_width: int, act_width: int) -> data.StructLayout:
+def sparse_layout(addr_width: int, acc_width: int, act_width: int, per_channel: bool = False) -> data.StructLayout:
     return data.StructLayout({
         "rows_m1": unsigned(addr_width),
         "row_base": unsigned(addr_width),  # this layer's first row in the row_end / bias memories
         "e_base": unsigned(addr_width),  # this layer's first entry
-        "rq": requant_layout(acc_width, act_width),
+        "rq": requant_layout(acc_width, act_width, per_channel),
         "logits": 1,
     })
 
 
 class SparseEngine(wiring.Component):
     """One P-layer per `start`; `done` one cycle after its last write. `raddr`/`rdata[0]` read
-    the input vector (one element per cycle)."""
+    the input vector (one element per cycle). With `shifts` (per-channel requantization, one
+    shift_layout word per row beside its bias) the requantizer takes each row's own shift."""
 
     def __init__(self, cols: int, addr_width: int, act_width: int, acc_width: int, value_bits: int,
-                 index_bits: int, entries: list[int], row_end: list[int], biases: list[int]):
+                 index_bits: int, entries: list[int], row_end: list[int], biases: list[int], *,
+                 shifts: list[int] | None = None):
         if not 1 <= value_bits <= 16 or not 1 <= index_bits <= 16:
             raise ValueError(f"sparse value and index widths must be 1..16, got {value_bits}, {index_bits}")
         self.cols, self.addr_width, self.act_width, self.acc_width = cols, addr_width, act_width, acc_width
@@ -39,9 +41,10 @@ class SparseEngine(wiring.Component):
         mask = (1 << acc_width) - 1
         self.entries, self.row_end = entries or [0], row_end or [0]
         self.biases = [b & mask for b in biases] or [0]  # two's complement words
+        self.shifts = shifts
         super().__init__({
             "start": In(1),
-            "cfg": In(sparse_layout(addr_width, acc_width, act_width)),
+            "cfg": In(sparse_layout(addr_width, acc_width, act_width, bool(shifts))),
             "raddr": Out(addr_width),
             "rdata": In(data.ArrayLayout(signed(act_width + 1), cols)),
             "wr": Out(write_layout(addr_width, cols, act_width)),
@@ -99,8 +102,10 @@ class SparseEngine(wiring.Component):
         m.d.sync += [x.eq(self.rdata[0]), prod.eq(values[-1] * x)]
 
         acc = Signal(signed(self.acc_width))
-        rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width)
+        rq = m.submodules.rq = Requantizer(self.acc_width, self.act_width, bool(self.shifts))
         m.d.comb += [rq.acc.eq(acc + bias_data.as_signed()), rq.cfg.eq(cfg.rq)]
+        if self.shifts:  # the row's shift answers with its bias
+            m.d.comb += rq.shift.eq(rom(m, "shifts", shift_layout(self.acc_width).size, self.shifts, bias_o))
         with m.If(s_acc.entry):
             m.d.sync += acc.eq(acc + prod)
         with m.If(s_acc.end | self.start):

@@ -33,9 +33,9 @@ class Accelerator(wiring.Component):
         self.plan, self.config = plan, config
         self.sched = s = schedule(plan, config)
         cols = config.cols
-        self.layouts = {"array": array_pass_layout(s.addr_width, s.acc_width, s.act_width),
+        self.layouts = {"array": array_pass_layout(s.addr_width, s.acc_width, s.act_width, s.window, bool(s.shift_words)),
                         "pool": pool_layout(s.addr_width),
-                        "sparse": sparse_layout(s.addr_width, s.acc_width, s.act_width)}
+                        "sparse": sparse_layout(s.addr_width, s.acc_width, s.act_width, bool(s.sparse_shifts))}
         self.layouts = {k: v for k, v in self.layouts.items() if k in s.engines}
         super().__init__({
             "pixels": In(stream.Signature(unsigned(8))),
@@ -61,10 +61,11 @@ class Accelerator(wiring.Component):
         make = {
             "load": lambda: PixelLoader(shape, cols, s.addr_width, s.act_width),
             "array": lambda: ArrayEngine(self.config, s.addr_width, s.act_width, s.w_width, s.acc_width,
-                                         s.weight_words, s.bias_words),
+                                         s.weight_words, s.bias_words, window=s.window, shift_words=s.shift_words),
             "pool": lambda: PoolEngine(cols, s.addr_width, s.act_width),
             "sparse": lambda: SparseEngine(cols, s.addr_width, s.act_width, s.acc_width, s.value_bits,
-                                           s.index_bits, s.sparse_entries, s.sparse_row_end, s.sparse_biases),
+                                           s.index_bits, s.sparse_entries, s.sparse_row_end, s.sparse_biases,
+                                           shifts=s.sparse_shifts),
             "emit": lambda: LogitEmitter(s.num_classes, s.acc_width, s.addr_width),
         }
         return {e: make[e]() for e in s.engines}

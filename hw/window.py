@@ -5,7 +5,14 @@ that the `cols` inputs of one reduction step, x[ci, y+ky, x0+kx .. x0+kx+cols-1]
 consecutive addresses, read in one cycle (memories.ActivationBuffer). Where line buffers keep k
 rows of the input on chip and slide over them, here the whole input tensor already is on chip
 (the ping-pong buffer), so the k x k x Cin patch is produced by address arithmetic alone:
-`cols` patches side by side, one (ci, ky, kx) slice per cycle. Only stride 1 is produced.
+`cols` patches side by side, one (ci, ky, kx) slice per cycle.
+
+Zero padding (`WindowFeatures.pad`): the walk runs over the padded map, with addresses in the
+unpadded buffer (modulo 2**addr_width, so a tap left of or above the map has a "negative"
+address), and `taps` says which columns' taps lie inside the map; the engine zeroes the others.
+Stride s (`WindowFeatures.max_stride`): rows step by s; along a row the PE columns compute
+consecutive stride-1 positions, of which columns 0, s, 2s, ... are outputs, so a tile yields
+ceil(cols / s) outputs and the next tile starts s * ceil(cols / s) positions on.
 
 Order: output-channel group og, output row y, column tile xt, then ci, ky, kx (the weight
 memory's word order). A tile's `last` step is held back until the array's drain of the previous
@@ -15,43 +22,76 @@ shorter than that stall instead of overwriting.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from dataclasses import dataclass
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 WINDOW_FIELDS = ("k_m1", "cin_m1", "d_ky", "d_ci", "w_base", "k_steps", "b_base", "n_og_m1", "oh_m1",
                  "n_xt_m1", "in_w", "out_ow", "out_ohow", "out_og_step", "last_cols", "last_rows")
+STRIDE_FIELDS = ("stride_m1", "tile_step", "tile_cols")  # unsigned
+PAD_FIELDS = ("a_base", "iy_base", "ix_base", "iy_step", "map_h", "map_w")  # signed
 
 
-def window_layout(addr_width: int) -> data.StructLayout:
-    return data.StructLayout({name: unsigned(addr_width) for name in WINDOW_FIELDS})
+@dataclass(frozen=True)
+class WindowFeatures:
+    """What the generator makes beyond valid stride-1 windows: zero padding, strides 1..max_stride."""
+
+    pad: bool = False
+    max_stride: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.max_stride <= 16:
+            raise ValueError(f"max_stride must be 1..16, got {self.max_stride}")
+
+
+def window_layout(addr_width: int, features: WindowFeatures = WindowFeatures()) -> data.StructLayout:
+    fields = {name: unsigned(addr_width) for name in WINDOW_FIELDS}
+    if features.max_stride > 1:
+        fields.update({name: unsigned(addr_width) for name in STRIDE_FIELDS})
+    if features.pad:
+        fields.update({name: signed(addr_width + 1) for name in PAD_FIELDS})
+    return data.StructLayout(fields)
 
 
 def window_config(cin: int, h: int, w: int, k: int, cout: int, oh: int, ow: int, rows: int, cols: int,
-                  w_base: int, b_base: int) -> dict:
-    """The constants of one layer (valid conv, stride 1; a dense layer is cin=in, h=w=k=1)."""
-    n_og, n_xt = -(-cout // rows), -(-ow // cols)
-    return {
+                  w_base: int, b_base: int, *, stride: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+                  features: WindowFeatures = WindowFeatures()) -> dict:
+    """The constants of one layer (a conv over (cin, h, w) zero-padded by (top, left, bottom,
+    right); a dense layer is cin=in, h=w=k=1)."""
+    if stride > features.max_stride or (any(pad) and not features.pad):
+        raise ValueError(f"stride {stride}, padding {list(pad)}: the generator makes {features}")
+    tile_cols = -(-cols // stride)
+    n_og, n_xt = -(-cout // rows), -(-ow // tile_cols)
+    cfg = {
         "k_m1": k - 1, "cin_m1": cin - 1, "d_ky": w - k + 1, "d_ci": h * w - (k - 1) * w - (k - 1),
         "w_base": w_base, "k_steps": cin * k * k, "b_base": b_base, "n_og_m1": n_og - 1, "oh_m1": oh - 1,
-        "n_xt_m1": n_xt - 1, "in_w": w, "out_ow": ow, "out_ohow": oh * ow, "out_og_step": rows * oh * ow,
-        "last_cols": ow - (n_xt - 1) * cols, "last_rows": cout - (n_og - 1) * rows,
+        "n_xt_m1": n_xt - 1, "in_w": stride * w, "out_ow": ow, "out_ohow": oh * ow, "out_og_step": rows * oh * ow,
+        "last_cols": ow - (n_xt - 1) * tile_cols, "last_rows": cout - (n_og - 1) * rows,
     }
+    if features.max_stride > 1:
+        cfg.update({"stride_m1": stride - 1, "tile_step": stride * tile_cols, "tile_cols": tile_cols})
+    if features.pad:
+        cfg.update({"a_base": -pad[0] * w - pad[1], "iy_base": -pad[0], "ix_base": -pad[1], "iy_step": stride,
+                    "map_h": h, "map_w": w})
+    return cfg
 
 
 class WindowGenerator(wiring.Component):
     """After `start`, one reduction step per cycle while `valid`: the activation vector address,
     weight word and bias word addresses, first/last of the tile, and the tile's output address
-    (channel og*rows, row y, column xt*cols) with its valid columns and rows. `busy` until the
+    (channel og*rows, row y, output column xt*ceil(cols/stride)) with its valid output columns
+    and rows; with padding, `taps` bit c: column c's tap is inside the map. `busy` until the
     last step has been issued."""
 
-    def __init__(self, rows: int, cols: int, addr_width: int):
+    def __init__(self, rows: int, cols: int, addr_width: int, features: WindowFeatures = WindowFeatures()):
         if not (1 <= rows <= 16 and 1 <= cols <= 16):
             raise ValueError(f"rows and cols must be 1..16, got {rows}x{cols}")
-        self.rows, self.cols, self.addr_width = rows, cols, addr_width
+        self.rows, self.cols, self.addr_width, self.features = rows, cols, addr_width, features
         super().__init__({
             "start": In(1),
-            "cfg": In(window_layout(addr_width)),
+            "cfg": In(window_layout(addr_width, features)),
             "busy": Out(1),
             "valid": Out(1),
             "act_addr": Out(addr_width),
@@ -62,6 +102,7 @@ class WindowGenerator(wiring.Component):
             "out_addr": Out(addr_width),
             "ncols": Out(range(cols + 1)),
             "nrows": Out(range(rows + 1)),
+            **({"taps": Out(cols)} if features.pad else {}),
         })
 
     def elaborate(self, platform):
@@ -83,10 +124,18 @@ class WindowGenerator(wiring.Component):
         first, last, cooling = Signal(), Signal(), Signal()
         k1, cin1 = cfg.k_m1 == 0, cfg.cin_m1 == 0  # the layer constants hold while busy
         valid = self.busy & ~(last & cooling)
+        strided, pad = self.features.max_stride > 1, self.features.pad
+        tile_step, tile_cols = (cfg.tile_step, cfg.tile_cols) if strided else (self.cols, self.cols)
+        a_base = cfg.a_base if pad else 0
+        # with padding: the tap's input row and column 0's input column (signed), for `taps`
+        iy_row, iy, ix_tile, ix = (Signal(signed(aw + 1), name=n) for n in ("iy_row", "iy", "ix_tile", "ix"))
+        if pad:
+            m.d.comb += self.taps.eq(Cat(((iy >= 0) & (iy < cfg.map_h) & (ix + c >= 0) & (ix + c < cfg.map_w))
+                                         for c in range(self.cols)))
         m.d.comb += [
             self.valid.eq(valid), self.first.eq(first), self.last.eq(last),
             self.act_addr.eq(a), self.w_addr.eq(w_addr), self.b_addr.eq(b_addr), self.out_addr.eq(out_tile),
-            self.ncols.eq(Mux(xt_end, cfg.last_cols, self.cols)),
+            self.ncols.eq(Mux(xt_end, cfg.last_cols, tile_cols)),
             self.nrows.eq(Mux(og_end, cfg.last_rows, self.rows)),
         ]
         with m.If(valid & last):
@@ -98,41 +147,54 @@ class WindowGenerator(wiring.Component):
             return [kx.eq(0), ky.eq(0), ci.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci_end.eq(cin1),
                     first.eq(1), last.eq(k1 & cin1)]
 
+        def taps_at(row, col):  # the tap walk restarts at input row `row`, column `col`
+            return [iy.eq(row), ix.eq(col)] if pad else []
+
         with m.If(self.start):
             m.d.sync += [
                 self.busy.eq(1), cool.eq(0), cooling.eq(0), *tile_start(),
-                *(s.eq(0) for s in (og, y, xt, a, tile, row_base, og_out, out_row, out_tile)),
+                *(s.eq(a_base if i in (3, 4, 5) else 0) for i, s in enumerate((og, y, xt, a, tile, row_base, og_out, out_row, out_tile))),
                 xt_end.eq(cfg.n_xt_m1 == 0), y_end.eq(cfg.oh_m1 == 0), og_end.eq(cfg.n_og_m1 == 0),
                 w_addr.eq(cfg.w_base), w_tile.eq(cfg.w_base), b_addr.eq(cfg.b_base),
             ]
+            if pad:
+                m.d.sync += [iy_row.eq(cfg.iy_base), ix_tile.eq(cfg.ix_base), *taps_at(cfg.iy_base, cfg.ix_base)]
         with m.Elif(valid & ~last):
             m.d.sync += [w_addr.eq(w_addr + 1), first.eq(0)]
             kx_at_end, ky_at_end, ci_at_end = kx + 1 == cfg.k_m1, ky + 1 == cfg.k_m1, ci + 1 == cfg.cin_m1
             with m.If(~kx_end):
-                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx_at_end), last.eq(kx_at_end & ky_end & ci_end)]
+                m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx_at_end), last.eq(kx_at_end & ky_end & ci_end),
+                             *taps_at(iy, ix + 1)]
             with m.Elif(~ky_end):
                 m.d.sync += [kx.eq(0), kx_end.eq(k1), ky.eq(ky + 1), ky_end.eq(ky_at_end),
-                             a.eq(a + cfg.d_ky), last.eq(k1 & ky_at_end & ci_end)]
+                             a.eq(a + cfg.d_ky), last.eq(k1 & ky_at_end & ci_end), *taps_at(iy + 1, ix_tile)]
             with m.Else():
                 m.d.sync += [kx.eq(0), ky.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci.eq(ci + 1),
-                             ci_end.eq(ci_at_end), a.eq(a + cfg.d_ci), last.eq(k1 & ci_at_end)]
+                             ci_end.eq(ci_at_end), a.eq(a + cfg.d_ci), last.eq(k1 & ci_at_end), *taps_at(iy_row, ix_tile)]
         with m.Elif(valid):  # the tile's last step: move to the next tile
             m.d.sync += [*tile_start(), w_addr.eq(w_tile)]
             with m.If(~xt_end):
-                m.d.sync += [xt.eq(xt + 1), xt_end.eq(xt + 1 == cfg.n_xt_m1), tile.eq(tile + self.cols),
-                             a.eq(tile + self.cols), out_tile.eq(out_tile + self.cols)]
+                m.d.sync += [xt.eq(xt + 1), xt_end.eq(xt + 1 == cfg.n_xt_m1), tile.eq(tile + tile_step),
+                             a.eq(tile + tile_step), out_tile.eq(out_tile + tile_cols)]
+                if pad:
+                    m.d.sync += [ix_tile.eq(ix_tile + tile_step), *taps_at(iy_row, ix_tile + tile_step)]
             with m.Elif(~y_end):
                 m.d.sync += [xt.eq(0), xt_end.eq(cfg.n_xt_m1 == 0), y.eq(y + 1), y_end.eq(y + 1 == cfg.oh_m1),
                              row_base.eq(row_base + cfg.in_w), tile.eq(row_base + cfg.in_w),
                              a.eq(row_base + cfg.in_w), out_row.eq(out_row + cfg.out_ow),
                              out_tile.eq(out_row + cfg.out_ow)]
+                if pad:
+                    m.d.sync += [ix_tile.eq(cfg.ix_base), iy_row.eq(iy_row + cfg.iy_step),
+                                 *taps_at(iy_row + cfg.iy_step, cfg.ix_base)]
             with m.Elif(~og_end):
                 m.d.sync += [xt.eq(0), xt_end.eq(cfg.n_xt_m1 == 0), y.eq(0), y_end.eq(cfg.oh_m1 == 0),
                              og.eq(og + 1), og_end.eq(og + 1 == cfg.n_og_m1),
-                             row_base.eq(0), tile.eq(0), a.eq(0),
+                             row_base.eq(a_base), tile.eq(a_base), a.eq(a_base),
                              w_tile.eq(w_tile + cfg.k_steps), w_addr.eq(w_tile + cfg.k_steps),
                              b_addr.eq(b_addr + 1), og_out.eq(og_out + cfg.out_og_step),
                              out_row.eq(og_out + cfg.out_og_step), out_tile.eq(og_out + cfg.out_og_step)]
+                if pad:
+                    m.d.sync += [ix_tile.eq(cfg.ix_base), iy_row.eq(cfg.iy_base), *taps_at(cfg.iy_base, cfg.ix_base)]
             with m.Else():
                 m.d.sync += self.busy.eq(0)
         return m

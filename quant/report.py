@@ -83,6 +83,10 @@ def read_manifest(results: Path) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ReportError(f"{path}: not an experiment manifest ({e.__class__.__name__}); re-run the experiment") from None
     missing = [r for r in REQUIRED if r not in runs]
+    if not missing and "qat_pruned" not in runs:  # a model with P-layers has its pruned QAT run too
+        fl = checkpoint.load(results / runs["float_adam"])
+        if any(l.get("cls") == "P" for l in fl["config"]["layers"]):
+            missing = ["qat_pruned"]
     if missing:
         raise ReportError(f"{path}: no run(s) {', '.join(missing)}; re-run the experiment")
     return manifest

@@ -4,6 +4,8 @@
                       --json FILE [--clock-mhz 100]
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
+A model whose metadata names no classes (a plain Brevitas export) runs on any ImageFolder data:
+its logits are compared, and the class-based figures (accuracy) say that the model names no classes.
 Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed) or a failed
 build/simulation, 2 bad input, 130 Ctrl-C (the JSON is written atomically, at the end).
 """
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from hw.array import ArrayConfig
     from quant.atomic import atomic_write_text
     from quant.data import load_split
-    from sim.golden import expected_logits
+    from sim.golden import expected_logits, names_classes
     from sim.verify import verify
 
     if args.limit is not None and args.limit < 1:
@@ -78,35 +80,40 @@ def run(args: argparse.Namespace) -> int:
         images, labels = balanced(images, labels, args.limit)
     if len(images) == 0:
         raise UsageError(f"{args.data / args.split}: no images")
-    if plan.class_names and list(names) != list(plan.class_names):
+    named = names_classes(onnx_path)
+    if named and list(names) != list(plan.class_names):
         missing = [n for n in names if n not in plan.class_names]
         if missing:
             raise UsageError(f"classes {missing} of {args.data / args.split} are not the model's {plan.class_names}")
         labels = np.array([plan.class_names.index(names[l]) for l in labels])
     work = args.work or Path(tempfile.mkdtemp(prefix="sim-run-"))
     print(f"model {onnx_path}, {len(images)} {args.split} images, array {array}, work {work}", file=sys.stderr)
+    if not named:
+        print("the model names no classes: its logits are compared, no accuracy is computed", file=sys.stderr)
     expected = expected_logits(onnx_path, plan, images)
-    class_names = plan.class_names or [str(i) for i in range(expected.shape[1])]
     bar = tqdm(total=len(images), unit="img", desc="RTL vs ONNX Runtime", file=sys.stderr)
 
     def line(r: dict) -> None:
-        got = class_names[int(np.argmax(r["got"]))] if r["got"] else "-"
+        got = plan.class_names[int(np.argmax(r["got"]))] if r["got"] else "-"
+        label = f"label {names[labels[r['index']]] if not named else plan.class_names[r['label']]:>10}"
         status = "bit-exact" if r["bit_exact"] else ("ERROR " + r["error"] if r["error"] else "MISMATCH")
-        bar.write(f"image {r['index']:4d}  label {class_names[r['label']]:>10}  rtl {got:>10}  "
-                  f"cycles {r['cycles']}  {status}", file=sys.stderr)
+        bar.write(f"image {r['index']:4d}  {label}  rtl {got:>10}  cycles {r['cycles']}  {status}", file=sys.stderr)
         bar.update(1)
 
-    out = verify(plan, array, images, expected, labels=labels, work_dir=work, clock_mhz=args.clock_mhz,
+    out = verify(plan, array, images, expected, labels=labels if named else None, work_dir=work, clock_mhz=args.clock_mhz,
                  gaps=args.gaps, backpressure=args.backpressure, on_image=line,
                  log=lambda m: bar.write(m, file=sys.stderr))
     bar.close()
-    summary = {**out.summary, "split": args.split, "data": str(args.data), "onnx": str(onnx_path), "array": array,
+    classes = ({"model_classes": plan.class_names} if named else
+               {"model_classes": None, "classes_note": "the model names no classes: logits compared, no accuracy"})
+    summary = {**out.summary, **classes, "split": args.split, "data": str(args.data), "onnx": str(onnx_path), "array": array,
                "diagnosis": out.diagnosis, "waveform": str(out.waveform) if out.waveform else None,
                "per_image": out.records}
     atomic_write_text(args.json, json.dumps(summary, indent=1))
     s = out.summary
     print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
-          f"RTL accuracy {s['rtl_accuracy']:.4f}, cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
+          + (f"RTL accuracy {s['rtl_accuracy']:.4f}, " if named else "no accuracy (the model names no classes), ")
+          + f"cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
           f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz, "
           f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
           f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")

@@ -17,6 +17,13 @@ from export import reference
 from export.plan import Layer, Plan
 
 
+def names_classes(onnx_path: str | Path) -> bool:
+    """Whether the model's metadata names its classes (quant/'s export does; a plain Brevitas export does not)."""
+    import onnx
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(p.key == "class_names" for p in model.metadata_props)
+
+
 def expected_logits(onnx_path: str | Path, plan: Plan, images: np.ndarray) -> np.ndarray:
     """int64 (N, classes): ONNX Runtime's logits in units of the last accumulator's LSB."""
     from export.ort import golden_session, run_logits

@@ -1,23 +1,41 @@
-"""Shared fixtures: the development data set (read from ../shared, never copied) and the bundled model."""
+"""Shared fixtures: the development data set (read from ../shared, never copied) and the bundled model.
+
+`CNN_CODESIGN_DATA=DIR` points the data-set tests elsewhere (`CNN_CODESIGN_DATA=/nonexistent` runs the
+suite as a clone without ../shared does). A test that needs the real images takes `data_dir`; when
+they are absent it skips, and the run ends with one line that names every such test.
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "animals5"
+DATA = Path(os.environ.get("CNN_CODESIGN_DATA") or ROOT.parent / "shared" / "data" / "animals5")
+NO_DATA = f"development data not found at {DATA}"
 
 warnings.filterwarnings("ignore", module="brevitas")
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"development data not found at {DATA} (it lives in ../shared/data/animals5)")
+    """The animals5 folder (train/ and val/), for tests whose figure needs real images."""
+    if not (DATA / "val").is_dir():
+        pytest.skip(f"{NO_DATA} (it lives in ../shared/data/animals5)")
     return DATA
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One closing line when tests did not run for want of the data set, so a green run says so."""
+    missed = [r.nodeid for r in terminalreporter.stats.get("skipped", [])
+              if isinstance(r.longrepr, tuple) and NO_DATA in str(r.longrepr[-1])]
+    if missed:
+        terminalreporter.write_line(f"{len(missed)} test{'s' if len(missed) > 1 else ''} needed {DATA} and did not run "
+                                    f"(they measure the real images; set CNN_CODESIGN_DATA=DIR for another copy): "
+                                    f"{', '.join(missed)}", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,13 @@ def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=
     return Plan(tuple(shape), img, layers, [f"c{i}" for i in range(classes)])
 
 
+def vocabulary_specs(**kwargs):
+    """export.testing's full-vocabulary models that the hardware runs: all but k x k max-pools other than 2 x 2."""
+    from export.testing import model_specs
+    return model_specs(vocabulary="full", **kwargs).filter(
+        lambda spec: all(l.kind != "maxpool" or l.kernel == 2 for l in spec.config.layers))
+
+
 def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
     return rng.integers(0, 256, size=plan.input_shape).astype(np.uint8)
 
@@ -222,3 +229,34 @@ def to_signed(raw: dict, width: int, signed: bool) -> dict:
     if not signed:
         return raw
     return {a: v - (1 << width) if v >= 1 << (width - 1) else v for a, v in raw.items()}
+
+
+def vocab_plan(rng: np.random.Generator, shape=(2, 9, 9), c1=3, c2=4, pad1=(1, 1, 1, 1), stride1=2,
+               pad2=(0, 1, 1, 0), k2=2, hidden=5, classes=3, act_bits=8) -> Plan:
+    """The vocabulary beyond random_plan: conv 3x3 padded and strided with per-channel shifts ->
+    avgpool 2 -> conv k2 padded -> global average pool -> flatten -> linear P per channel -> linear NP.
+    (The second conv's map must be square with a power-of-two pixel count.)"""
+    img = IntType(8, False, -8)
+    C, H, W = shape
+
+    def per_channel(l, spread=2):
+        l.shift = (l.shift + rng.integers(-spread, spread + 1, size=l.out_shape[0])).clip(-2).astype(np.int64)
+        l.w_exps = np.zeros(l.out_shape[0], dtype=np.int64)
+        return l
+
+    oh, ow = (H + pad1[0] + pad1[2] - 3) // stride1 + 1, (W + pad1[1] + pad1[3] - 3) // stride1 + 1
+    l1 = per_channel(_layer(rng, "conv1", "conv2d", shape, (c1, oh, ow), img, act_bits, 8, 3))
+    l1.stride, l1.pad = stride1, tuple(pad1)
+    t1 = l1.out
+    p1 = (c1, oh // 2, ow // 2)
+    a1 = IntType(act_bits, False, -3)
+    pool = Layer("pool1", "avgpool", l1.out_shape, p1, t1, a1, kernel=2, stride=2, shift=int(rng.integers(0, 3)))
+    oh2, ow2 = p1[1] + pad2[0] + pad2[2] - k2 + 1, p1[2] + pad2[1] + pad2[3] - k2 + 1
+    t2 = IntType(act_bits, True, -4)
+    l2 = _layer(rng, "conv2", "conv2d", p1, (c2, oh2, ow2), a1, act_bits, 8, k2, relu=False, signed_out=True)
+    l2.pad = tuple(pad2)
+    gap = Layer("gap", "globalavgpool", l2.out_shape, (c2, 1, 1), t2, t2, kernel=oh2, shift=int((oh2 * ow2).bit_length() - 1))
+    flat = Layer("flatten", "flatten", (c2, 1, 1), (c2,), t2, t2)
+    l3 = per_channel(_layer(rng, "fc1", "linear", (c2,), (hidden,), t2, act_bits, 8, density=0.6, sparse=True))
+    l4 = _layer(rng, "fc2", "linear", (hidden,), (classes,), l3.out, act_bits, 8, last=True)
+    return Plan(tuple(shape), img, [l1, pool, l2, gap, flat, l3, l4], [f"c{i}" for i in range(classes)])

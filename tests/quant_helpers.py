@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,12 @@ def class_images(root: Path, classes=DEFAULT_CLASSES, per_class: int = 3, seed: 
         for i in range(per_class):
             write_image(root / name / f"{name}-{i}.png", size=size, seed=seed * 100_000 + c * 1000 + i)
     return root
+
+
+def arch_file(path: Path, layers: list[dict], **top) -> Path:
+    """An architecture description file for `--arch FILE.json`: {"layers": [...], **top}."""
+    path.write_text(json.dumps({"layers": layers, **top}))
+    return path
 
 
 def split_dataset(root: Path, classes=DEFAULT_CLASSES, per_class: dict | None = None) -> Path:

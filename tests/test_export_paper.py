@@ -1,4 +1,5 @@
-"""The bundled paper model: export, compile time, ORT vs Brevitas and reference vs ORT on real images."""
+"""The bundled paper model: export, compile time, ORT vs Brevitas and reference vs ORT on seeded random images
+(always run), and on the whole real validation split (`-m slow`, needs ../shared/data/animals5)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from export.check import compare
 from export.compile import compile_onnx
 from export.onnx_export import metadata
+from export.testing import random_images
 from quant.data import load_split
+from quant_helpers import class_images
 
 
 def test_export_metadata_and_checker(bundled_onnx):
@@ -32,14 +35,15 @@ def test_compiles_in_under_5_s(bundled_onnx):
     assert plan.compression_ratio >= 27.5
 
 
-def test_onnxruntime_agrees_with_brevitas(bundled_onnx, data_dir):
+def test_onnxruntime_agrees_with_brevitas(bundled_onnx, tmp_path):
     from export.__main__ import brevitas_agreement
-    res = brevitas_agreement(None, bundled_onnx, data_dir, "val", limit=8)
-    assert res["same_class"] == res["images"] == 40
+    class_images(tmp_path / "val", per_class=4)  # seeded random 72x72 images, through the real loader
+    res = brevitas_agreement(None, bundled_onnx, tmp_path, "val")
+    assert res["same_class"] == res["images"] == 20, res
 
 
-def test_reference_equals_onnxruntime_on_a_validation_sample(bundled_onnx, bundled_plan, data_dir):
-    x, _, _ = load_split(data_dir, "val", limit=10)
+def test_reference_equals_onnxruntime_on_random_images(bundled_onnx, bundled_plan):
+    x = random_images(bundled_plan, 50, seed=1)  # with an all-0 and an all-255 image
     res = compare(bundled_onnx, bundled_plan, x)
     assert res.exact == res.images == 50, res.mismatches[:3]
 

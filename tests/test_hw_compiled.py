@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The Accelerator on plans from export's compiler (export.testing's hypothesis strategy:
 Brevitas model -> ONNX -> plan) equals export.reference, logits and every traced layer output,
-on images that include the 0 / 255 extremes. HW_EXAMPLES=N runs more examples."""
+on images that include the 0 / 255 extremes: the basic vocabulary, and the full one (padding,
+strides, per-channel shifts, average and global pools). HW_EXAMPLES=N runs more examples."""
 
 import os
 
@@ -16,14 +17,28 @@ from export.testing import materialize, model_specs, random_images  # noqa: E402
 from hw.array import ArrayConfig  # noqa: E402
 from hw.cycles import predict  # noqa: E402
 from hw.top import Accelerator  # noqa: E402
-from tests.hw_helpers import first_mismatch, run_images  # noqa: E402
+from tests.hw_helpers import first_mismatch, run_images, vocabulary_specs  # noqa: E402
+
+EXAMPLES = int(os.environ.get("HW_EXAMPLES", 6))
+ARRAYS = st.sampled_from(["1x1", "2x3", "4x4", "3x2"])
 
 
-@settings(max_examples=int(os.environ.get("HW_EXAMPLES", 6)), deadline=None,
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(spec=model_specs(max_size=9, vocabulary="basic"), array=st.sampled_from(["1x1", "2x3", "4x4", "3x2"]))
+@given(spec=model_specs(max_size=9, vocabulary="basic"), array=ARRAYS)
 def test_compiled_random_models_match_reference(tmp_path, spec, array):
     """Plans from export's compiler (Brevitas -> ONNX -> plan), images with the 0 / 255 extremes."""
+    _check(tmp_path, spec, array)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(spec=vocabulary_specs(max_size=9), array=ARRAYS)
+def test_compiled_vocabulary_models_match_reference(tmp_path, spec, array):
+    _check(tmp_path, spec, array)
+
+
+def _check(tmp_path, spec, array):
     _, plan = materialize(spec, tmp_path)
     images = random_images(plan, 2, seed=spec.seed)
     dut = Accelerator(plan, ArrayConfig.parse(array))

@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Requantizer under amaranth.sim against export.reference.requantize: random, ties, saturation,
-negative accumulators, left shifts, shifts beyond the accumulator."""
+negative accumulators, left shifts, shifts beyond the accumulator; per channel, a different
+shift with every value."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from amaranth.sim import Simulator
 
 from export.plan import IntType
 from export.reference import requantize
-from hw.requant import LATENCY, Requantizer, requant_config
+from hw.requant import LATENCY, Requantizer, requant_config, shift_config
 
 ACC = 20
 
@@ -45,6 +46,39 @@ def test_requantizer_matches_reference(out):
                         got = q - 256 if out.signed and q >= 128 else q
                         assert got == want[j], f"shift {shift} relu {relu} {out}: acc {accs[j]} want {want[j]} got {got}"
                         assert ctx.get(dut.raw) == accs[j]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("out,relu", [(IntType(8, False, 0), True), (IntType(5, True, 0), False)])
+def test_per_channel_requantizer_takes_a_shift_per_value(out, relu):
+    rng = np.random.default_rng(out.bits)
+    dut = Requantizer(ACC, 8, per_channel=True)
+    shifts = [0, 1, 3, 7, ACC + 3, -2, -15]
+    accs, per = [], []
+    for shift in shifts:
+        cases = _cases(rng, shift)
+        accs += cases
+        per += [shift] * len(cases)
+    order = rng.permutation(len(accs))  # the shift changes from one value to the next
+    accs, per = [accs[i] for i in order], [per[i] for i in order]
+    want = requantize(np.array(accs), np.array(per), relu, out)
+
+    async def bench(ctx):
+        ctx.set(dut.cfg, dut.cfg.shape().const(requant_config(None, relu, out, ACC)))
+        for i in range(len(accs) + LATENCY - 1):
+            if i < len(accs):
+                ctx.set(dut.acc, accs[i])
+                ctx.set(dut.shift, dut.shift.shape().const(shift_config(per[i], ACC)))
+            await ctx.tick()
+            j = i - (LATENCY - 1)
+            if j >= 0:
+                q = ctx.get(dut.q)
+                got = q - 256 if out.signed and q >= 128 else q
+                assert got == want[j], f"shift {per[j]}: acc {accs[j]} want {want[j]} got {got}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

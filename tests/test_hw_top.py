@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The whole Accelerator under amaranth.sim on tiny random plans == export.reference, at several
 array sizes and bit widths; the cycle model is exact; bad plans are refused by layer; the
-Verilog converts with the documented port names."""
+Verilog converts with the documented port names. The vocabulary (padding, strides, per-channel
+shifts, average and global pools) likewise, and a plan without it generates none of its hardware."""
 
 import re
 from dataclasses import replace
@@ -15,7 +16,8 @@ from hw.array import ArrayConfig
 from hw.cycles import predict
 from hw.sequencer import UnsupportedPlan, schedule
 from hw.top import Accelerator, generate, resources
-from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images
+from hw.window import WindowFeatures
+from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images, vocab_plan
 
 
 @pytest.mark.parametrize("array", ["1x1", "2x3", "4x4"])
@@ -67,8 +69,10 @@ def _refused(plan, match):
 def test_refusals_name_the_layer():
     rng = np.random.default_rng(2)
     plan = random_plan(rng)
-    bad = replace(plan, layers=[replace(plan.layers[0], stride=2)] + plan.layers[1:])
-    _refused(bad, r"layer 0 'conv1' \(conv2d\): stride 2")
+    bad = replace(plan, layers=[replace(plan.layers[0], stride=17)] + plan.layers[1:])
+    _refused(bad, r"layer 0 'conv1' \(conv2d\): stride 17: the window generator makes strides up to 16")
+    big = replace(plan.layers[0], shift=np.array([3, -16, 2]))
+    _refused(replace(plan, layers=[big] + plan.layers[1:]), r"layer 0 'conv1' .*left shift 16 exceeds 15")
     bad = replace(plan, layers=plan.layers[:1] + [replace(plan.layers[1], kernel=3, stride=1)] + plan.layers[2:])
     _refused(bad, r"layer 1 'pool1' \(maxpool\): max-pool 3x3")
     wide = IntType(12, False, 0)
@@ -132,3 +136,42 @@ def test_sparse_logits_layer_and_dense_hidden_layer():
     assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
     np.testing.assert_array_equal(logits, outs[-1])
     assert cycles == predict(dut.sched)["total_cycles"]
+
+
+@pytest.mark.parametrize("array,seed", [("1x1", 1), ("2x3", 2), ("4x4", 3), ("3x2", 4)])
+def test_vocabulary_matches_reference_cycle_exact(array, seed):
+    """Padded, strided, per-channel convs, an average pool, a global pool, a per-channel P-layer."""
+    rng = np.random.default_rng(seed)
+    plan = vocab_plan(rng, pad2=[(0, 1, 1, 0), (1, 1, 1, 1), (1, 0, 0, 1)][seed % 3])
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig.parse(array))
+    s = dut.sched
+    assert s.window == WindowFeatures(pad=True, max_stride=2) and s.shift_words and s.sparse_shifts
+    passes = []
+    logits, cycles, writes = run_accelerator(dut, image, passes=passes)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, s.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+    model = predict(s)
+    assert cycles == model["total_cycles"]
+    assert [c for _, c in passes] == [r["cycles"] for r in model["layers"]]
+
+
+def test_global_pool_over_a_non_square_map():
+    """A global pool over 2 x 4 runs as a 4 x 4 window over the map padded below."""
+    rng = np.random.default_rng(6)
+    plan = vocab_plan(rng, shape=(1, 8, 12), pad2=(0, 0, 0, 1), k2=1)
+    assert plan.layers[3].in_shape[1:] == (2, 4)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig(2, 2))
+    logits, cycles, writes = run_accelerator(dut, image)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+    assert cycles == predict(dut.sched)["total_cycles"]
+
+
+def test_basic_plan_generates_no_vocabulary_hardware():
+    s = schedule(random_plan(np.random.default_rng(4)), ArrayConfig(2, 2))
+    assert s.window == WindowFeatures() and not s.shift_words and not s.sparse_shifts
+    assert not {"array_shifts", "sparse_shifts"} & set(s.memory_inits)

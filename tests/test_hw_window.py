@@ -1,38 +1,53 @@
 """WindowGenerator under amaranth.sim against a Python walk of the same loops: every issued
 step's activation, weight and bias address, first/last, and the tile's output address and
-valid columns/rows; with a short reduction (K < 2*rows - 1) the last step waits for the drain."""
+valid columns/rows; with a short reduction (K < 2*rows - 1) the last step waits for the drain.
+With zero padding, the taps inside the map (and addresses modulo 2**addr_width outside it);
+with strides, rows skipped and ceil(cols/stride) outputs per tile."""
 
 import pytest
 from amaranth.sim import Simulator
 
-from hw.window import WindowGenerator, window_config
+from hw.window import WindowFeatures, WindowGenerator, window_config
+
+AW = 12
 
 
-def _walk(cin, h, w, k, cout, rows, cols):
-    oh, ow = h - k + 1, w - k + 1
+def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
+    oh, ow = (h + pad[0] + pad[2] - k) // s + 1, (w + pad[1] + pad[3] - k) // s + 1
+    tcols = -(-cols // s)
     for og in range(-(-cout // rows)):
         for y in range(oh):
-            for xt in range(-(-ow // cols)):
+            for xt in range(-(-ow // tcols)):
                 for ci in range(cin):
                     for ky in range(k):
                         for kx in range(k):
                             kidx = (ci * k + ky) * k + kx
-                            yield {"act_addr": ci * h * w + (y + ky) * w + xt * cols + kx,
-                                   "w_addr": 5 + og * cin * k * k + kidx, "b_addr": 2 + og,
-                                   "first": kidx == 0, "last": kidx == cin * k * k - 1,
-                                   "out_addr": og * rows * oh * ow + y * ow + xt * cols,
-                                   "ncols": min(cols, ow - xt * cols), "nrows": min(rows, cout - og * rows)}
+                            iy, ix = y * s + ky - pad[0], xt * tcols * s + kx - pad[1]
+                            step = {"act_addr": (ci * h * w + iy * w + ix) % (1 << AW),
+                                    "w_addr": 5 + og * cin * k * k + kidx, "b_addr": 2 + og,
+                                    "first": kidx == 0, "last": kidx == cin * k * k - 1,
+                                    "out_addr": og * rows * oh * ow + y * ow + xt * tcols,
+                                    "ncols": min(tcols, ow - xt * tcols), "nrows": min(rows, cout - og * rows)}
+                            if any(pad):
+                                step["taps"] = sum((0 <= iy < h and 0 <= ix + c < w) << c for c in range(cols))
+                            yield step
 
 
-@pytest.mark.parametrize("cin,h,w,k,cout,rows,cols", [
-    (2, 6, 7, 3, 5, 2, 3),   # ragged channel groups and column tiles
-    (1, 4, 4, 1, 3, 4, 4),   # K = 1 < rows: stalls
-    (7, 1, 1, 1, 3, 2, 1),   # a dense layer
+@pytest.mark.parametrize("cin,h,w,k,cout,rows,cols,s,pad", [
+    (2, 6, 7, 3, 5, 2, 3, 1, (0, 0, 0, 0)),   # ragged channel groups and column tiles
+    (1, 4, 4, 1, 3, 4, 4, 1, (0, 0, 0, 0)),   # K = 1 < rows: stalls
+    (7, 1, 1, 1, 3, 2, 1, 1, (0, 0, 0, 0)),   # a dense layer
+    (2, 5, 6, 3, 3, 2, 4, 1, (1, 2, 2, 1)),   # padding up to k-1 on each side, asymmetric
+    (2, 7, 7, 3, 3, 2, 3, 2, (1, 1, 1, 1)),   # stride 2, "same" padding, odd cols
+    (1, 4, 9, 2, 2, 3, 1, 3, (0, 1, 1, 0)),   # stride 3 on one column
+    (3, 2, 3, 3, 2, 2, 5, 1, (0, 0, 1, 0)),   # a padded global-pool window, wider tile than the map
 ])
-def test_window_walk(cin, h, w, k, cout, rows, cols):
-    dut = WindowGenerator(rows, cols, 12)
-    cfg = window_config(cin, h, w, k, cout, h - k + 1, w - k + 1, rows, cols, w_base=5, b_base=2)
-    want = list(_walk(cin, h, w, k, cout, rows, cols))
+def test_window_walk(cin, h, w, k, cout, rows, cols, s, pad):
+    features = WindowFeatures(pad=any(pad), max_stride=s)
+    dut = WindowGenerator(rows, cols, AW, features)
+    oh, ow = (h + pad[0] + pad[2] - k) // s + 1, (w + pad[1] + pad[3] - k) // s + 1
+    cfg = window_config(cin, h, w, k, cout, oh, ow, rows, cols, w_base=5, b_base=2, stride=s, pad=pad, features=features)
+    want = list(_walk(cin, h, w, k, cout, rows, cols, s, pad))
     kk = cin * k * k
 
     async def bench(ctx):
@@ -58,3 +73,10 @@ def test_window_walk(cin, h, w, k, cout, rows, cols):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_window_config_refuses_what_the_generator_does_not_make():
+    with pytest.raises(ValueError, match="stride 2"):
+        window_config(1, 4, 4, 2, 1, 2, 2, 2, 2, 0, 0, stride=2)
+    with pytest.raises(ValueError, match=r"padding \[1, 0, 0, 0\]"):
+        window_config(1, 4, 4, 2, 1, 4, 3, 2, 2, 0, 0, pad=(1, 0, 0, 0), features=WindowFeatures(max_stride=2))

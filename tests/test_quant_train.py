@@ -1,4 +1,4 @@
-"""quant.train: resume continues exactly where it stopped; a short end-to-end run on animals5."""
+"""quant.train: resume continues exactly where it stopped; a short end-to-end run on a tiny image folder."""
 
 import warnings
 from dataclasses import replace
@@ -11,7 +11,7 @@ from quant.data import dataset_hash, read_split
 from quant.evaluate import evaluate
 from quant.model import named_config, quantized_twin
 from quant.train import TrainConfig, train
-from quant_helpers import learnable_split
+from quant_helpers import learnable_split, split_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,8 @@ def test_resume_continues_exactly(tmp_path, quantized):
     assert resumed["best_epoch"] == full["best_epoch"]
 
 
-def test_end_to_end_float_then_qat_pruned_on_animals5(tmp_path, data_dir):
+def test_end_to_end_float_then_qat_pruned_on_an_image_folder(tmp_path):
+    data_dir = split_dataset(tmp_path / "data", per_class={"train": 10, "val": 4})  # seeded random 72x72 PNGs
     tr = read_split(data_dir, "train", limit=10)
     va = read_split(data_dir, "val", tr.class_names, limit=4)
     assert len(tr) == 50 and len(va) == 20

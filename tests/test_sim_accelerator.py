@@ -1,6 +1,8 @@
 """Verification ladder step 3: the generated accelerator RTL under cocotb + Verilator against
 ONNX Runtime, bit for bit: random models from export's strategy on 1x1, 4x4 and 8x8 arrays at 8
-and 4 bits, pruned and unpruned; the mismatch report; the paper model on validation images."""
+and 4 bits, pruned and unpruned, of the basic and the full vocabulary (padding, stride 2,
+average and global pools, per-channel shifts); the mismatch report; the bundled paper model on
+seeded random images."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ from export.testing import materialize, model_specs, random_images
 from sim.golden import expected_logits
 from sim.verify import locate, verify
 from sim_helpers import drawn
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "animals5"
+from hw_helpers import vocabulary_specs
 
 # (array, bits, pruned, seed): every array size, both widths, both kinds of model
 CASES = [("1x1", 8, True, 3), ("4x4", 4, False, 2), ("8x8", 8, True, 3), ("8x8", 4, False, 4)]
@@ -39,6 +40,29 @@ def test_random_model_bit_exact(tmp_path, array, bits, pruned, seed):
     s = out.summary
     assert s["bit_exact"] == s["class_agree"] == len(images), out.records
     assert s["cycles"]["min"] >= int(np.prod(plan.input_shape))  # it must at least take every pixel
+
+
+# (array, seed): full-vocabulary models, each with padding, a stride-2 conv, an average or global
+# pool and per-channel shifts (the seeds are picked so; the test checks it)
+VOCAB_CASES = [("1x1", 0), ("4x4", 3), ("8x8", 25)]
+
+
+def vocab_model(tmp: Path, seed: int):
+    spec = drawn(vocabulary_specs(max_size=12), seed)
+    onnx, plan = materialize(spec, tmp)
+    kinds = {l.kind for l in plan.layers}
+    assert any(any(l.pad) for l in plan.layers) and any(l.stride == 2 for l in plan.layers if l.kind == "conv2d"), spec
+    assert kinds & {"avgpool", "globalavgpool"} and any(l.per_channel for l in plan.layers), spec
+    return onnx, plan
+
+
+@pytest.mark.parametrize("array,seed", VOCAB_CASES)
+def test_vocabulary_model_bit_exact(tmp_path, array, seed):
+    onnx, plan = vocab_model(tmp_path, seed)
+    images = random_images(plan, 4, seed=seed)
+    out = verify(plan, array, images, expected_logits(onnx, plan, images), work_dir=tmp_path / "sim")
+    assert out.diagnosis is None, out.diagnosis
+    assert out.summary["bit_exact"] == len(images), out.records
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +101,17 @@ def test_mismatch_names_layer_channel_and_pixel(small):
     assert wave.is_file()
 
 
-def test_paper_model_on_validation_images(tmp_path):
-    if not (DATA / "val").is_dir():
-        pytest.skip(f"{DATA / 'val'} is absent: the animals5 validation split is needed")
+def test_paper_model_on_random_images(tmp_path):
+    """The bundled model on the default array; the whole validation split is `-m slow` (test_sim_benchmark)."""
     from export.compile import compile_onnx, default_onnx
     from hw.array import ArrayConfig
-    from quant.data import load_split
     onnx = default_onnx()
     plan = compile_onnx(onnx)
-    images, labels, names = load_split(DATA, "val", limit=4)  # 4 per class: 20 images
-    assert list(names) == list(plan.class_names)
+    images = random_images(plan, 16, seed=5)  # with an all-0 and an all-255 image
+    labels = np.arange(len(images)) % len(plan.class_names)  # arbitrary: checks that both accuracies are counted alike
     expected = expected_logits(onnx, plan, images)
     out = verify(plan, str(ArrayConfig()), images, expected, labels=labels, work_dir=tmp_path)
     s = out.summary
-    assert s["bit_exact"] == s["class_agree"] == s["images"] == len(images) >= 16, out.diagnosis
+    assert s["bit_exact"] == s["class_agree"] == s["images"] == len(images), out.diagnosis
     assert s["rtl_accuracy"] == s["onnx_accuracy"]
     print(f"paper model: {s}")

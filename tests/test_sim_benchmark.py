@@ -7,21 +7,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from sim.__main__ import main
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "animals5"
-
 
 @pytest.mark.slow
-def test_whole_validation_split_bit_exact(tmp_path):
-    if not (DATA / "val").is_dir():
-        pytest.skip(f"{DATA / 'val'} is absent: the animals5 validation split is needed")
+def test_whole_validation_split_bit_exact(tmp_path, data_dir):
     out = tmp_path / "sim_val.json"
-    rc = main(["run", "--data", str(DATA), "--split", "val", "--json", str(out)])
+    rc = main(["run", "--data", str(data_dir), "--split", "val", "--json", str(out)])
     s = json.loads(out.read_text())
     print({k: v for k, v in s.items() if k != "per_image"})
     assert rc == 0 and s["bit_exact"] == s["class_agree"] == s["images"] == 700, s["diagnosis"]

@@ -1,18 +1,15 @@
-"""`python -m sim run`: one-line errors with exit status 2, and the JSON summary of a real run."""
+"""`python -m sim run`: one-line errors with exit status 2, and the JSON summary of a run on a tiny image folder."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from quant_helpers import class_images
 from sim.__main__ import main
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "animals5"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -59,10 +56,10 @@ def test_skipped_files_are_one_warning_line_each(bundled_onnx, tmp_path):
 
 
 def test_run_writes_the_summary(tmp_path, capsys):
-    if not (DATA / "val").is_dir():
-        pytest.skip(f"{DATA / 'val'} is absent: the animals5 validation split is needed")
+    data = tmp_path / "data"
+    class_images(data / "val", per_class=2)  # seeded random images of the bundled model's five classes
     out = tmp_path / "s.json"
-    assert main(["run", "--data", str(DATA), "--split", "val", "--limit", "3", "--json", str(out)]) == 0
+    assert main(["run", "--data", str(data), "--split", "val", "--limit", "3", "--json", str(out)]) == 0
     s = json.loads(out.read_text())
     assert s["images"] == 3 and s["bit_exact"] == 3 and s["class_agree"] == 3
     assert [r["label"] for r in s["per_image"]] == [0, 1, 2]  # classes taken in turn
@@ -74,3 +71,31 @@ def test_run_writes_the_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.startswith("bit-exact 3/3")
     assert captured.err.count("bit-exact") == 3  # one line per image
+
+
+def test_model_naming_no_classes_runs_on_any_folders(tmp_path, capsys):
+    """A plain Brevitas export has no class names in its metadata: any ImageFolder data runs, the
+    logits are compared and the summary says there is no accuracy to give."""
+    pytest.importorskip("brevitas")
+    import onnx
+
+    from export.testing import RandomModel, materialize
+    from quant.model import LayerSpec, ModelConfig
+    layers = [LayerSpec("conv", 2, 3, stride=2, padding=1, per_channel=True), LayerSpec("avgpool", kernel=2),
+              LayerSpec("gap"), LayerSpec("flatten"), LayerSpec("linear", 3, relu=False)]
+    path, _ = materialize(RandomModel(ModelConfig("random", layers, 3, (3, 64, 64)).validate(), 3), tmp_path)
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if p.key != "class_names"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.save(model, str(path))
+    data = class_images(tmp_path / "data" / "val", ("zebra", "yak"), 1).parent
+    out = tmp_path / "s.json"
+    assert main(["run", "--onnx", str(path), "--data", str(data), "--split", "val", "--array", "2x2",
+                 "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["images"] == s["bit_exact"] == 2 and s["rtl_accuracy"] is None
+    assert s["model_classes"] is None and "names no classes" in s["classes_note"]
+    captured = capsys.readouterr()
+    assert "no accuracy (the model names no classes)" in captured.out
+    assert "label      zebra" in captured.err
