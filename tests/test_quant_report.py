@@ -93,9 +93,9 @@ def test_missing_or_incomplete_experiment(tmp_path, report):
     exp = tmp_path / "exp"
     exp.mkdir()
     manifest = json.loads((report[0] / "experiment.json").read_text())
-    del manifest["runs"]["qat_pruned"]
+    del manifest["runs"]["qat_unpruned"]
     (exp / "experiment.json").write_text(json.dumps(manifest))
-    with pytest.raises(ReportError, match="qat_pruned"):
+    with pytest.raises(ReportError, match="qat_unpruned"):
         build_report(exp)
     (exp / "experiment.json").write_text("{not json")
     with pytest.raises(ReportError, match="not an experiment manifest"):
