@@ -244,23 +244,11 @@ def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
 
 
 def memories_of(design) -> tuple[MemoryNeed, ...]:
-    """Every memory of an elaboratable (elaborated here): shape, depth, init, ports."""
-    from amaranth.hdl import Fragment
-    from amaranth.hdl._mem import MemoryInstance  # amaranth 0.5: the elaborated Memory
+    """Every memory of an elaboratable, from hw's inventory (Amaranth's Memory objects)."""
+    from hw.inventory import memories_of as inventory
 
-    found: list[MemoryNeed] = []
-
-    def walk(frag, path: tuple[str, ...]) -> None:
-        if isinstance(frag, MemoryInstance):
-            d = frag._data
-            ports = len(frag._read_ports) + len(frag._write_ports)
-            found.append(MemoryNeed(".".join(path), d.shape.width, d.depth,
-                                    initialised=any(int(v) for v in d.init), single_port=ports == 1))
-        for sub, name, _ in getattr(frag, "subfragments", []):
-            walk(sub, (*path, str(name)))
-
-    walk(Fragment.get(design, None), ())
-    return tuple(found)
+    return tuple(MemoryNeed(m.name, m.width, m.depth, initialised=m.initialised,
+                            single_port=m.read_ports + m.write_ports == 1) for m in inventory(design))
 
 
 def accelerator_demand(plan, rows: int, cols: int, *, memories: bool = True) -> Demand:

@@ -1,8 +1,9 @@
 """`python -m hw generate`: a plan (from ONNX, a saved plan, or the bundled model) to Verilog.
 
-Writes accelerator.v and one $readmemh file per plan-initialised memory, and prints per layer
-the cycle model's prediction, the array utilisation and the memory bits. Errors are one line on
-stderr and exit status 2, Ctrl-C exit status 130 (every file is written atomically).
+Writes accelerator.v (memory contents inline), its port and memory inventory accelerator.json
+and a SystemVerilog testbench, and prints per layer the cycle model's prediction, the array
+utilisation and the memory bits. Errors are one line on stderr and exit status 2, Ctrl-C exit
+status 130 (every file is written atomically).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    gen = sub.add_parser("generate", help="write the accelerator's Verilog and memory init files",
-                         description="Compile a plan into accelerator.v + memory .hex files and print the cycle model.")
+    gen = sub.add_parser("generate", help="write the accelerator's Verilog and its port and memory inventory",
+                         description="Compile a plan into accelerator.v (memory contents inline) + accelerator.json "
+                                     "(ports, memories) and print the cycle model.")
     gen.add_argument("--onnx", help="a QCDQ model.onnx to compile (default: the bundled model)")
     gen.add_argument("--plan", metavar="STEM", help="a saved plan (STEM.json + STEM.npz) instead of ONNX")
     gen.add_argument("--array", default="10x9", metavar="RxC", help=ARRAY_HELP)

@@ -144,15 +144,29 @@ AVERAGES = ("avgpool", "globalavgpool")
 
 
 def as_conv(l: Layer) -> Layer:
-    """An average pool as the conv the array runs: weight[c, c] = 1 over the window (a k x k
-    window, stride k; the global pool one window over the map, zero-padded to a square), no
-    bias, the pool's shift, no ReLU. C times the additions it needs, but bit-exact and small."""
+    """An average pool as the conv the array runs, bit-exact: no bias, the pool's shift, no ReLU.
+
+    A global pool over a square map with one shift is one 1-channel conv over the buffer read as
+    a (1, C*H, W) image: an H x H window of ones, stride H, one output per channel (H*H weights,
+    one output column, so no stride hardware). Otherwise weight[c, c] = 1 over the window (a k x k
+    window, stride k; the global pool one window over the map, zero-padded to a square): C times
+    the additions it needs, and C*C*k*k weights."""
     c, h, w = l.in_shape
+    if l.kind == "globalavgpool" and h == w and np.ndim(l.shift) == 0:
+        return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=h, stride=h,
+                       pad=(0, 0, 0, 0), weight=np.ones((1, 1, h, h), dtype=np.int8), bias=np.zeros(1, dtype=np.int64),
+                       w_type=IntType(2, True, 0), relu=False)
     k, stride, pad = (l.kernel, l.kernel, (0, 0, 0, 0)) if l.kind == "avgpool" else (max(h, w), 1, (0, 0, max(w - h, 0), max(h - w, 0)))
     weight = np.zeros((c, c, k, k), dtype=np.int8)
     weight[np.arange(c), np.arange(c)] = 1
     return replace(l, kind="conv2d", kernel=k, stride=stride, pad=pad, weight=weight, bias=np.zeros(c, dtype=np.int64),
                    w_type=IntType(2, True, 0), relu=False)
+
+
+def _strided(l: Layer) -> bool:
+    """Whether the conv needs the window generator's stride hardware (window_config: with one
+    output column a stride steps only rows)."""
+    return l.stride > 1 and l.out_shape[-1] > 1
 
 
 def _features(layers: list[Layer], config: ArrayConfig) -> tuple[WindowFeatures, bool, bool]:
@@ -161,7 +175,7 @@ def _features(layers: list[Layer], config: ArrayConfig) -> tuple[WindowFeatures,
     convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
     per_channel = [l for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None]
     window = WindowFeatures(pad=any(any(l.pad) for l in convs),
-                            max_stride=min(16, max([1] + [l.stride for l in convs])))
+                            max_stride=min(16, max([1] + [l.stride for l in convs if _strided(l)])))
     return (window, any(l.sparse is None for l in per_channel), any(l.sparse is not None for l in per_channel))
 
 
@@ -172,7 +186,7 @@ def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: 
     if l.kind == "conv2d":
         if len(l.in_shape) != 3:
             raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
-        if l.stride > window.max_stride:
+        if _strided(l) and l.stride > window.max_stride:
             raise _refuse(i, l, f"stride {l.stride}: the window generator makes strides up to {window.max_stride}")
         (cin, h, w), (cout, oh, ow), k, s, pad = l.in_shape, l.out_shape, l.kernel, l.stride, tuple(l.pad)
     else:

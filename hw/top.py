@@ -25,7 +25,7 @@ from hw.pool import PoolEngine, pool_layout
 from hw.sequencer import Sequencer, schedule
 from hw.sparse import SparseEngine, sparse_layout
 from hw.stream_io import LogitEmitter, PixelLoader
-from quant.atomic import atomic_write, atomic_write_text
+from quant.atomic import atomic_write_text
 
 
 class Accelerator(wiring.Component):
@@ -138,28 +138,22 @@ def resources(plan: Plan, config: ArrayConfig = ArrayConfig()) -> dict:
             "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}
 
 
-def _hex_words(words: list[int], width: int) -> str:
-    digits = max(1, -(-width // 4))
-    return "".join(f"{w & ((1 << width) - 1):0{digits}x}\n" for w in words)
-
-
 def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
-    """Write `accelerator.v` and one `$readmemh` file per initialised memory into `out_dir`;
-    return the per-layer prediction (cycles, utilisation) and the memory bits."""
+    """Write `accelerator.v` (the plan's memory contents are inline, as Amaranth emits them), its
+    port and memory inventory `accelerator.json` (hw.inventory) and the SystemVerilog testbench
+    into `out_dir`; return the per-layer prediction (cycles, utilisation) and the memory bits."""
     from hw.cycles import predict
+    from hw.inventory import INVENTORY_FILE, inventory
     from hw.svtb import write_testbench
 
     t0 = time.monotonic()
     out_dir = Path(out_dir)
     top = Accelerator(plan, config)
-    s = top.sched
     text = verilog.convert(top, name="accelerator")
     atomic_write_text(out_dir / "accelerator.v", text)
-    files = ["accelerator.v"]
-    for name, (words, width) in s.memory_inits.items():
-        atomic_write(out_dir / f"{name}.hex", lambda f, w=words, n=width: f.write(_hex_words(w, n).encode()))
-        files.append(f"{name}.hex")
-    model = predict(s)
+    atomic_write_text(out_dir / INVENTORY_FILE, inventory(Accelerator(plan, config)).to_json())
+    files = ["accelerator.v", INVENTORY_FILE]
+    model = predict(top.sched)
     files += write_testbench(plan, out_dir, timeout_cycles=2 * model["total_cycles"] + 1000)
     return {**resources(plan, config), "files": files, "layers": model["layers"],
             "total_cycles": model["total_cycles"], "seconds": round(time.monotonic() - t0, 2)}

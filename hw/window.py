@@ -60,9 +60,11 @@ def window_config(cin: int, h: int, w: int, k: int, cout: int, oh: int, ow: int,
                   features: WindowFeatures = WindowFeatures()) -> dict:
     """The constants of one layer (a conv over (cin, h, w) zero-padded by (top, left, bottom,
     right); a dense layer is cin=in, h=w=k=1)."""
-    if stride > features.max_stride or (any(pad) and not features.pad):
+    # with one output column the stride steps only rows (in_w, iy_step), no stride hardware
+    col_stride = 1 if ow == 1 else stride
+    if col_stride > features.max_stride or (any(pad) and not features.pad):
         raise ValueError(f"stride {stride}, padding {list(pad)}: the generator makes {features}")
-    tile_cols = -(-cols // stride)
+    tile_cols = -(-cols // col_stride)
     n_og, n_xt = -(-cout // rows), -(-ow // tile_cols)
     cfg = {
         "k_m1": k - 1, "cin_m1": cin - 1, "d_ky": w - k + 1, "d_ci": h * w - (k - 1) * w - (k - 1),
@@ -71,7 +73,7 @@ def window_config(cin: int, h: int, w: int, k: int, cout: int, oh: int, ow: int,
         "last_cols": ow - (n_xt - 1) * tile_cols, "last_rows": cout - (n_og - 1) * rows,
     }
     if features.max_stride > 1:
-        cfg.update({"stride_m1": stride - 1, "tile_step": stride * tile_cols, "tile_cols": tile_cols})
+        cfg.update({"stride_m1": col_stride - 1, "tile_step": col_stride * tile_cols, "tile_cols": tile_cols})
     if features.pad:
         cfg.update({"a_base": -pad[0] * w - pad[1], "iy_base": -pad[0], "ix_base": -pad[1], "iy_step": stride,
                     "map_h": h, "map_w": w})

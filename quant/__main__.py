@@ -69,26 +69,34 @@ def train_config(args, qat: bool):
 def cmd_train(args) -> int:
     from quant import checkpoint
     from quant.data import read_split
-    from quant.model import named_config, quantized_twin
+    from dataclasses import replace
+
+    from quant.model import ConfigError, ModelConfig, apply_overrides, named_config, quantized_twin
     from quant.train import train
     if Path(args.out).exists() and not (args.resume or args.force):
-        from quant.model import ConfigError
         raise ConfigError(f"{args.out}: a checkpoint is already there; pass --force to overwrite it, --resume to continue its run, "
                           "or choose another --out")
     init = checkpoint.load(args.init) if args.qat else None
     if init is not None:
-        from quant.model import ModelConfig
         cfg = ModelConfig.from_dict(init["config"])
         if args.sparsity is not None:
             for l in cfg.layers:
                 if l.cls == "P":
                     l.sparsity = args.sparsity
-        cfg = quantized_twin(cfg)
+        if args.config is not None:
+            apply_overrides(cfg, args.config)
+        cfg = quantized_twin(cfg).validate()
     else:
         cfg = named_config(args.arch, args.config, sparsity=args.sparsity)
     classes = _classes(args) or (init["class_names"] if init else None)
     tr = read_split(args.data, "train", classes)
     va = read_split(args.data, "val", tr.class_names)
+    if init is not None and tr.class_names != init["class_names"]:
+        raise ConfigError(f"{args.init} was trained on classes {', '.join(init['class_names'])}; QAT needs the same ones in "
+                          f"the same order, not {', '.join(tr.class_names)} (drop --classes or train a float model on them)")
+    n = len(tr.class_names)
+    if cfg.num_classes != n:  # a --classes subset: one logit per class
+        cfg = replace(cfg, num_classes=n, layers=[*cfg.layers[:-1], replace(cfg.layers[-1], out=n)]).validate()
     print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"
           + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
     ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume)

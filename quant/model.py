@@ -135,6 +135,25 @@ def load_arch(path: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(doc, str(path), strict=True)
 
 
+def apply_overrides(cfg: ModelConfig, config_file: str | Path) -> ModelConfig:
+    """Per-weighted-layer overrides from a JSON file ({"layers": {"2": {"w_bits": 4, ...}}}), in place."""
+    try:
+        doc = json.loads(Path(config_file).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{config_file}: cannot read the model config ({e})") from None
+    weighted = [l for l in cfg.layers if l.kind in WEIGHTED]
+    for key, val in doc.get("layers", {}).items():
+        i = int(key)
+        if not 0 <= i < len(weighted):
+            raise ConfigError(f"{config_file}: weighted layer {i} does not exist (0..{len(weighted) - 1})")
+        unknown = set(val) - {"w_bits", "a_bits", "cls", "sparsity", "per_channel"}
+        if unknown:
+            raise ConfigError(f"{config_file}: layer {i}: unknown keys {sorted(unknown)}")
+        for k, v in val.items():
+            setattr(weighted[i], k, v)
+    return cfg
+
+
 def named_config(arch: str, config_file: str | Path | None = None, sparsity: float | None = None) -> ModelConfig:
     """An architecture by name (or a description file), with per-layer overrides from a JSON file."""
     known = arch_files()
@@ -149,20 +168,7 @@ def named_config(arch: str, config_file: str | Path | None = None, sparsity: flo
             if l.cls == "P":
                 l.sparsity = sparsity
     if config_file is not None:
-        try:
-            doc = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{config_file}: cannot read the model config ({e})") from None
-        weighted = [l for l in cfg.layers if l.kind in WEIGHTED]
-        for key, val in doc.get("layers", {}).items():
-            i = int(key)
-            if not 0 <= i < len(weighted):
-                raise ConfigError(f"{config_file}: weighted layer {i} does not exist (0..{len(weighted) - 1})")
-            unknown = set(val) - {"w_bits", "a_bits", "cls", "sparsity", "per_channel"}
-            if unknown:
-                raise ConfigError(f"{config_file}: layer {i}: unknown keys {sorted(unknown)}")
-            for k, v in val.items():
-                setattr(weighted[i], k, v)
+        apply_overrides(cfg, config_file)
     return cfg.validate()
 
 

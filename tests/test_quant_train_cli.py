@@ -94,8 +94,6 @@ def test_config_file_overrides_layers(tiny, tmp_path):
     assert logits["w_bits"] == 8  # not named: the architecture's
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: with --qat --init, cmd_train takes the float checkpoint's config and "
-                                       "silently ignores --config (see the issue-13 report)")
 def test_config_file_overrides_the_qat_model_too(tiny, tmp_path):
     data, _, float_pt = tiny
     cfg = tmp_path / "bits.json"
@@ -122,8 +120,6 @@ def test_classes_picks_a_subset_in_the_given_order(subset):
     assert ck["data"]["train"] == {"cow": 4, "cat": 4} and ck["data"]["val"] == {"cow": 2, "cat": 2}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: a --classes subset keeps the architecture's 5 logits, so evaluate "
-                                       "predicts classes that do not exist (see the issue-13 report)")
 def test_a_class_subset_gets_one_logit_per_class(subset, capsys):
     data, out = subset
     assert checkpoint.load(out)["config"]["num_classes"] == 2

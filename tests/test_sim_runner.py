@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sim import runner
+from hw.inventory import INVENTORY_FILE, Inventory, Port
 from sim.harness import HarnessError, harness_verilog
 from sim_helpers import pixel_sums_expected, write_pixel_sums
 
@@ -40,7 +41,7 @@ def test_second_build_comes_from_the_cache(rtl, cache, built):
     assert again.executable.stat().st_mtime == built.executable.stat().st_mtime
 
 
-def test_cache_key_covers_verilog_init_files_and_flags(rtl, tmp_path):
+def test_cache_key_covers_verilog_data_files_and_flags(rtl, tmp_path):
     key = runner.build_key(rtl, PIXELS)[0]
     assert runner.build_key(rtl, PIXELS)[0] == key
     assert runner.build_key(rtl, PIXELS, waves=True)[0] != key
@@ -92,9 +93,25 @@ def test_a_timeout_is_a_clear_error_and_the_next_image_starts_clean(built, tmp_p
 
 
 def test_harness_refuses_a_design_without_the_port_shape():
-    v = "module accelerator(clk, rst);\n  input clk;\n  input rst;\nendmodule\n"
     with pytest.raises(HarnessError, match="no port `start`"):
-        harness_verilog(v, 12)
+        harness_verilog({"clk": Port("input", 1), "rst": Port("input", 1)}, 12)
+
+
+def test_harness_ports_come_from_the_inventory_and_match_the_verilog(rtl):
+    """accelerator.json's ports (from the component's signature) are the Verilog module's ports."""
+    ports = Inventory.load(rtl / INVENTORY_FILE).ports
+    text = (rtl / "accelerator.v").read_text()
+    header = re.search(r"module accelerator\((.*?)\);", text, re.S).group(1)
+    assert sorted(n.strip() for n in header.split(",")) == sorted(ports)
+    for name, p in ports.items():
+        width = f"[{p.width - 1}:0] " if p.width > 1 else ""
+        assert re.search(rf"^\s*{p.direction} {re.escape(width)}{name};", text, re.M), (name, p)
+
+
+def test_a_design_without_an_inventory_is_a_clear_error(rtl, tmp_path):
+    (tmp_path / "accelerator.v").write_text((rtl / "accelerator.v").read_text())
+    with pytest.raises(ValueError, match="no inventory"):
+        runner.build_key(tmp_path, PIXELS)
 
 
 def test_waveform_falls_back_to_vcd_without_lz4(rtl, cache, tmp_path, monkeypatch):
