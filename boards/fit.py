@@ -200,7 +200,7 @@ def _knobs(demand: Demand, profile: BoardProfile, result: FitResult) -> list[str
             knobs.append(f"the {profile.spram_bits // 1024} Kbit SPRAM could hold the weights only if they were "
                          f"loaded at start-up (SPRAM has no bitstream initialisation)")
     if failed & {"multipliers", "LUTs"}:
-        knobs.append("a smaller array (--array RxC, or --array auto for the largest that fits)")
+        knobs.append("a smaller array (--array RxC, or --array auto for the fastest that fits)")
     others = [p.name for p in PROFILES.values() if p.name != profile.name and check_fit(demand, p, knobs=False).fits] \
         if profile.name in PROFILES else []
     if others:
@@ -220,20 +220,33 @@ class FitError(BoardError, ValueError):
 
 def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
                shapes: Iterable[tuple[int, int]] | None = None,
-               quick_of: Callable[[int, int], Demand] | None = None) -> tuple[tuple[int, int], FitResult]:
-    """The largest array (rows, cols) whose design fits `profile`; `demand_of(rows, cols)` sizes one.
+               quick_of: Callable[[int, int], Demand] | None = None,
+               cost_of: Callable[[int, int], float] | None = None) -> tuple[tuple[int, int], FitResult]:
+    """The array (rows, cols) whose design fits `profile`; `demand_of(rows, cols)` sizes one.
 
-    `quick_of`, a cheap partial demand (e.g. multipliers and logic only), skips shapes that
-    cannot fit before the full `demand_of` is asked.
+    Without `cost_of`, the first that fits in `shapes` order (candidate_arrays: the most PEs);
+    with it, the fitting shape of least cost (e.g. predicted cycles per image), fewer PEs and
+    then `shapes` order among equals. `quick_of`, a cheap partial demand (e.g. multipliers and
+    logic only), skips shapes that cannot fit before the full `demand_of` is asked; with
+    `cost_of` it is asked of each shape right before that shape's cost.
     """
     shapes = list(candidate_arrays() if shapes is None else shapes)
     last = None
-    for rows, cols in shapes:
-        if quick_of is not None:
-            quick = check_fit(quick_of(rows, cols), profile, knobs=False)
-            if not quick.fits:
-                last = last or quick
-                continue
+
+    def quick_fits(rows: int, cols: int) -> bool:
+        nonlocal last
+        if quick_of is None:
+            return True
+        quick = check_fit(quick_of(rows, cols), profile, knobs=False)
+        last = last or (None if quick.fits else quick)
+        return quick.fits
+
+    if cost_of is None:
+        order = (rc for rc in shapes if quick_fits(*rc))  # lazily: the first fit ends the walk
+    else:
+        costs = {rc: cost_of(*rc) for rc in shapes if quick_fits(*rc)}
+        order = sorted(costs, key=lambda rc: (costs[rc], rc[0] * rc[1]))  # stable: shapes order among equals
+    for rows, cols in order:
         last = check_fit(demand_of(rows, cols), profile)
         if last.fits:
             return (rows, cols), last
@@ -241,6 +254,35 @@ def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
         last = check_fit(demand_of(*shapes[-1]), profile)
     raise FitError(f"no array from {shapes[0][0]}x{shapes[0][1]} down to {shapes[-1][0]}x{shapes[-1][1]} fits: "
                    + last.message())
+
+
+def auto_array(plan, profile: BoardProfile):
+    """`--array auto`: (ArrayConfig, FitResult) of the array whose accelerator for `plan` fits
+    `profile` with the fewest cycles per image (hw.cycles, exact), the fewest PEs among equals."""
+    import functools
+
+    from hw.array import ArrayConfig
+    from hw.cycles import predict
+    from hw.sequencer import schedule
+
+    sched = functools.lru_cache(maxsize=1)(lambda r, c: schedule(plan, ArrayConfig(r, c)))  # asked by quick, then cost
+    quick = lambda r, c: accelerator_demand(plan, r, c, memories=False, sched=sched(r, c))
+    (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile, quick_of=quick,
+                                   cost_of=lambda r, c: predict(sched(r, c))["total_cycles"])
+    return ArrayConfig(rows, cols), fit
+
+
+def array_for(plan, array: str | None, board: str):
+    """The ArrayConfig of an `--array` option: RxC as written (the hardware's default when None),
+    or `auto` (auto_array on `board`); with `auto`, also the fit's one-line message, else None."""
+    from hw.array import ArrayConfig
+
+    if array is None or array.strip().lower() != "auto":
+        return (ArrayConfig.parse(array) if array is not None else ArrayConfig()), None
+    from boards.profiles import get_profile
+
+    config, fit = auto_array(plan, get_profile(board))
+    return config, fit.message()
 
 
 def memories_of(design) -> tuple[MemoryNeed, ...]:
@@ -251,13 +293,14 @@ def memories_of(design) -> tuple[MemoryNeed, ...]:
                             single_port=m.read_ports + m.write_ports == 1) for m in inventory(design))
 
 
-def accelerator_demand(plan, rows: int, cols: int, *, memories: bool = True) -> Demand:
-    """What hw.top's accelerator for `plan` on a rows x cols array needs (memories by elaboration)."""
+def accelerator_demand(plan, rows: int, cols: int, *, memories: bool = True, sched=None) -> Demand:
+    """What hw.top's accelerator for `plan` on a rows x cols array needs (memories from hw's
+    inventory, by elaboration); `sched`, when given, is hw's schedule for that array."""
     from hw.array import ArrayConfig
     from hw.top import Accelerator, resources
 
     config = ArrayConfig(rows, cols)
-    res = resources(plan, config)
+    res = resources(plan, config, sched)
     acc_width = res["acc_width"]
     # per PE: accumulator, shadow register, operand registers and their muxes, about 6 LUTs per
     # accumulator bit (measured: the paper model on 10x9 took 16.9k ECP5 LUTs with 26-bit sums)
@@ -274,5 +317,5 @@ def _w_width(plan) -> int:
     return max([2] + [l.w_type.bits for l in plan.layers if l.w_type is not None])
 
 
-__all__ = ["BLOCK_SHAPES", "Check", "Demand", "FitError", "FitResult", "MemoryNeed", "accelerator_demand",
-           "blocks_for", "candidate_arrays", "check_fit", "memories_of", "pick_array"]
+__all__ = ["BLOCK_SHAPES", "Check", "Demand", "FitError", "FitResult", "MemoryNeed", "accelerator_demand", "array_for",
+           "auto_array", "blocks_for", "candidate_arrays", "check_fit", "memories_of", "pick_array"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from boards.build import PNR_TIMEOUT_S, BuildResult, build, check_tools, print_progress
 from boards.errors import BoardError
-from boards.fit import FitError, accelerator_demand, check_fit, pick_array
+from boards.fit import FitError, accelerator_demand, auto_array, check_fit
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
 from boards.report import write_report
 from boards.tools import end_tools_on_sigterm
@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="float checkpoint for the float accuracy (default: the bundled float model, when --checkpoint is not given)")
     p.add_argument("--board", default=DEFAULT_BOARD, help=f"target board: {', '.join(PROFILES)} (default %(default)s)")
     p.add_argument("--array", default=None,
-                   help="systolic array RxC, or 'auto' for the largest that fits the board (default: the hardware's default)")
+                   help="systolic array RxC, or 'auto' for the one that fits the board with the fewest predicted cycles "
+                        "per image (default: the hardware's default)")
     p.add_argument("--data", default=_default_data(),
                    help="ImageFolder root (DIR/<split>/<class>/) for accuracy, plots and the RTL images "
                         "(default: the shared animals5 set when present, %(default)s)")
@@ -125,14 +126,11 @@ def parse_array(array: str | None):
 
 
 def choose_array(plan, profile: BoardProfile, array: str | None):
-    """(ArrayConfig, FitResult): the given shape, the hardware's default, or with 'auto' the largest that fits."""
-    from hw.array import ArrayConfig
-
+    """(ArrayConfig, FitResult): the given shape, the hardware's default, or with 'auto' the one that fits
+    with the fewest predicted cycles (boards.fit.auto_array)."""
     config = parse_array(array)
     if config is None:
-        (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile,
-                                       quick_of=lambda r, c: accelerator_demand(plan, r, c, memories=False))
-        return ArrayConfig(rows, cols), fit
+        return auto_array(plan, profile)
     fit = check_fit(accelerator_demand(plan, config.rows, config.cols), profile)
     if not fit.fits:
         raise FitError(f"array {config}: {fit.message()}")
@@ -242,7 +240,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     try:
         images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)
         expected = expected_logits(onnx_path, plan, images)
-        # sim.verify generates the accelerator's Verilog and memory init files into out/rtl
+        # sim.verify generates the accelerator's Verilog and its inventory into out/rtl
         outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
                        labels=labels, work_dir=out, clock_mhz=clock_mhz, log=say)
         say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"

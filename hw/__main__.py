@@ -15,7 +15,9 @@ import time
 ARRAY_HELP = """rows x cols of the PE array, 1..16 each (default 10x9). 10x9 fits the paper model:
 its convs have 10 and 20 output channels (rows = 10 wastes none) and 62- and 27-pixel output
 rows (cols = 9 tiles them as 7x9 = 63 and 3x9 = 27), so the convs keep ~98%% and ~99.9%% of the
-90 multipliers busy, within an ECP5-85F's 156 DSPs."""
+90 multipliers busy, within an ECP5-85F's 156 DSPs. auto: of the arrays whose accelerator passes
+--board's fit check, the one with the fewest predicted cycles per image for this model (fewer PEs
+among equals)."""
 
 
 def _plan(args):
@@ -44,17 +46,21 @@ def _table(info: dict) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from hw.array import ArrayConfig
+    from boards.fit import array_for
     from hw.top import generate
-    config = ArrayConfig.parse(args.array)
     t0 = time.monotonic()
-    info = generate(_plan(args), config, args.out)
+    plan = _plan(args)
+    config, fit = array_for(plan, args.array, args.board)
+    if fit:
+        print(f"--array auto: {config} ({fit})")
+    info = generate(plan, config, args.out)
     print(_table(info))
     print(f"wrote {', '.join(info['files'])} to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from boards.profiles import DEFAULT_BOARD
     parser = argparse.ArgumentParser(prog="python -m hw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     gen = sub.add_parser("generate", help="write the accelerator's Verilog and its port and memory inventory",
@@ -62,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
                                      "(ports, memories) and print the cycle model.")
     gen.add_argument("--onnx", help="a QCDQ model.onnx to compile (default: the bundled model)")
     gen.add_argument("--plan", metavar="STEM", help="a saved plan (STEM.json + STEM.npz) instead of ONNX")
-    gen.add_argument("--array", default="10x9", metavar="RxC", help=ARRAY_HELP)
+    gen.add_argument("--array", default="10x9", metavar="RxC|auto", help=ARRAY_HELP)
+    gen.add_argument("--board", default=DEFAULT_BOARD, help="the board --array auto fits (default %(default)s)")
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
     gen.set_defaults(func=cmd_generate)
     args = parser.parse_args(argv)
     from quant.cli import run_command
-    return run_command(args, (ValueError,))  # UnsupportedPlan, PlanError, CompileError are ValueErrors
+    # UnsupportedPlan, PlanError, CompileError, FitError and UnknownBoard are ValueErrors
+    return run_command(args, (ValueError,))
 
 
 if __name__ == "__main__":

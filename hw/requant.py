@@ -10,6 +10,8 @@ shift right, shift left, clamp: `LATENCY` cycles).
 
 from __future__ import annotations
 
+import functools
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -46,6 +48,7 @@ def shift_config(shift: int, acc_width: int) -> dict:
             "odd_en": int(right > 0)}
 
 
+@functools.lru_cache(maxsize=None)
 def shift_word(shift: int, acc_width: int) -> int:
     """`shift_config` packed as a `shift_layout` word (a per-channel ROM entry)."""
     return shift_layout(acc_width).const(shift_config(shift, acc_width)).as_value().value

@@ -110,11 +110,13 @@ def _refuse(i: int, layer: Layer, what: str) -> UnsupportedPlan:
     return UnsupportedPlan(f"layer {i} {layer.name!r} ({layer.kind}): {what}")
 
 
-def _pack(values, width: int) -> int:
-    word = 0
-    for j, v in enumerate(values):
-        word |= (int(v) & ((1 << width) - 1)) << (j * width)
-    return word
+def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
+    """Each row of `matrix` as one word: element j at bits [j*width, (j+1)*width), two's complement."""
+    m = (matrix.astype(np.int64) & ((1 << width) - 1)).astype(object)
+    words = np.zeros(m.shape[0], dtype=object)
+    for j in range(m.shape[1]):
+        words = words + (m[:, j] << (j * width))
+    return [int(w) for w in words]
 
 
 def _check_types(i: int, l: Layer) -> None:
@@ -201,12 +203,12 @@ def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: 
     bpad[:cout] = l.bias
     spad = np.zeros(n_og * rows, dtype=np.int64)
     spad[:cout] = l.shift if l.out is not None else 0
-    for og in range(n_og):
-        group = slice(og * rows, (og + 1) * rows)
-        img.weight_words += [_pack(wpad[group, kidx], w_width) for kidx in range(w2.shape[1])]
-        img.bias_words.append(_pack(bpad[group], acc_width))
-        if per_channel:
-            img.shift_words.append(_pack([shift_word(int(v), acc_width) for v in spad[group]], shift_layout(acc_width).size))
+    # word (og, kidx) holds the rows of group og at reduction step kidx
+    img.weight_words += _pack_rows(wpad.reshape(n_og, rows, -1).transpose(0, 2, 1).reshape(-1, rows), w_width)
+    img.bias_words += _pack_rows(bpad.reshape(n_og, rows), acc_width)
+    if per_channel:
+        words = np.array([shift_word(int(v), acc_width) for v in spad], dtype=object)
+        img.shift_words += _pack_rows(words.reshape(n_og, rows), shift_layout(acc_width).size)
     # the last element a tap inside the map reads, as the start of a vector: the last input row
     # it reaches, the last column tile's start
     last_row = min(h - 1, (oh - 1) * s + k - 1 - pad[0])

@@ -22,7 +22,7 @@ from export.plan import Plan
 from hw.array import ArrayConfig, ArrayEngine, array_pass_layout
 from hw.memories import ActivationBuffer, logit_layout, write_layout
 from hw.pool import PoolEngine, pool_layout
-from hw.sequencer import Sequencer, schedule
+from hw.sequencer import Schedule, Sequencer, schedule
 from hw.sparse import SparseEngine, sparse_layout
 from hw.stream_io import LogitEmitter, PixelLoader
 from quant.atomic import atomic_write_text
@@ -129,9 +129,10 @@ class Accelerator(wiring.Component):
         return m
 
 
-def resources(plan: Plan, config: ArrayConfig = ArrayConfig()) -> dict:
-    """What a board must hold: memory bits per memory, multipliers (array PEs + sparse engine)."""
-    s = schedule(plan, config)
+def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule | None = None) -> dict:
+    """What a board must hold: memory bits per memory, multipliers (array PEs + sparse engine).
+    `sched`, when given, is `schedule(plan, config)` already made."""
+    s = sched or schedule(plan, config)
     bits = s.memory_bits
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
             "multipliers": config.pes + int("sparse" in s.engines),
@@ -151,9 +152,9 @@ def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
     top = Accelerator(plan, config)
     text = verilog.convert(top, name="accelerator")
     atomic_write_text(out_dir / "accelerator.v", text)
-    atomic_write_text(out_dir / INVENTORY_FILE, inventory(Accelerator(plan, config)).to_json())
+    atomic_write_text(out_dir / INVENTORY_FILE, inventory(top).to_json())
     files = ["accelerator.v", INVENTORY_FILE]
     model = predict(top.sched)
     files += write_testbench(plan, out_dir, timeout_cycles=2 * model["total_cycles"] + 1000)
-    return {**resources(plan, config), "files": files, "layers": model["layers"],
+    return {**resources(plan, config, top.sched), "files": files, "layers": model["layers"],
             "total_cycles": model["total_cycles"], "seconds": round(time.monotonic() - t0, 2)}

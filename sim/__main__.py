@@ -1,6 +1,6 @@
 """`python -m sim run`: the accelerator RTL under Verilator against ONNX Runtime on real images.
 
-    python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC]
+    python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC|auto [--board B]]
                       --json FILE [--clock-mhz 100]
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
@@ -23,6 +23,7 @@ import numpy as np
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from boards.profiles import DEFAULT_BOARD
     ap = argparse.ArgumentParser(prog="python -m sim", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="simulate the accelerator on a data split and compare with ONNX Runtime")
@@ -30,7 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders")
     r.add_argument("--split", required=True, choices=("train", "val", "test"))
     r.add_argument("--limit", type=int, help="at most N images, classes taken in turn")
-    r.add_argument("--array", default=None, help="systolic array RxC (default: the hardware's default)")
+    r.add_argument("--array", default=None, help="systolic array RxC, or auto: the one that fits --board with the "
+                                                 "fewest predicted cycles per image (default: the hardware's default)")
+    r.add_argument("--board", default=DEFAULT_BOARD, help="the board --array auto fits (default %(default)s)")
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
     r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
     r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder, removed when all is bit-exact)")
@@ -57,8 +60,8 @@ def balanced(images: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from boards.fit import array_for
     from export.compile import compile_onnx, default_onnx
-    from hw.array import ArrayConfig
     from quant.atomic import atomic_write_text
     from quant.data import load_split
     from sim.golden import expected_logits, names_classes
@@ -70,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--clock-mhz must be positive, got {args.clock_mhz}")
     if not (args.data / args.split).is_dir():
         raise UsageError(f"{args.data / args.split}: no such folder (--data DIR needs DIR/{args.split}/<class>/)")
-    array = str(ArrayConfig.parse(args.array) if args.array else ArrayConfig())
     onnx_path = args.onnx or default_onnx()
     if not Path(onnx_path).is_file():
         raise UsageError(f"{onnx_path}: no such ONNX model")
     plan = compile_onnx(onnx_path)
+    config, fit = array_for(plan, args.array, args.board)
+    array = str(config)
+    if fit:
+        print(f"--array auto: {array} ({fit})", file=sys.stderr)
     images, labels, names = load_split(args.data, args.split, limit=args.limit)  # limit is per class there
     if args.limit is not None:
         images, labels = balanced(images, labels, args.limit)

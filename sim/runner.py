@@ -1,9 +1,9 @@
 """Verilator through cocotb_tools.runner, configured in code, with a content-keyed build cache.
 
 A build is keyed by a hash of the accelerator's Verilog, any data files beside it, the harness
-(made from the port inventory) and every flag; a second run with the same inputs reuses the compiled simulator. Waveform builds
-(FST, or VCD where lz4.h is missing) are separate cache entries, made only when asked (the
-mismatch re-run).
+(made from the port inventory) and every flag; a second run with the same inputs reuses the
+compiled simulator. Waveform builds (FST, or VCD where lz4.h is missing) are separate cache
+entries, made only when asked (the mismatch re-run).
 """
 
 from __future__ import annotations

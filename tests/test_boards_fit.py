@@ -73,3 +73,67 @@ def test_open_toolchains_need_a_dsp_per_multiplier_vivado_falls_back_to_luts():
     assert check_fit(Demand(w, multipliers=8, logic_luts=1000), get_profile("icebreaker")).fits
     arty = check_fit(Demand(w, multipliers=100, logic_luts=1000), get_profile("arty"))
     assert arty.fits and any("10 multipliers beyond the DSPs" in c.resource for c in arty.checks)
+
+
+def test_pick_array_with_a_cost_takes_the_cheapest_that_fits_fewer_pes_then_squarest_on_a_tie():
+    """`--array auto` ranks by predicted cycles: here more than 4 rows buy nothing."""
+    board = get_profile("ulx3s-12f")  # 28 DSPs
+    asked = []
+
+    def demand(r, c, too_big=()):
+        asked.append((r, c))
+        return Demand((MemoryNeed("w", 8, 1 << 20, True),) if (r, c) in too_big else (), multipliers=r * c)
+
+    quick = lambda r, c: Demand((), multipliers=r * c)
+    cost = lambda r, c: -min(r, 4) * c
+    (rows, cols), fit = pick_array(demand, board, quick_of=quick, cost_of=cost)
+    assert fit.fits and (rows, cols) == (4, 7) and asked == [(4, 7)]  # 4x7 and 2x14 tie: the squarer
+    asked.clear()
+    assert pick_array(lambda r, c: demand(r, c, too_big={(4, 7)}), board, quick_of=quick, cost_of=cost)[0] == (2, 14)
+    assert asked == [(4, 7), (2, 14)]
+
+
+def test_auto_array_is_the_fastest_accelerator_that_fits(tmp_path, capsys):
+    """On the UP5K (8 DSPs, a sparse engine's multiplier beside the array) no other fitting
+    array has fewer predicted cycles, and hw generate --array auto builds that one."""
+    import numpy as np
+
+    from boards.fit import accelerator_demand, array_for
+    from hw.__main__ import main
+    from hw.array import ArrayConfig
+    from hw.cycles import predict
+    from hw.sequencer import schedule
+    from tests.hw_helpers import random_plan
+
+    plan = random_plan(np.random.default_rng(4))
+    config, message = array_for(plan, "auto", "icebreaker")
+    assert message.startswith("fits icebreaker")
+    cycles = lambda r, c: predict(schedule(plan, ArrayConfig(r, c)))["total_cycles"]
+    fitting = [(r, c) for r, c in candidate_arrays() if r * c <= 7
+               and check_fit(accelerator_demand(plan, r, c), get_profile("icebreaker")).fits]
+    best = min(cycles(r, c) for r, c in fitting)
+    assert cycles(config.rows, config.cols) == best
+    assert config.pes == min(r * c for r, c in fitting if cycles(r, c) == best)
+    assert array_for(plan, "3x2", "icebreaker") == (ArrayConfig(3, 2), None)  # as written, no fit check
+    plan.save(tmp_path / "plan")
+    assert main(["generate", "--plan", str(tmp_path / "plan"), "--array", "auto", "--board", "icebreaker",
+                 "--out", str(tmp_path / "rtl")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"--array auto: {config} (fits icebreaker") and f"\narray {config}: " in out
+
+
+def test_an_edge_sized_activation_buffer_takes_one_block_per_piece():
+    """16x64x64 8-bit (the edge model's first conv output, 512 Kbit) in 8 banks: each bank is
+    split into block-deep pieces (2048 x 8, one DP16KD as 2048 x 9), 32 blocks on the ECP5; the
+    few rows of read margin beyond stay in LUT RAM."""
+    from boards.fit import memories_of
+    from hw.memories import ActivationBuffer
+
+    mems = memories_of(ActivationBuffer(8, 16 * 64 * 64, 8, 17))
+    assert len(mems) == 32 and {(m.width, m.depth, m.initialised, m.single_port) for m in mems} == {(8, 2048, False, False)}
+    r = check_fit(Demand(mems, multipliers=0), get_profile("ulx3s-85f"))
+    assert r.checks[0].need == 32 and set(r.placement.values()) == {"bram"}
+    margin = memories_of(ActivationBuffer(8, 16 * 64 * 64 + 17, 8, 17))
+    assert len(margin) == 40 and sorted({m.depth for m in margin}) == [3, 2048]
+    r = check_fit(Demand(margin, multipliers=0), get_profile("ulx3s-85f"))
+    assert r.checks[0].need == 32 and sum(p == "lut" for p in r.placement.values()) == 8

@@ -15,7 +15,7 @@ def test_generate_from_saved_plan(tmp_path, capsys):
     plan.save(tmp_path / "plan")
     assert main(["generate", "--plan", str(tmp_path / "plan"), "--array", "2x3", "--out", str(tmp_path / "rtl")]) == 0
     out = capsys.readouterr().out
-    assert (tmp_path / "rtl" / "accelerator.v").is_file() and (tmp_path / "rtl" / "sparse_entries.hex").is_file()
+    assert (tmp_path / "rtl" / "accelerator.v").is_file() and (tmp_path / "rtl" / "accelerator.json").is_file()
     for name in ("conv1", "pool1", "conv2", "fc1", "fc2", "act_buffer0", "array_weights"):
         assert name in out
     assert "array 2x3: 7 multipliers" in out
@@ -23,9 +23,9 @@ def test_generate_from_saved_plan(tmp_path, capsys):
 
 def test_refusals_are_one_line_and_exit_2(tmp_path, capsys):
     plan = random_plan(np.random.default_rng(4))
-    replace(plan, layers=[replace(plan.layers[0], stride=2)] + plan.layers[1:]).save(tmp_path / "bad")
+    replace(plan, layers=[replace(plan.layers[0], stride=17)] + plan.layers[1:]).save(tmp_path / "bad")
     cases = [
-        (["--plan", str(tmp_path / "bad")], "layer 0 'conv1' (conv2d): stride 2"),
+        (["--plan", str(tmp_path / "bad")], "layer 0 'conv1' (conv2d): stride 17: the window generator makes strides up to 16"),
         (["--plan", str(tmp_path / "missing")], "no such plan file"),
         (["--onnx", str(tmp_path / "missing.onnx")], "missing.onnx"),
         (["--plan", str(tmp_path / "bad"), "--array", "0x3"], "array must be 1..16 x 1..16"),
@@ -54,13 +54,13 @@ def test_out_under_a_regular_file_is_one_line(tmp_path, capsys):
 
 
 def test_ctrl_c_is_exit_130_with_nothing_half_written(tmp_path, capsys, monkeypatch):
-    import hw.top
+    import hw.inventory
 
-    def interrupt(words, width):
+    def interrupt(component):
         raise KeyboardInterrupt
 
     random_plan(np.random.default_rng(4)).save(tmp_path / "plan")
-    monkeypatch.setattr(hw.top, "_hex_words", interrupt)  # Ctrl-C while the first memory file is written
+    monkeypatch.setattr(hw.inventory, "inventory", interrupt)  # Ctrl-C while the inventory is made
     assert main(["generate", "--plan", str(tmp_path / "plan"), "--array", "2x3", "--out", str(tmp_path / "rtl")]) == 130
     assert capsys.readouterr().err == "interrupted\n"
     assert sorted(p.name for p in (tmp_path / "rtl").iterdir()) == ["accelerator.v"]

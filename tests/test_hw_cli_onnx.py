@@ -11,7 +11,7 @@ def test_generate_from_an_onnx_model(tmp_path, capsys):
     assert main(["generate", "--onnx", str(onnx_path), "--array", "2x2", "--out", str(tmp_path / "rtl")]) == 0
     verilog = tmp_path / "rtl" / "accelerator.v"
     assert verilog.is_file() and "module accelerator" in verilog.read_text()
-    assert (tmp_path / "rtl" / "sparse_entries.hex").is_file()  # the P-layer's memory image
+    assert (tmp_path / "rtl" / "accelerator.json").is_file()  # the port and memory inventory
     out = capsys.readouterr().out
     assert out.startswith("array 2x2: ") and f"to {tmp_path / 'rtl'} in " in out
     passes = [l.split()[0] for l in out.splitlines()[2:] if l.split()[0] in ("load", "array", "pool", "sparse", "emit")]

@@ -14,9 +14,10 @@ from export import reference
 from export.plan import IntType, Layer
 from hw.array import ArrayConfig
 from hw.cycles import predict
+from hw.inventory import Inventory, Port
 from hw.sequencer import UnsupportedPlan, schedule
 from hw.top import Accelerator, generate, resources
-from hw.window import WindowFeatures
+from hw.window import WindowFeatures, window_config
 from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images, vocab_plan
 
 
@@ -97,9 +98,18 @@ def test_generate_writes_verilog_and_memories(tmp_path):
                  "logits__ready", "logits__payload", "start", "busy", "done", "cycles", "trace__valid",
                  "trace__layer", "trace__addr", "trace__count", "trace__data"):
         assert re.search(rf"\b(input|output)\b[^;]*\b{port}\b", text), port
-    weights = (tmp_path / "array_weights.hex").read_text().split()
-    assert len(weights) == len(schedule(plan, ArrayConfig(2, 3)).weight_words)
-    assert {"array_weights.hex", "array_biases.hex", "sparse_entries.hex"} <= set(info["files"])
+    # no memory files: the plan's contents are inline; the inventory names the ports and memories
+    assert [p.name for p in tmp_path.glob("*.hex")] == ["tb_image.hex"]  # the SystemVerilog testbench's image
+    assert {"accelerator.v", "accelerator.json"} <= set(info["files"])
+    inv = Inventory.load(tmp_path / "accelerator.json")
+    header = re.search(r"^module accelerator\((.*?)\);", text, re.S | re.M).group(1)
+    assert sorted(n.strip() for n in header.split(",")) == sorted(inv.ports)
+    assert inv.ports["trace__data"] == Port("output", 3 * 8) and inv.ports["pixels__ready"] == Port("output", 1)
+    weights = [m for m in inv.memories if m.name.startswith("array.weights")]
+    assert sum(m.depth for m in weights) == len(schedule(plan, ArrayConfig(2, 3)).weight_words)
+    assert all(m.initialised and m.read_ports == 1 and m.write_ports == 0 for m in weights)
+    banks = [m for m in inv.memories if m.name.startswith("buf")]
+    assert banks and all(not m.initialised and m.read_ports == m.write_ports == 1 for m in banks)
     assert info["total_cycles"] == predict(schedule(plan, ArrayConfig(2, 3)))["total_cycles"]
     res = resources(plan, ArrayConfig(2, 3))
     assert res["multipliers"] == 2 * 3 + 1
@@ -169,6 +179,31 @@ def test_global_pool_over_a_non_square_map():
     assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
     np.testing.assert_array_equal(logits, outs[-1])
     assert cycles == predict(dut.sched)["total_cycles"]
+
+
+@pytest.mark.parametrize("array", ["1x1", "3x4"])
+def test_global_pool_runs_as_a_one_channel_conv_without_stride_hardware(array):
+    """A global pool over a square map (the edge model's over 8x8 x 128 channels): one output per
+    channel from an H x H window of ones over the buffer read as (1, C*H, W), stride H on the rows
+    only; H*H weights instead of C*C*H*H, and no stride hardware for it."""
+    rng = np.random.default_rng(11)
+    plan = vocab_plan(rng, shape=(2, 8, 8), stride1=1, pad2=(1, 1, 1, 1), k2=3, c2=5)
+    gap = plan.layers[3]
+    assert gap.kind == "globalavgpool" and gap.in_shape == (5, 4, 4)
+    image = random_image(rng, plan)
+    dut = Accelerator(plan, ArrayConfig.parse(array))
+    s = dut.sched
+    win = next(p for p in s.passes if p.layer == 3).cfg["win"]
+    assert (win["k_steps"], win["n_og_m1"], win["oh_m1"], win["in_w"], win["stride_m1"]) == (16, 0, 4, 16, 0)
+    # one output column: the stride steps rows alone, so the pool asks no stride hardware
+    assert window_config(1, 20, 4, 4, 1, 5, 1, 3, 4, 0, 0, stride=4)["in_w"] == 16
+    passes = []
+    logits, cycles, writes = run_accelerator(dut, image, passes=passes)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, s.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+    model = predict(s)
+    assert [c for _, c in passes] == [r["cycles"] for r in model["layers"]] and cycles == model["total_cycles"]
 
 
 def test_basic_plan_generates_no_vocabulary_hardware():

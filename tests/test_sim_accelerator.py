@@ -67,7 +67,7 @@ def test_vocabulary_model_bit_exact(tmp_path, array, seed):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """One random model (3 output channels in its first conv) simulated once on 4x4."""
+    """One random model (at least 3 output channels in its first conv) simulated once on 4x4."""
     tmp = tmp_path_factory.mktemp("mismatch")
     onnx, plan = random_model(tmp, 4, False, 2)
     images = random_images(plan, 3, seed=2)
@@ -93,7 +93,7 @@ def test_mismatch_names_layer_channel_and_pixel(small):
     # a reference that departs from the RTL in layer 0, channel 2 only: locate must find it there
     bad = copy.deepcopy(plan)
     l0 = bad.layers[0]
-    assert l0.kind == "conv2d" and l0.out_shape[0] == 3
+    assert l0.kind == "conv2d" and l0.out_shape[0] >= 3
     l0.bias = l0.bias.copy()
     l0.bias[2] -= 3 << max(0, l0.shift)
     msg, wave = locate(bad, "4x4", tmp / "b" / "rtl", images, 0, tmp / "b", got=out.records[0])

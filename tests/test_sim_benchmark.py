@@ -1,4 +1,5 @@
-"""The `-m slow` benchmark: the bundled model's RTL on the whole validation split, bit for bit.
+"""The `-m slow` benchmarks: the bundled model's RTL on the whole validation split, bit for bit;
+the edge architecture at `--array auto`.
 
     python -m pytest -m slow tests/test_sim_benchmark.py -s
 (the same as `python -m sim run --data ../shared/data/animals5 --split val --json sim_val.json`)
@@ -20,3 +21,31 @@ def test_whole_validation_split_bit_exact(tmp_path, data_dir):
     s = json.loads(out.read_text())
     print({k: v for k, v in s.items() if k != "per_image"})
     assert rc == 0 and s["bit_exact"] == s["class_agree"] == s["images"] == 700, s["diagnosis"]
+
+
+@pytest.mark.slow
+def test_edge_model_bit_exact_at_the_auto_array(tmp_path, data_dir):
+    """The edge architecture (random weights while its checkpoint is not trained; its metadata
+    then names no classes, so the logits are compared) at `--array auto` for the ULX3S-85F:
+    4 validation images bit-exact, every image in the cycles the model predicts."""
+    import onnx
+
+    from export.compile import compile_onnx
+    from export.testing import RandomModel, materialize
+    from hw.array import ArrayConfig
+    from hw.cycles import predict
+    from hw.sequencer import schedule
+    from quant.model import named_config
+
+    path, _ = materialize(RandomModel(named_config("edge"), seed=1), tmp_path)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    out = tmp_path / "edge.json"
+    rc = main(["run", "--onnx", str(path), "--data", str(data_dir), "--split", "val", "--limit", "4",
+               "--array", "auto", "--json", str(out)])
+    s = json.loads(out.read_text())
+    print({k: v for k, v in s.items() if k != "per_image"})
+    assert rc == 0 and s["bit_exact"] == s["images"] == 4, s["diagnosis"]
+    predicted = predict(schedule(compile_onnx(path), ArrayConfig.parse(s["array"])))["total_cycles"]
+    assert s["cycles"]["min"] == s["cycles"]["max"] == predicted
