@@ -132,6 +132,8 @@ def test_a_hung_verilator_build_is_stopped_with_a_one_line_error(tmp_path, monke
     (rtl / "accelerator.v").write_text(f"module accelerator({', '.join(ports)});\n"
                                        + "".join(f"  {d} [{w - 1}:0] {n};\n" for n, (d, w) in ports.items())
                                        + "endmodule\n")
+    from hw.inventory import INVENTORY_FILE, Inventory, Port
+    (rtl / INVENTORY_FILE).write_text(Inventory({n: Port(d, w) for n, (d, w) in ports.items()}, ()).to_json())
     monkeypatch.setattr(runner._Verilator, "_build_command", lambda self: [[SLEEP, "60"]])
     t0 = time.monotonic()
     with pytest.raises(ToolchainError) as err:
