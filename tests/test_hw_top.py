@@ -21,6 +21,17 @@ from hw.window import WindowFeatures, window_config
 from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images, vocab_plan
 
 
+def check_against_reference(dut, plan, image) -> list:
+    """Every layer written equals the reference, the logits too, and the cycles the model's; the per-pass cycles."""
+    passes: list = []
+    logits, cycles, writes = run_accelerator(dut, image, passes=passes)
+    outs = reference.run(plan, image)
+    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+    np.testing.assert_array_equal(logits, outs[-1])
+    assert cycles == predict(dut.sched)["total_cycles"]
+    return passes
+
+
 @pytest.mark.parametrize("array", ["1x1", "2x3", "4x4"])
 @pytest.mark.parametrize("bits", [8, 4])
 def test_accelerator_matches_reference(array, bits):
@@ -141,11 +152,7 @@ def test_sparse_logits_layer_and_dense_hidden_layer():
     plan = replace(plan, layers=layers)
     image = random_image(rng, plan)
     dut = Accelerator(plan, ArrayConfig(3, 3))
-    logits, cycles, writes = run_accelerator(dut, image)
-    outs = reference.run(plan, image)
-    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
-    np.testing.assert_array_equal(logits, outs[-1])
-    assert cycles == predict(dut.sched)["total_cycles"]
+    check_against_reference(dut, plan, image)
 
 
 @pytest.mark.parametrize("array,seed", [("1x1", 1), ("2x3", 2), ("4x4", 3), ("3x2", 4)])
@@ -157,13 +164,7 @@ def test_vocabulary_matches_reference_cycle_exact(array, seed):
     dut = Accelerator(plan, ArrayConfig.parse(array))
     s = dut.sched
     assert s.window == WindowFeatures(pad=True, max_stride=2) and s.shift_words and s.sparse_shifts
-    passes = []
-    logits, cycles, writes = run_accelerator(dut, image, passes=passes)
-    outs = reference.run(plan, image)
-    assert first_mismatch(plan, outs, writes, s.act_width) is None
-    np.testing.assert_array_equal(logits, outs[-1])
-    model = predict(s)
-    assert cycles == model["total_cycles"]
+    passes, model = check_against_reference(dut, plan, image), predict(s)
     assert [c for _, c in passes] == [r["cycles"] for r in model["layers"]]
 
 
@@ -174,11 +175,7 @@ def test_global_pool_over_a_non_square_map():
     assert plan.layers[3].in_shape[1:] == (2, 4)
     image = random_image(rng, plan)
     dut = Accelerator(plan, ArrayConfig(2, 2))
-    logits, cycles, writes = run_accelerator(dut, image)
-    outs = reference.run(plan, image)
-    assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
-    np.testing.assert_array_equal(logits, outs[-1])
-    assert cycles == predict(dut.sched)["total_cycles"]
+    check_against_reference(dut, plan, image)
 
 
 @pytest.mark.parametrize("array", ["1x1", "3x4"])
