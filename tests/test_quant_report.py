@@ -106,3 +106,27 @@ def test_numbers_are_finite(report):
     _, _, rep = report
     values = [r[k] for r in rep["runs"].values() for k in ("accuracy", "f1_macro", "compression_ratio")]
     assert np.all(np.isfinite(values))
+
+
+def test_a_rerun_of_the_folder_skips_the_finished_runs(report, monkeypatch, capsys):
+    exp, data, _ = report
+    before = {p.name: checkpoint.file_hash(p) for p in exp.glob("*.pt")}
+    import quant.experiment as experiment
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(experiment, "train", no_training)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = run_experiment(data, exp, quick=True)
+    assert set(manifest["runs"]) == set(ORDER)
+    assert {p.name: checkpoint.file_hash(p) for p in exp.glob("*.pt")} == before
+    assert capsys.readouterr().out.count("skipped") == len(ORDER)
+
+
+def test_a_folder_of_another_experiment_is_refused(report):
+    from quant.model import ConfigError
+    exp, data, _ = report
+    with pytest.raises(ConfigError, match="holds another experiment"):
+        run_experiment(data, exp, quick=True, seed=5)

@@ -71,3 +71,21 @@ def test_end_to_end_float_then_qat_pruned_on_an_image_folder(tmp_path):
     res = evaluate(tmp_path / "qat.pt", data_dir, "val", limit=4)
     assert res["images"] == 20 and res["quantized"]
     assert res["accuracy"] == pytest.approx(q["metrics"]["val_acc"], abs=1e-6)  # train and evaluate agree
+
+
+def test_resume_refuses_another_config_a_truncated_file_and_no_file(tmp_path):
+    from quant.model import ConfigError
+    tr, va = learnable_split(4), learnable_split(2, seed=1)
+    cfg = named_config("paper")
+    tc = TrainConfig(epochs=1, batch=20, patience=5)
+    with pytest.raises(ConfigError, match="no resume file"):
+        train(cfg, tr, va, tc, tmp_path / "none.pt", resume=True, progress=False)
+    train(cfg, tr, va, tc, tmp_path / "a.pt", progress=False)
+    with pytest.raises(ConfigError, match="other training settings \\(lr\\)"):
+        train(cfg, tr, va, replace(tc, epochs=2, lr=0.5), tmp_path / "a.pt", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="another model config"):
+        train(named_config("paper-nopool2"), tr, va, replace(tc, epochs=2), tmp_path / "a.pt", resume=True, progress=False)
+    resume = tmp_path / "a.resume.pt"
+    resume.write_bytes(resume.read_bytes()[:1000])  # a save cut short (before the atomic write, this was possible)
+    with pytest.raises(ConfigError, match="not a readable resume file"):
+        train(cfg, tr, va, replace(tc, epochs=2), tmp_path / "a.pt", resume=True, progress=False)
