@@ -2,7 +2,8 @@
 
 A checkpoint is a dict saved with torch.save: format tag, model config, class names, state dict,
 training history, best epoch, metrics, data set counts and hash, git revision. The bundled ones
-live in quant/checkpoints/ so every command runs out of the box.
+live in quant/checkpoints/ so every command runs out of the box: the default model's pair (the
+paper CNN) in checkpoints/default/, the edge model's beside it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from quant.model import ModelConfig, Net, build
 
 FORMAT = "cnn-codesign-checkpoint/1"
 BUNDLED_DIR = Path(__file__).parent / "checkpoints"
-BUNDLED_FLOAT = BUNDLED_DIR / "paper_float.pt"
-BUNDLED_QAT = BUNDLED_DIR / "paper_qat_pruned.pt"
+BUNDLED_FLOAT = BUNDLED_DIR / "default" / "paper_float.pt"
+BUNDLED_QAT = BUNDLED_DIR / "default" / "paper_qat_pruned.pt"
 
 
 class CheckpointError(ValueError):
