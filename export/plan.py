@@ -102,15 +102,6 @@ class Layer:
         return int(e[0])
 
     @property
-    def reduction(self) -> int:
-        """Products summed per output value (K)."""
-        return int(np.prod(self.weight.shape[1:])) if self.weight is not None else 0
-
-    @property
-    def out_pixels(self) -> int:
-        return int(np.prod(self.out_shape[1:])) if self.kind == "conv2d" else 1
-
-    @property
     def macs_dense(self) -> int:
         return self.unit.macs_dense(self)
 
