@@ -17,7 +17,7 @@ from export.walker import CompileError, Pending, attrs, square_window, where
 
 def _log2_count(n: int, node, what: str) -> int:
     if n < 1 or n & (n - 1):
-        raise CompileError(f"{where(node)}: {what} averages {n} values, not a power-of-two count (contract rule 11); "
+        raise CompileError(f"{where(node) if node is not None else 'a plan layer'}: {what} averages {n} values, not a power-of-two count (contract rule 11); "
                            "use a 2x2/4x4 window, or a map of 1, 4, 16, 64 ... pixels for a global pool")
     return n.bit_length() - 1
 
