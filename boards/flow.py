@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "(place-and-route's Fmax is below the requested clock).")
     p.add_argument("--checkpoint", default=None, help="quantized checkpoint (.pt); default: the bundled QAT+pruned model")
     p.add_argument("--float-checkpoint", default=None,
-                   help="float checkpoint for the float accuracy (default: the bundled float model, when --checkpoint is not given)")
+                   help="float checkpoint for the float accuracy (default: the bundled float model; with --checkpoint, the float "
+                        "checkpoint it was fine-tuned from (recorded by quant train --qat), else NAME_float.pt beside NAME_qat*.pt)")
     p.add_argument("--board", default=DEFAULT_BOARD, help=f"target board: {', '.join(PROFILES)} (default %(default)s)")
     p.add_argument("--array", default=None,
                    help="systolic array RxC, or 'auto' for the one that fits the board with the fewest predicted cycles "
@@ -175,6 +176,9 @@ def accuracies(checkpoint: str | None, float_checkpoint: str | None, data: str |
 
     if float_checkpoint is None and checkpoint is None and ckpts.BUNDLED_FLOAT.is_file():
         float_checkpoint = str(ckpts.BUNDLED_FLOAT)
+    elif float_checkpoint is None and checkpoint is not None:
+        twin = ckpts.float_twin(checkpoint)
+        float_checkpoint = str(twin) if twin is not None else None
     if data is None:
         ck = ckpts.load(checkpoint)
         val = ck.get("metrics", {}).get("val_acc")

@@ -30,6 +30,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["constant", "cosine"], default=d.schedule, help="learning-rate schedule (default %(default)s)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="epochs of linear warm-up before the cosine decay")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing (e.g. 0.1)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="P",
+                   help="probability that a batch is CutMix-ed: a random box pasted from another image, labels mixed by area (e.g. 0.5)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW / SGD weight decay")
 
 
@@ -99,7 +101,8 @@ def cmd_train(args) -> int:
         cfg = replace(cfg, num_classes=n, layers=[*cfg.layers[:-1], replace(cfg.layers[-1], out=n)]).validate()
     print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"
           + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
-    ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume)
+    ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume,
+                 init_record={"path": str(args.init), "sha256": checkpoint.file_hash(args.init)} if init is not None else None)
     print(f"best epoch {ckpt['best_epoch']}: val acc {ckpt['metrics']['val_acc']:.4f}, val loss {ckpt['metrics']['val_loss']:.4f} -> {args.out}")
     return 0
 

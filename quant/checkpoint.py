@@ -70,3 +70,19 @@ def model_from(ckpt: dict) -> Net:
 
 def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def float_twin(path: str | Path) -> Path | None:
+    """The float checkpoint a QAT checkpoint was fine-tuned from, when it is on disk: the `init`
+    path the checkpoint records (quant train --qat --init), else the sibling named by the bundled
+    convention (`NAME_qat*.pt` beside `NAME_float.pt`); None when neither exists."""
+    path = Path(path)
+    try:
+        recorded = load(path).get("init", {}).get("path")
+    except Exception:  # the caller reports an unreadable checkpoint itself
+        recorded = None
+    candidates = [Path(recorded)] if recorded else []
+    if "_qat" in path.stem:
+        candidates.append(path.with_name(path.stem.split("_qat")[0] + "_float.pt"))
+    return next((c for c in candidates if c.is_file() and c.resolve() != path.resolve()), None)
+

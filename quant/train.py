@@ -41,6 +41,7 @@ class TrainConfig:
     warmup: int = 0
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 for sgd
+    cutmix: float = 0.0  # probability that a batch is CutMix-ed (a box from a shuffled partner, labels mixed by area)
 
 
 def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -57,6 +58,21 @@ def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels p -> p/256 (contract rule 2)."""
     return images.float() / 256.0
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): paste one random box (area fraction ~ U(0, 1)) from a shuffled
+    partner into every image. Returns the images, the partner labels and the kept-area weight."""
+    n, _, h, w = x.shape
+    partner = torch.randperm(n, generator=gen)
+    cut = math.sqrt(float(torch.rand(1, generator=gen)))
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(0, h, (1,), generator=gen)), int(torch.randint(0, w, (1,), generator=gen))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
+    return x, y[partner], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
 
 
 def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -170,8 +186,9 @@ def load_resume(path: Path, config: ModelConfig, tc: TrainConfig) -> dict:
 
 
 def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
-          init: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """Train and return the best checkpoint dict (also saved at `out`)."""
+          init: dict | None = None, resume: bool = False, progress: bool = True, init_record: dict | None = None) -> dict:
+    """Train and return the best checkpoint dict (also saved at `out`); `init_record` (the float
+    checkpoint's path and hash) is kept in a QAT checkpoint as "init"."""
     out = Path(out)
     resume_path = out.with_suffix(".resume.pt")
     torch.manual_seed(tc.seed)
@@ -201,7 +218,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         if pruner is not None:
             pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
     meta = {"config": config.to_dict(), "class_names": train_split.class_names, "train": asdict(tc),
-            **({"bn_fold": fold_record} if fold_record else {}),
+            **({"bn_fold": fold_record} if fold_record else {}), **({"init": init_record} if init_record else {}),
             "data": {"train": train_split.counts(), "val": val_split.counts(),
                      "train_hash": dataset_hash(train_split), "val_hash": dataset_hash(val_split),
                      "skipped": train_split.skipped + val_split.skipped}}
@@ -217,8 +234,15 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
                 x = augment(images[idx], gen) if tc.augment else to_input(centre_crop(images[idx]))
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, labels[idx], label_smoothing=tc.label_smoothing)
+                y = labels[idx]
+                if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:
+                    x, y_b, keep = cutmix(x, y, gen)
+                    logits = model(x)
+                    loss = (keep * nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                            + (1 - keep) * nn.functional.cross_entropy(logits, y_b, label_smoothing=tc.label_smoothing))
+                else:
+                    logits = model(x)
+                    loss = nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(tc, epoch * steps + s, steps)
                 opt.zero_grad()

@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--limit", type=int, help="at most N images, classes taken in turn")
     r.add_argument("--array", default=None, help="systolic array RxC, or auto: the one that fits --board with the "
                                                  "fewest predicted cycles per image (default: the hardware's default)")
-    r.add_argument("--board", default=DEFAULT_BOARD, help="the board --array auto fits (default %(default)s)")
+    r.add_argument("--board", default=DEFAULT_BOARD, help="the board --array auto fits, and whose multipliers give "
+                   "dsp_bound_images_per_second (default %(default)s)")
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
     r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
     r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder, removed when all is bit-exact)")
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from boards.fit import array_for
+    from boards.profiles import get_profile
     from export.compile import compile_onnx, default_onnx
     from quant.atomic import atomic_write_text
     from quant.data import load_split
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     out = verify(plan, array, images, expected, labels=labels if named else None, work_dir=work, clock_mhz=args.clock_mhz,
-                 gaps=args.gaps, backpressure=args.backpressure, on_image=line,
+                 gaps=args.gaps, backpressure=args.backpressure, on_image=line, multipliers=get_profile(args.board).dsps,
                  log=lambda m: bar.write(m, file=sys.stderr))
     bar.close()
     classes = ({"model_classes": plan.class_names} if named else
@@ -120,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
           + (f"RTL accuracy {s['rtl_accuracy']:.4f}, " if named else "no accuracy (the model names no classes), ")
           + f"cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
-          f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz, "
+          f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz (stream of {s['stream_images']}: "
+          f"{s['throughput_images_per_second'] or 0:.1f} images/s, {s['dsp_efficiency'] or 0:.1%} of the "
+          f"{args.board} DSP bound {s['dsp_bound_images_per_second'] or 0:.0f}), "
           f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
           f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
     if out.diagnosis:

@@ -85,7 +85,11 @@ async def run_image(dut, job: dict, image: np.ndarray, rng: random.Random | None
                         f"(took {int(dut.pixels_sent.value)} of {n_pixels} pixels)")
         done.cancel()
         return rec
-    rec["sim_cycles"] = round((get_sim_time("ns") - t_start) / PERIOD_NS)
+    t_done = get_sim_time("ns")
+    rec["sim_cycles"] = round((t_done - t_start) / PERIOD_NS)
+    # the image's span on the simulator's clock (start pulse to the last logit and `done`): a stream's
+    # throughput is images over the first start to the last done
+    rec["start_cycle"], rec["done_cycle"] = round(t_start / PERIOD_NS), round(t_done / PERIOD_NS)
     await cycle(dut)
     rec["cycles"] = int(dut.cycles.value)
     sent = int(dut.pixels_sent.value)

@@ -46,7 +46,31 @@ class Outcome:
     mismatches: list[int] = field(default_factory=list)
 
 
-def summarize(records: list[dict], sim: dict, clock_mhz: float) -> dict:
+def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | None = None,
+                   effective_macs: int | None = None) -> dict:
+    """Latency and throughput of the run as one stream of images, and the board's DSP bound.
+
+    latency_cycles: the accelerator's own start-to-done count of one image (the mean; it does not
+    depend on the pixels). throughput: images / simulator cycles from the first image's `start` to
+    the last image's `done`, the harness's gaps between images included; None unless every image
+    ran without error. dsp_bound_images_per_second: `multipliers` x the clock / `effective_macs`
+    (dense MACs of the array layers, stored entries of the sparse ones), the rate a board whose every
+    multiplier did one useful MAC per cycle would reach; dsp_efficiency: throughput over it."""
+    cycles = [r["cycles"] for r in records if r["cycles"] is not None]
+    spans = [(r.get("start_cycle"), r.get("done_cycle")) for r in records]
+    ok = bool(records) and all(r["error"] is None for r in records) and all(a is not None and b is not None for a, b in spans)
+    stream = spans[-1][1] - spans[0][0] if ok else None
+    tput = len(records) * clock_mhz * 1e6 / stream if stream else None
+    bound = multipliers * clock_mhz * 1e6 / effective_macs if multipliers and effective_macs else None
+    return {"latency_cycles": float(np.mean(cycles)) if cycles else None, "stream_images": len(records),
+            "stream_cycles": stream, "throughput_images_per_second": round(tput, 2) if tput else None,
+            "dsp_multipliers": multipliers, "effective_macs": effective_macs,
+            "dsp_bound_images_per_second": round(bound, 2) if bound else None,
+            "dsp_efficiency": round(tput / bound, 4) if tput and bound else None}
+
+
+def summarize(records: list[dict], sim: dict, clock_mhz: float, multipliers: int | None = None,
+              effective_macs: int | None = None) -> dict:
     cycles = [r["cycles"] for r in records if r["cycles"] is not None]
     mean = float(np.mean(cycles)) if cycles else None
     labelled = [r for r in records if "label" in r]
@@ -64,16 +88,17 @@ def summarize(records: list[dict], sim: dict, clock_mhz: float) -> dict:
         "sim_wall_s": round(sim["wall_s"], 3),
         "sim_cycles_per_second": round(sim["sim_cycles_per_second"]),
         "sim_cycles_per_cpu_second": round(sim["sim_cycles_per_cpu_second"]),
+        **stream_figures(records, clock_mhz, multipliers, effective_macs),
     }
 
 
 def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
            labels: np.ndarray | None = None, work_dir: str | Path | None = None, clock_mhz: float = 100.0,
-           gaps: bool = False, backpressure: bool = False, diagnose: bool = True,
+           gaps: bool = False, backpressure: bool = False, diagnose: bool = True, multipliers: int | None = None,
            on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> Outcome:
     """Generate the accelerator for `plan` on an `array` ("RxC"), simulate `images` (uint8
     (N, C, H, W)) and compare with `expected` integer logits (N, classes), e.g. from
-    sim.golden.expected_logits."""
+    sim.golden.expected_logits. `multipliers`: the board's, for the DSP-bound figures."""
     images = np.asarray(images, dtype=np.uint8)
     expected = np.asarray(expected, dtype=np.int64)
     if images.shape[1:] != tuple(plan.input_shape):
@@ -91,6 +116,7 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
         exp = expected[i].tolist()
         got = rec["logits"]
         r = {"index": i, "expected": exp, "got": got, "cycles": rec["cycles"], "error": rec["error"],
+             "start_cycle": rec.get("start_cycle"), "done_cycle": rec.get("done_cycle"),
              "bit_exact": rec["error"] is None and got == exp,
              "class_agree": rec["error"] is None and got is not None and int(np.argmax(got)) == int(np.argmax(exp))}
         if labels is not None:
@@ -103,7 +129,8 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
 
     sim = runner.simulate(build, images, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
                           gaps=gaps, backpressure=backpressure, on_image=judge)
-    out = Outcome(records, summarize(records, sim.summary, clock_mhz), run_dir=work_dir,
+    macs = sum(l.macs_effective for l in plan.layers)
+    out = Outcome(records, summarize(records, sim.summary, clock_mhz, multipliers, macs), run_dir=work_dir,
                   mismatches=[r["index"] for r in records if not r["bit_exact"]])
     if out.mismatches and diagnose:
         first = out.mismatches[0]

@@ -68,6 +68,13 @@ def test_run_writes_the_summary(tmp_path, capsys):
     assert 0 < c["min"] <= c["mean"] <= c["max"]
     assert s["images_per_second"] == pytest.approx(100e6 / c["mean"])
     assert s["sim_cycles_per_second"] > 0 and s["sim_cycles"] >= 3 * c["min"]
+    # the stream: one image after another, so throughput is below 1/latency by the harness's gaps only
+    assert s["latency_cycles"] == c["mean"] and s["stream_images"] == 3
+    assert 3 * c["min"] <= s["stream_cycles"] <= 3 * c["max"] + 3 * 16
+    assert s["throughput_images_per_second"] == pytest.approx(3 * 100e6 / s["stream_cycles"], rel=1e-3)
+    assert s["dsp_multipliers"] == 156 and s["effective_macs"] == 4_652_942  # ULX3S-85F; the bundled plan
+    assert s["dsp_bound_images_per_second"] == pytest.approx(156 * 100e6 / 4_652_942, rel=1e-3)
+    assert s["dsp_efficiency"] == pytest.approx(s["throughput_images_per_second"] / s["dsp_bound_images_per_second"], rel=1e-3)
     captured = capsys.readouterr()
     assert captured.out.startswith("bit-exact 3/3")
     assert captured.err.count("bit-exact") == 3  # one line per image
@@ -99,3 +106,16 @@ def test_model_naming_no_classes_runs_on_any_folders(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no accuracy (the model names no classes)" in captured.out
     assert "label      zebra" in captured.err
+
+
+def test_stream_figures_need_every_image():
+    from sim.verify import stream_figures
+    recs = [{"cycles": 100, "error": None, "start_cycle": 10 + 105 * i, "done_cycle": 110 + 105 * i} for i in range(4)]
+    f = stream_figures(recs, 100.0, multipliers=10, effective_macs=1000)
+    assert f["stream_cycles"] == 415 and f["latency_cycles"] == 100
+    assert f["throughput_images_per_second"] == pytest.approx(4 * 100e6 / 415, rel=1e-4)
+    assert f["dsp_bound_images_per_second"] == pytest.approx(1e6)
+    assert f["dsp_efficiency"] == pytest.approx(f["throughput_images_per_second"] / 1e6, rel=1e-3)
+    recs[2]["error"] = "timeout"
+    broken = stream_figures(recs, 100.0, multipliers=10, effective_macs=1000)
+    assert broken["throughput_images_per_second"] is None and broken["dsp_efficiency"] is None

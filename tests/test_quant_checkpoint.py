@@ -1,0 +1,35 @@
+"""quant.checkpoint.float_twin: the float checkpoint behind a QAT checkpoint, for the reports."""
+
+from pathlib import Path
+
+from quant import checkpoint
+
+
+def _save(path: Path, **extra) -> Path:
+    checkpoint.save(path, {"config": {}, **extra})
+    return path
+
+
+def test_twin_is_the_recorded_init(tmp_path):
+    init = _save(tmp_path / "somewhere" / "mine.pt")
+    qat = _save(tmp_path / "model_qat.pt", init={"path": str(init), "sha256": checkpoint.file_hash(init)})
+    _save(tmp_path / "model_float.pt")  # the sibling loses to the recorded init
+    assert checkpoint.float_twin(qat) == init
+
+
+def test_twin_falls_back_to_the_sibling_name(tmp_path):
+    qat = _save(tmp_path / "edge_qat_pruned.pt", init={"path": str(tmp_path / "gone.pt")})
+    assert checkpoint.float_twin(qat) is None
+    twin = _save(tmp_path / "edge_float.pt")
+    assert checkpoint.float_twin(qat) == twin
+
+
+def test_no_twin_for_a_plain_name_or_itself(tmp_path):
+    assert checkpoint.float_twin(_save(tmp_path / "model.pt")) is None
+    me = tmp_path / "x_qat.pt"
+    _save(me, init={"path": str(me)})
+    assert checkpoint.float_twin(me) is None
+
+
+def test_bundled_edge_pair_is_found():
+    assert checkpoint.float_twin(checkpoint.BUNDLED_DIR / "edge_qat.pt") == checkpoint.BUNDLED_DIR / "edge_float.pt"
