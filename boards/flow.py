@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -205,6 +206,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
     from export.compile import compile_onnx
     from export.onnx_export import export
+    from export.ort import host_throughput
     from hw.top import Accelerator
     from sim.golden import expected_logits
     from sim.verify import verify
@@ -220,7 +222,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     if bitstream and profile.has_open_toolchain:
         check_tools(profile)
     out = prepare_out(out, force)
-    step = _Steps(7 if bitstream else 6, say)
+    step = _Steps(8 if bitstream else 7, say)
 
     onnx_path = step("export ONNX", export, checkpoint, out / "model.onnx")
     plan = step("compile the layer plan", compile_onnx, onnx_path)
@@ -246,17 +248,18 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         expected = expected_logits(onnx_path, plan, images)
         # sim.verify generates the accelerator's Verilog and its inventory into out/rtl
         outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
-                       labels=labels, work_dir=out, clock_mhz=clock_mhz, log=say)
+                       labels=labels, work_dir=out, clock_mhz=clock_mhz, multipliers=profile.dsps, log=say)
         say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
             + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
         acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
+        host = step("ONNX Runtime on this CPU (batch 64, BASIC)", host_throughput, onnx_path, images, 64, os.cpu_count())
         built: BuildResult | None = step(f"board build ({profile.toolchain}), waiting", pending.result) if pending else None
     except BaseException:
         cancel.set()
         raise
     report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
                           accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path,
-                          clock_mhz=clock_mhz)
+                          clock_mhz=clock_mhz, host=host)
     atomic_write_text(out / "rtl_records.json", json.dumps(outcome.records, indent=1))
     step.n += 1
     say(f"[{step.n}/{step.total}] wrote {out / 'report.md'} and {out / 'report.json'}")

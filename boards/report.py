@@ -40,8 +40,22 @@ def array_utilisation(rtl: dict) -> float | None:
     return round(sum(r["ideal_cycles"] for r in arr) / sum(r["cycles"] for r in arr), 4) if arr else None
 
 
+def stream_at(summary: dict, clock_mhz: float, fmax: float | None, plan, profile) -> dict:
+    """The RTL stream's throughput and the board's DSP bound at the achieved Fmax (at the requested
+    clock without a build): the simulated stream's cycles do not depend on the clock."""
+    f = fmax or clock_mhz
+    tput = summary.get("throughput_images_per_second")
+    macs = sum(l.macs_effective for l in plan.layers)
+    bound = profile.dsps * f * 1e6 / macs if macs and profile.dsps else None
+    at = round(tput * f / clock_mhz, 2) if tput else None
+    return {"clock_mhz_for_throughput": f, "latency_cycles": summary.get("latency_cycles"),
+            "stream_images": summary.get("stream_images"), "stream_cycles": summary.get("stream_cycles"),
+            "throughput_images_per_second": at, "dsp_bound_images_per_second": round(bound, 2) if bound else None,
+            "dsp_efficiency": round(at / bound, 4) if at and bound else None}
+
+
 def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, steps, source, onnx_path,
-                 clock_mhz) -> dict:
+                 clock_mhz, host: dict | None = None) -> dict:
     from quant.report import PAPER, TARGETS
 
     s = outcome.summary
@@ -61,6 +75,8 @@ def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, s
         "critical_path": built.critical_path if built else None,
         "images_per_second": round(fmax * 1e6 / mean_cycles, 2) if fmax and mean_cycles else None,
         "images_per_second_at_requested": round(clock_mhz * 1e6 / mean_cycles, 2) if mean_cycles else None,
+        **stream_at(s, clock_mhz, fmax, plan, profile),
+        "host_onnxruntime": host,
         "utilisation": array_utilisation(rtl),
         "utilisation_image": round(ideal / mean_cycles, 4) if mean_cycles else None,
         "layers": layer_table(plan, rtl),
@@ -136,7 +152,15 @@ def to_markdown(r: dict) -> str:
             f"- Fmax achieved: **{_fmt(r['fmax_mhz'], '.2f')} MHz**, requested {r['requested_mhz']:g} MHz "
             f"(timing {'met' if r['timing_met'] else 'not met' if r['timing_met'] is False else 'not measured'})"
             + (f"; **{_rebuild_advice(r)}**" if r["timing_met"] is False else ""),
-            f"- images/s at Fmax: {_fmt(r['images_per_second'], ',.1f')}; at the requested clock: {_fmt(r['images_per_second_at_requested'], ',.1f')}"]
+            f"- images/s at Fmax: {_fmt(r['images_per_second'], ',.1f')}; at the requested clock: {_fmt(r['images_per_second_at_requested'], ',.1f')}",
+            f"- latency {_fmt(r['latency_cycles'], ',.0f')} cycles; throughput over a stream of {_fmt(r['stream_images'])} images "
+            f"({_fmt(r['stream_cycles'], ',')} cycles): **{_fmt(r['throughput_images_per_second'], ',.1f')} images/s** at "
+            f"{r['clock_mhz_for_throughput']:g} MHz, {_fmt(r['dsp_efficiency'], '.1%')} of the board's DSP bound "
+            f"({_fmt(r['dsp_bound_images_per_second'], ',.0f')} images/s: {r['resources']['profile']['dsps']} multipliers x the clock / the effective MACs)"]
+    h = r.get("host_onnxruntime")
+    if h:
+        out.append(f"- for comparison, ONNX Runtime on the host CPU (the same model, {h['level']}, batch {h['batch']}, "
+                   f"{h['threads']} threads): {h['images_per_second']:,.1f} images/s")
     cp = r["critical_path"]
     if cp:
         out.append(f"- critical path: {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing, {cp['steps']} steps) "

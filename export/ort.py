@@ -12,11 +12,41 @@ import numpy as np
 import onnxruntime as ort
 
 
-def golden_session(model_path: str | Path) -> ort.InferenceSession:
+def golden_session(model_path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session at ORT_ENABLE_BASIC; `threads` sets the intra-op thread count (ORT's default
+    when None: one per physical core)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+
+
+def host_throughput(model_path: str | Path, images: np.ndarray, batch: int = 64, threads: int | None = None,
+                    min_seconds: float = 1.0) -> dict:
+    """Images/s of the golden model on this host's CPU at the exact (BASIC) level: batches of
+    `batch` images (the given ones repeated), one warm-up batch, then whole batches until
+    `min_seconds` have passed. A model exported with a fixed batch runs at that batch."""
+    import os
+    import time
+    session = golden_session(model_path, threads)
+    fixed = session.get_inputs()[0].shape[0]
+    batch = fixed if isinstance(fixed, int) else batch
+    reps = -(-batch // max(1, len(images)))
+    x = np.concatenate([np.asarray(images)] * reps)[:batch]
+    run_logits(session, x, batch)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while True:
+        run_logits(session, x, batch)
+        n += batch
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            break
+    return {"images_per_second": round(n / elapsed, 1), "batch": batch, "images": n, "seconds": round(elapsed, 3),
+            "threads": threads if threads is not None else (os.cpu_count() or 1),
+            "threads_note": "intra-op threads as set" if threads is not None else "ORT's default (one per core); os.cpu_count() shown",
+            "level": "ORT_ENABLE_BASIC", "provider": "CPUExecutionProvider"}
 
 
 def run_logits(session: ort.InferenceSession, images: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -49,7 +49,13 @@ def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
     assert [l["name"] for l in rep["layers"]] and rep["layers"][0]["cycles"] > 0
     md = (out / "report.md").read_text()
     assert "bit-exact logits: **3/3**" in md and "critical path" in md
-    assert any(l.startswith("[7/7]") for l in lines) and any("done in" in l for l in lines)
+    assert any(l.startswith("[8/8]") for l in lines) and any("done in" in l for l in lines)
+    # the stream at the achieved Fmax against the UP5K's 8 multipliers, and the host CPU beside it
+    assert rep["throughput_images_per_second"] == pytest.approx(
+        rep["stream_images"] * rep["fmax_mhz"] * 1e6 / rep["stream_cycles"], rel=1e-3)
+    assert rep["stream_cycles"] >= rep["stream_images"] * rep["latency_cycles"]
+    assert 0 < rep["dsp_efficiency"] and rep["host_onnxruntime"]["batch"] == 64
+    assert rep["host_onnxruntime"]["images_per_second"] > 0
 
 
 def test_an_existing_output_folder_is_refused_without_force(tmp_path):

@@ -20,7 +20,9 @@ def fake_parts(fmax):
                        "utilisation": 0.5}],
            "total_cycles": 1000, "memory_bits": {"w": 10}}
     outcome = SimpleNamespace(summary={"bit_exact": 7, "images": 8, "class_agree": 8, "rtl_accuracy": 0.5,
-                                       "cycles": {"min": 1000, "mean": 1000.0, "max": 1000}}, diagnosis="image 3: ...")
+                                       "cycles": {"min": 1000, "mean": 1000.0, "max": 1000}, "latency_cycles": 1000.0,
+                                       "stream_images": 8, "stream_cycles": 8040, "throughput_images_per_second": 8 * 100e6 / 8040},
+                              diagnosis="image 3: ...")
     built = BuildResult("ulx3s-85f", "ecp5", "b", 100.0, bitstream="b/top.bit", fmax_mhz=fmax,
                         critical_path={"delay_ns": 27.7, "logic_ns": 9.4, "routing_ns": 18.3, "steps": 43, "start": "a.Q",
                                        "end": "b.D", "start_net": "sparse.entries", "end_net": "buf0.addr",
@@ -41,6 +43,24 @@ def test_report_figures_and_a_failed_timing():
     md = to_markdown(r)
     assert "rebuild with --clock-mhz 36" in md and "hw/sparse.py:86" in md and "first mismatch: image 3" in md
     assert "| luts | 16,872 | 83,640 | 20.2% |" in md
+    # the stream's throughput scaled to the achieved Fmax, and the ULX3S-85F's 156 multipliers as the bound
+    macs = sum(l.macs_effective for l in fake_parts(fmax=1)["plan"].layers)
+    assert r["throughput_images_per_second"] == round(8 * 36.16e6 / 8040, 2) and r["latency_cycles"] == 1000.0
+    assert r["dsp_bound_images_per_second"] == round(156 * 36.16e6 / macs, 2)
+    assert r["dsp_efficiency"] == round(r["throughput_images_per_second"] / r["dsp_bound_images_per_second"], 4)
+    assert r["host_onnxruntime"] is None and "of the board's DSP bound" in md
+
+
+def test_host_throughput_is_measured(tmp_path):
+    from export.ort import host_throughput
+    import onnx
+    from tests.onnx_builders import qcdq_conv
+    path = tmp_path / "m.onnx"
+    onnx.save(qcdq_conv(np.ones((2, 1, 2, 2)), [0, 0]), path)  # (1, 3, 3) input, two logits
+    h = host_throughput(path, np.zeros((3, 1, 3, 3), np.uint8), batch=16, threads=1, min_seconds=0.05)
+    assert h["batch"] == 16 and h["images"] % 16 == 0 and h["images"] >= 16 and h["threads"] == 1
+    assert abs(h["images_per_second"] - h["images"] / h["seconds"]) <= 0.05 * h["images_per_second"]
+    assert h["level"] == "ORT_ENABLE_BASIC"
 
 
 def test_report_without_timing_failure_and_the_layer_table():
