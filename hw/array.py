@@ -7,25 +7,29 @@ many: each partial sum is written once, never re-read, and the weights need no p
 Operands move systolically: an activation vector enters the top row skewed by one cycle per
 column and moves down, a weight word enters the left column skewed by one cycle per row and
 moves right, so PE(r, c) sees step s at cycle s + r + c and every operand net drives one PE and
-one register (a broadcast drove 9-10 multipliers from one register and limited Fmax on the ECP5
-to 71 MHz). Finished sums shift out row by row (each row one output channel, `cols` consecutive
+one register. Finished sums shift out row by row (each row one output channel, `cols` consecutive
 pixels = one vector write) through `cols` requantizers while the next tile accumulates; the drain
 is skewed like the operands and de-skewed at the array's output, so outside the array everything
-is aligned.
+is aligned. ArrayUnit is the engine unit (hw.engines): conv, dense and average-pool layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+import numpy as np
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, ROM_LATENCY, delay_line, delayed, logit_layout, quiet, rom, write_layout
+from export.plan import IntType, Layer
+from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
+from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, quiet, rom
 from hw.pe import PE
-from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout
-from hw.window import WindowFeatures, WindowGenerator, window_layout
+from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout, shift_word
+from hw.window import WindowFeatures, WindowGenerator, window_config, window_layout
+
+AVERAGES = ("avgpool", "globalavgpool")  # pools the array runs as convs (as_conv)
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,30 @@ class SystolicArray(wiring.Component):
     (all rows have taken theirs by then), once per output channel, with the tile's `drain_rows`;
     `out[c]` is the shadow of PE(0, c) as the shift asserted `out_delay` cycles earlier found it,
     and every shift moves rows 0 .. drain_rows - 1 of each column up by one.
-    Every row has its own control and shift registers, each driving one PE: the same signal
-    shared along an anti-diagonal (yosys merges identical registers) drove ~420 loads.
-    Two tiles' last steps must be `tile_period` cycles apart, so the drain (rows - 1 cycles of
-    wait, then up to `rows` shifts) ends before the next tile's sums arrive."""
+    Every row has its own control and shift registers, each driving one PE.
+    Two tiles' last steps must be `tile_period` cycles apart."""
 
     ACC_DELAY = 3
+
+    @staticmethod
+    def drain_wait(rows: int) -> int:
+        """Cycles from PE(0, 0) taking a tile's sums to the first `shift`: every row has taken them."""
+        return rows
+
+    @staticmethod
+    def out_delay(cols: int) -> int:
+        """Cycles from a `shift` to `out` showing the row it moved (the de-skew)."""
+        return cols - 1
+
+    @staticmethod
+    def tile_period(rows: int) -> int:
+        """Cycles between two tiles' last steps, at least: the drain (rows - 1 cycles of wait,
+        then up to `rows` shifts) ends before the next tile's sums arrive."""
+        return 2 * rows - 1
 
     def __init__(self, config: ArrayConfig, a_width: int, w_width: int, acc_width: int):
         self.config, self.a_width, self.w_width, self.acc_width = config, a_width, w_width, acc_width
         r, c = config.rows, config.cols
-        self.drain_wait, self.out_delay, self.tile_period = r, c - 1, 2 * r - 1
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), c)),
             "w": In(data.ArrayLayout(signed(w_width), r)),
@@ -148,32 +165,42 @@ class ArrayEngine(wiring.Component):
     zeroed in front of the operand registers; with strides, output j of a tile is column j*stride.
     """
 
+    @staticmethod
+    def tile_stages(config: ArrayConfig) -> int:
+        """A tile tag's trip from its issue to the drain: the address registers, the buffer, the
+        operand registers (with the weights), the PEs (ACC_DELAY), the drain wait."""
+        return 1 + READ_LATENCY + SystolicArray.ACC_DELAY + SystolicArray.drain_wait(config.rows)
+
+    @staticmethod
+    def drain_stages(config: ArrayConfig) -> int:
+        """A drained row's trip to the write: the de-skew, the requantizers."""
+        return LATENCY + SystolicArray.out_delay(config.cols)
+
+    @staticmethod
+    def latency(config: ArrayConfig) -> int:
+        """Cycles from the last reduction step's issue to `done`, besides the last tile's drain
+        (one cycle per output channel it holds): the tile's tag, then the last drained row's trip
+        to the write, the first idle cycle, quiet()."""
+        return ArrayEngine.tile_stages(config) + ArrayEngine.drain_stages(config) + 1 + QUIET_LATENCY
+
     def __init__(self, config: ArrayConfig, addr_width: int, act_width: int, w_width: int, acc_width: int,
                  weight_words: list[int], bias_words: list[int], *, window: WindowFeatures = WindowFeatures(),
                  shift_words: list[int] | None = None):
         self.config, self.addr_width, self.window = config, addr_width, window
         self.act_width, self.w_width, self.acc_width = act_width, w_width, acc_width
         self.weight_words, self.bias_words, self.shift_words = weight_words or [0], bias_words or [0], shift_words
-        super().__init__({
-            "start": In(1),
-            "cfg": In(array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words))),
-            "raddr": Out(addr_width),
-            "rdata": In(data.ArrayLayout(signed(act_width + 1), config.cols)),
-            "wr": Out(write_layout(addr_width, config.cols, act_width)),
-            "logit": Out(logit_layout(addr_width, acc_width)),
-            "done": Out(1),
-        })
+        super().__init__(EngineSignature(addr_width, cols=config.cols, act_width=act_width, acc_width=acc_width,
+                                         cfg=array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words)),
+                                         reads=True, writes=True, logit=Out))
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.config.rows, self.config.cols
         aw, ww, accw = self.addr_width, self.w_width, self.acc_width
-        gen = m.submodules.gen = WindowGenerator(rows, cols, aw, self.window)
+        gen = m.submodules.gen = WindowGenerator(rows, cols, aw, self.window, tile_period=SystolicArray.tile_period(rows))
         arr = m.submodules.array = SystolicArray(self.config, self.act_width + 1, ww, accw)
         # The generator's outputs go through plain registers first (addresses and tile tags alike):
-        # its counters then only feed logic beside them, so the placer keeps them together. When
-        # the tag delay line pulled a tile counter across the chip, the step enable's trip to its
-        # clock enable became the critical path (11.2 ns, 9.7 ns routing).
+        # its counters then only feed logic beside them, so the placer keeps them together.
         w_addr, act_addr = Signal(aw, name="w_addr_q"), Signal(aw, name="act_addr_q")
         m.d.sync += [w_addr.eq(gen.w_addr), act_addr.eq(gen.act_addr)]
         wdata = rom(m, "weights", rows * ww, self.weight_words, w_addr)
@@ -188,7 +215,7 @@ class ArrayEngine(wiring.Component):
         s0 = Signal(tile)
         m.d.comb += [s0.valid.eq(gen.valid), s0.first.eq(gen.first), s0.last.eq(gen.last),
                      s0.out_addr.eq(gen.out_addr), s0.b_addr.eq(gen.b_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
-        stages = delay_line(m, s0, 1 + READ_LATENCY + arr.ACC_DELAY + arr.drain_wait, "s")
+        stages = delay_line(m, s0, self.tile_stages(self.config), "s")
         s_ops, s_drain = stages[1 + READ_LATENCY], stages[-1]
         assert READ_LATENCY > ROM_LATENCY
         wq = delay_line(m, wdata, READ_LATENCY - ROM_LATENCY, "wq", reset_less=True)[-1]
@@ -209,13 +236,14 @@ class ArrayEngine(wiring.Component):
         # drain cycle j, and meets the de-skewed sums out_delay cycles later
         bdata = rom(m, "biases", rows * accw, self.bias_words, stages[-1 - ROM_LATENCY].b_addr)
         biases = Signal(rows * accw, reset_less=True)
-        bias = delayed(m, biases[:accw].as_signed(), arr.out_delay, "bias", reset_less=True)
+        out_delay = arr.out_delay(cols)
+        bias = delayed(m, biases[:accw].as_signed(), out_delay, "bias", reset_less=True)
         per_channel = bool(self.shift_words)
         if per_channel:  # the tile's shift word, alongside the bias word
             sw = shift_layout(accw).size
             sdata = rom(m, "shifts", rows * sw, self.shift_words, stages[-1 - ROM_LATENCY].b_addr)
             shifts = Signal(rows * sw, reset_less=True)
-            shift = delayed(m, shifts[:sw], arr.out_delay, "shift", reset_less=True)
+            shift = delayed(m, shifts[:sw], out_delay, "shift", reset_less=True)
         qs = []
         for c in range(cols):
             rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width, per_channel)
@@ -232,7 +260,7 @@ class ArrayEngine(wiring.Component):
                          ncols.eq(s_drain.ncols), biases.eq(bdata)]
             if per_channel:
                 m.d.sync += shifts.eq(sdata)
-        tags = delay_line(m, drain, LATENCY + arr.out_delay, "drain")
+        tags = delay_line(m, drain, self.drain_stages(self.config), "drain")
         out = tags[-1]
         # output j of the tile: column j * stride
         strides = range(1, self.window.max_stride + 1)
@@ -252,3 +280,130 @@ class ArrayEngine(wiring.Component):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m
+
+
+def as_conv(l: Layer) -> Layer:
+    """An average pool as the conv the array runs, bit-exact: no bias, the pool's shift, no ReLU.
+
+    A global pool over a square map with one shift is one 1-channel conv over the buffer read as
+    a (1, C*H, W) image: an H x H window of ones, stride H, one output per channel (H*H weights,
+    one output column, so no stride hardware). Otherwise weight[c, c] = 1 over the window (a k x k
+    window, stride k; the global pool one window over the map, zero-padded to a square): C times
+    the additions it needs, and C*C*k*k weights."""
+    c, h, w = l.in_shape
+    if l.kind == "globalavgpool" and h == w and np.ndim(l.shift) == 0:
+        return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=h, stride=h,
+                       pad=(0, 0, 0, 0), weight=np.ones((1, 1, h, h), dtype=np.int8), bias=np.zeros(1, dtype=np.int64),
+                       w_type=IntType(2, True, 0), relu=False)
+    k, stride, pad = (l.kernel, l.kernel, (0, 0, 0, 0)) if l.kind == "avgpool" else (max(h, w), 1, (0, 0, max(w - h, 0), max(h - w, 0)))
+    weight = np.zeros((c, c, k, k), dtype=np.int8)
+    weight[np.arange(c), np.arange(c)] = 1
+    return replace(l, kind="conv2d", kernel=k, stride=stride, pad=pad, weight=weight, bias=np.zeros(c, dtype=np.int64),
+                   w_type=IntType(2, True, 0), relu=False)
+
+
+def _strided(l: Layer) -> bool:
+    """Whether the conv needs the window generator's stride hardware (window_config: with one
+    output column a stride steps only rows)."""
+    return l.stride > 1 and l.out_shape[-1] > 1
+
+
+def window_features(layers: list[Layer]) -> WindowFeatures:
+    """What the plan's convs and average pools need of the window generator: padding, strides."""
+    convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
+    return WindowFeatures(pad=any(any(l.pad) for l in convs),
+                          max_stride=min(16, max([1] + [l.stride for l in convs if _strided(l)])))
+
+
+def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
+    """Each row of `matrix` as one word: element j at bits [j*width, (j+1)*width), two's complement."""
+    m = (matrix.astype(np.int64) & ((1 << width) - 1)).astype(object)
+    words = np.zeros(m.shape[0], dtype=object)
+    for j in range(m.shape[1]):
+        words = words + (m[:, j] << (j * width))
+    return [int(w) for w in words]
+
+
+class ArrayUnit(EngineUnit):
+    """Conv and dense (NP) layers, and average pools as convs, on the PE array."""
+
+    kind = "array"
+    memories = ("array_weights", "array_biases", "array_shifts")
+
+    def runs(self, layer) -> bool:
+        return layer.kind in ("conv2d", *AVERAGES) or (layer.kind == "linear" and layer.sparse is None)
+
+    def lower(self, i, layer, ctx) -> Lowered:
+        """The layer's window constants; its weight, bias (and shift) words appended to the memories."""
+        # an average pool's useful work: one addition per input element it sums
+        macs = layer.macs_dense if layer.kind not in AVERAGES else int(np.prod(layer.out_shape)) * layer.unit.count(layer)
+        l = as_conv(layer) if layer.kind in AVERAGES else layer
+        rows, cols, img = ctx.config.rows, ctx.config.cols, ctx.images
+        if l.kind == "conv2d":
+            if len(l.in_shape) != 3:
+                raise refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
+            if _strided(l) and l.stride > ctx.window.max_stride:
+                raise refuse(i, l, f"stride {l.stride}: the window generator makes strides up to {ctx.window.max_stride}")
+            (cin, h, w), (cout, oh, ow), k, s, pad = l.in_shape, l.out_shape, l.kernel, l.stride, tuple(l.pad)
+        else:
+            (cin,), (cout,), h, w, k, oh, ow, s, pad = l.in_shape, l.out_shape, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)
+        win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img["array_weights"]), len(img["array_biases"]),
+                            stride=s, pad=pad, features=ctx.window)
+        w2 = l.weight.reshape(cout, -1).astype(np.int64)
+        n_og = -(-cout // rows)
+        wpad = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
+        wpad[:cout] = w2
+        bpad = np.zeros(n_og * rows, dtype=np.int64)
+        bpad[:cout] = l.bias
+        spad = np.zeros(n_og * rows, dtype=np.int64)
+        spad[:cout] = l.shift if l.out is not None else 0
+        # word (og, kidx) holds the rows of group og at reduction step kidx
+        img["array_weights"] += _pack_rows(wpad.reshape(n_og, rows, -1).transpose(0, 2, 1).reshape(-1, rows), ctx.w_width)
+        img["array_biases"] += _pack_rows(bpad.reshape(n_og, rows), ctx.acc_width)
+        if self.kind in ctx.per_channel:
+            words = np.array([shift_word(int(v), ctx.acc_width) for v in spad], dtype=object)
+            img["array_shifts"] += _pack_rows(words.reshape(n_og, rows), shift_layout(ctx.acc_width).size)
+        # the last element a tap inside the map reads, as the start of a vector: the last input row
+        # it reaches, the last column tile's start
+        last_row = min(h - 1, (oh - 1) * s + k - 1 - pad[0])
+        last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + k - 1 - pad[1])
+        top = (cin - 1) * h * w + last_row * w + last_col
+        return Lowered({"win": win, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}, macs, top)
+
+    def latency(self, s) -> int:
+        return ArrayEngine.latency(s.config)
+
+    def issue_cycles(self, p, s) -> int:
+        """k steps per tile, tiles at least SystolicArray.tile_period apart."""
+        w = p.cfg["win"]
+        k, tiles = w["k_steps"], (w["n_og_m1"] + 1) * (w["oh_m1"] + 1) * (w["n_xt_m1"] + 1)
+        return k + (tiles - 1) * max(k, SystolicArray.tile_period(s.config.rows))
+
+    def cycles(self, p, s) -> int:
+        """The issue, the latency, and the last tile's drain: one cycle per output channel it holds."""
+        return super().cycles(p, s) + p.cfg["win"]["last_rows"]
+
+    def work(self, p, s, cycles: int) -> dict:
+        pes = s.config.pes
+        return {"macs": p.macs, "ideal_cycles": p.macs / pes, "utilisation": p.macs / pes / cycles}
+
+    def memory_inits(self, s) -> dict[str, tuple[list[int], int]]:
+        rows, img = s.config.rows, s.images
+        return {"array_weights": (img["array_weights"], rows * s.w_width),
+                "array_biases": (img["array_biases"], rows * s.acc_width),
+                "array_shifts": (img["array_shifts"], rows * s.shift_width)}
+
+    def memory_bits(self, p, s) -> int:
+        rows, groups, k = s.config.rows, p.cfg["win"]["n_og_m1"] + 1, p.cfg["win"]["k_steps"]
+        return groups * k * rows * s.w_width + groups * rows * (s.acc_width + s.shift_width * bool(s.images["array_shifts"]))
+
+    def address_constants(self, p) -> list[int]:
+        return [v for v in p.cfg["win"].values() if isinstance(v, int)]
+
+    def multipliers(self, s) -> int:
+        return s.config.pes
+
+    def build(self, s) -> ArrayEngine:
+        img = s.images
+        return ArrayEngine(s.config, s.addr_width, s.act_width, s.w_width, s.acc_width, img["array_weights"],
+                           img["array_biases"], window=s.window, shift_words=img["array_shifts"])

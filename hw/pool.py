@@ -3,16 +3,17 @@
 For output row oy and columns ox0 .. ox0+cols-1 it reads 2*cols consecutive inputs from each of
 input rows 2*oy and 2*oy+1 (four vector reads), takes the vertical then the horizontal maximum,
 and writes `cols` consecutive outputs. Works on the quantized integers (contract rule 6); the
-values arrive sign-extended, so one comparison serves signed and unsigned layers.
+values arrive sign-extended, so one comparison serves signed and unsigned layers. PoolUnit is its
+engine unit (hw.engines).
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
 
-from hw.memories import READ_LATENCY, delay_line, quiet, write_layout
+from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
+from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, quiet
 
 POOL_FIELDS = ("c_m1", "oh_m1", "n_xt_m1", "in_w", "d_ch", "out_ow", "last_cols")
 
@@ -29,20 +30,20 @@ def pool_config(c: int, h: int, w: int, cols: int) -> dict:
 
 
 class PoolEngine(wiring.Component):
-    """One 2x2/2 max-pool layer per `start`; `done` one cycle after its last write."""
+    """One 2x2/2 max-pool layer per `start`, four reads per `cols` outputs; `done` one cycle
+    after its last write."""
+
+    TAG_STAGES = 1 + READ_LATENCY  # a read's tag meets its data: the address register, the buffer
+    # the last read -> `done`: its tag and data, the vertical then the horizontal maxima registers
+    # (the write), the first idle cycle, quiet()
+    LATENCY = TAG_STAGES + 2 + 1 + QUIET_LATENCY
 
     def __init__(self, cols: int, addr_width: int, act_width: int):
         if not 1 <= cols <= 16:
             raise ValueError(f"cols must be 1..16, got {cols}")
         self.cols, self.addr_width, self.act_width = cols, addr_width, act_width
-        super().__init__({
-            "start": In(1),
-            "cfg": In(pool_layout(addr_width)),
-            "raddr": Out(addr_width),
-            "rdata": In(data.ArrayLayout(signed(act_width + 1), cols)),
-            "wr": Out(write_layout(addr_width, cols, act_width)),
-            "done": Out(1),
-        })
+        super().__init__(EngineSignature(addr_width, cols=cols, act_width=act_width, cfg=pool_layout(addr_width),
+                                         reads=True, writes=True))
 
     def elaborate(self, platform):
         m = Module()
@@ -58,7 +59,7 @@ class PoolEngine(wiring.Component):
         s0 = Signal(tag)
         m.d.comb += [s0.valid.eq(busy), s0.ph.eq(ph), s0.out_addr.eq(out_vec),
                      s0.ncols.eq(Mux(xt == cfg.n_xt_m1, cfg.last_cols, cols))]
-        tags = delay_line(m, s0, 1 + READ_LATENCY, "s")
+        tags = delay_line(m, s0, self.TAG_STAGES, "s")
         s1 = tags[-1]  # the read data's tag
 
         with m.If(self.start):
@@ -111,3 +112,30 @@ class PoolEngine(wiring.Component):
             m.d.sync += running.eq(0)
             m.d.comb += self.done.eq(1)
         return m
+
+
+class PoolUnit(EngineUnit):
+    """Max-pool layers (2x2, stride 2)."""
+
+    kind = "pool"
+
+    def runs(self, layer) -> bool:
+        return layer.kind == "maxpool"
+
+    def lower(self, i, layer, ctx) -> Lowered:
+        if layer.kernel != 2 or layer.stride != 2:
+            raise refuse(i, layer, f"max-pool {layer.kernel}x{layer.kernel} stride {layer.stride}: only 2x2 stride 2 is generated")
+        (c, h, w), cols = layer.in_shape, ctx.config.cols
+        cfg = pool_config(c, h, w, cols)
+        top = (c - 1) * h * w + (2 * cfg["oh_m1"] + 1) * w + (2 * cfg["n_xt_m1"] + 1) * cols
+        return Lowered(cfg, 0, top)
+
+    def latency(self, s) -> int:
+        return PoolEngine.LATENCY
+
+    def issue_cycles(self, p, s) -> int:
+        c = p.cfg
+        return 4 * (c["c_m1"] + 1) * (c["oh_m1"] + 1) * (c["n_xt_m1"] + 1)
+
+    def build(self, s) -> PoolEngine:
+        return PoolEngine(s.config.cols, s.addr_width, s.act_width)

@@ -1,40 +1,44 @@
 """From a plan to a schedule of passes, and the sequencer that steps through it.
 
 `schedule(plan, config)` is all the static work, in Python: it refuses what the hardware cannot
-run (one line naming the layer and what to change), picks the datapath widths, lays out the
-weight / bias / sparse memories and computes every pass's constants. The `Sequencer` is a
-generated FSM, two states per pass: load the pass's constants into registers, then start its
-engine and wait for its `done`. No descriptor memory: the constants are the FSM's outputs.
+run (one line naming the layer and what to change), picks the datapath widths, hands each layer
+to the engine unit that runs it (REGISTRY, hw.engines) for its pass's constants and memory
+contents, and sizes the buffers and addresses. The `Sequencer` is a generated FSM, two states per
+pass: load the pass's constants into registers, then start its engine and wait for its `done`.
+No descriptor memory: the constants are the FSM's outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth import Module, unsigned
+from amaranth import Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from export.plan import IntType, Layer, Plan
-from hw.array import ArrayConfig
+from export.plan import Layer, Plan
+from hw.array import AVERAGES, ArrayConfig, ArrayUnit, window_features
+from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.memories import banks_for, buffer_rows
-from hw.pool import pool_config
-from hw.requant import MAX_LEFT, requant_config, shift_layout, shift_word
-from hw.window import WindowFeatures, window_config
+from hw.pool import PoolUnit
+from hw.requant import MAX_LEFT, shift_layout
+from hw.sparse import SparseUnit
+from hw.stream_io import EmitUnit, LoadUnit
+from hw.window import WindowFeatures
 
 MAX_BITS = 8  # activation and weight widths the datapath is generated for
 
-
-class UnsupportedPlan(ValueError):
-    """A plan the generator refuses; the message names the layer and what to change."""
+LOAD, EMIT = LoadUnit(), EmitUnit()
+LAYER_UNITS: tuple[EngineUnit, ...] = (ArrayUnit(), PoolUnit(), SparseUnit())  # the engines that run plan layers
+REGISTRY: tuple[EngineUnit, ...] = (LOAD, *LAYER_UNITS, EMIT)  # every engine, in pass order
 
 
 @dataclass
 class Pass:
-    """One engine run: `kind` in ENGINES, reading buffer `src`, writing buffer `dst`."""
+    """One run of `unit`'s engine, reading buffer `src`, writing buffer `dst`."""
 
-    kind: str
+    unit: EngineUnit
     layer: int  # index in plan.layers (-1: the image load, len(layers): the logits out)
     name: str
     src: int = 0
@@ -43,8 +47,9 @@ class Pass:
     cfg: dict = field(default_factory=dict)
     macs: int = 0  # dense MACs (array) or stored entries (sparse)
 
-
-ENGINES = ("load", "array", "pool", "sparse", "emit")
+    @property
+    def kind(self) -> str:
+        return self.unit.kind
 
 
 @dataclass
@@ -59,20 +64,19 @@ class Schedule:
     acc_width: int
     addr_width: int
     buffer_depths: tuple[int, int]
-    weight_words: list[int]
-    bias_words: list[int]
-    sparse_entries: list[int]
-    sparse_row_end: list[int]
-    sparse_biases: list[int]
     value_bits: int
     index_bits: int
-    window: WindowFeatures = WindowFeatures()
-    shift_words: list[int] = field(default_factory=list)  # per-channel array shifts, beside bias_words
-    sparse_shifts: list[int] = field(default_factory=list)  # per-channel sparse shifts, beside sparse_biases
+    window: WindowFeatures
+    images: dict[str, list[int]]  # the plan-initialised memories' contents, by memory name
+
+    @property
+    def units(self) -> list[EngineUnit]:
+        """The engine units the passes use, in REGISTRY order."""
+        return [u for u in REGISTRY if any(p.unit is u for p in self.passes)]
 
     @property
     def engines(self) -> list[str]:
-        return [e for e in ENGINES if any(p.kind == e for p in self.passes)]
+        return [u.kind for u in self.units]
 
     @property
     def num_classes(self) -> int:
@@ -81,15 +85,7 @@ class Schedule:
     @property
     def memory_inits(self) -> dict[str, tuple[list[int], int]]:
         """Each plan-initialised memory: (words, word width)."""
-        rows, sw = self.config.rows, self.shift_width
-        inits = {"array_weights": (self.weight_words, rows * self.w_width),
-                 "array_biases": (self.bias_words, rows * self.acc_width),
-                 "array_shifts": (self.shift_words, rows * sw),
-                 "sparse_entries": (self.sparse_entries, self.value_bits + self.index_bits),
-                 "sparse_row_end": (self.sparse_row_end, self.addr_width),
-                 "sparse_biases": (self.sparse_biases, self.acc_width),
-                 "sparse_shifts": (self.sparse_shifts, sw)}
-        return {k: v for k, v in inits.items() if v[0]}
+        return {k: v for u in self.units for k, v in u.memory_inits(self).items() if v[0]}
 
     @property
     def shift_width(self) -> int:
@@ -106,129 +102,18 @@ class Schedule:
         return bits
 
 
-def _refuse(i: int, layer: Layer, what: str) -> UnsupportedPlan:
-    return UnsupportedPlan(f"layer {i} {layer.name!r} ({layer.kind}): {what}")
-
-
-def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
-    """Each row of `matrix` as one word: element j at bits [j*width, (j+1)*width), two's complement."""
-    m = (matrix.astype(np.int64) & ((1 << width) - 1)).astype(object)
-    words = np.zeros(m.shape[0], dtype=object)
-    for j in range(m.shape[1]):
-        words = words + (m[:, j] << (j * width))
-    return [int(w) for w in words]
-
-
 def _check_types(i: int, l: Layer) -> None:
     for what, t in (("input", l.inp), ("output", l.out)):
         if t is not None and not 1 <= t.bits <= MAX_BITS:
-            raise _refuse(i, l, f"{what} is {t.bits}-bit; the datapath takes 1..{MAX_BITS} bits, quantize it narrower")
+            raise refuse(i, l, f"{what} is {t.bits}-bit; the datapath takes 1..{MAX_BITS} bits, quantize it narrower")
     if l.w_type is not None and not 2 <= l.w_type.bits <= MAX_BITS:
-        raise _refuse(i, l, f"weights are {l.w_type.bits}-bit; the array takes 2..{MAX_BITS} bits")
+        raise refuse(i, l, f"weights are {l.w_type.bits}-bit; the array takes 2..{MAX_BITS} bits")
     if l.out is not None and np.min(l.shift) < -MAX_LEFT:
-        raise _refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
+        raise refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
 
 
-@dataclass
-class _Images:
-    """The plan-initialised memories' contents, filled layer by layer."""
-
-    weight_words: list[int] = field(default_factory=list)
-    bias_words: list[int] = field(default_factory=list)
-    entries: list[int] = field(default_factory=list)
-    row_end: list[int] = field(default_factory=list)
-    biases: list[int] = field(default_factory=list)
-    shift_words: list[int] = field(default_factory=list)
-    sparse_shifts: list[int] = field(default_factory=list)
-
-
-AVERAGES = ("avgpool", "globalavgpool")
-
-
-def as_conv(l: Layer) -> Layer:
-    """An average pool as the conv the array runs, bit-exact: no bias, the pool's shift, no ReLU.
-
-    A global pool over a square map with one shift is one 1-channel conv over the buffer read as
-    a (1, C*H, W) image: an H x H window of ones, stride H, one output per channel (H*H weights,
-    one output column, so no stride hardware). Otherwise weight[c, c] = 1 over the window (a k x k
-    window, stride k; the global pool one window over the map, zero-padded to a square): C times
-    the additions it needs, and C*C*k*k weights."""
-    c, h, w = l.in_shape
-    if l.kind == "globalavgpool" and h == w and np.ndim(l.shift) == 0:
-        return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=h, stride=h,
-                       pad=(0, 0, 0, 0), weight=np.ones((1, 1, h, h), dtype=np.int8), bias=np.zeros(1, dtype=np.int64),
-                       w_type=IntType(2, True, 0), relu=False)
-    k, stride, pad = (l.kernel, l.kernel, (0, 0, 0, 0)) if l.kind == "avgpool" else (max(h, w), 1, (0, 0, max(w - h, 0), max(h - w, 0)))
-    weight = np.zeros((c, c, k, k), dtype=np.int8)
-    weight[np.arange(c), np.arange(c)] = 1
-    return replace(l, kind="conv2d", kernel=k, stride=stride, pad=pad, weight=weight, bias=np.zeros(c, dtype=np.int64),
-                   w_type=IntType(2, True, 0), relu=False)
-
-
-def _strided(l: Layer) -> bool:
-    """Whether the conv needs the window generator's stride hardware (window_config: with one
-    output column a stride steps only rows)."""
-    return l.stride > 1 and l.out_shape[-1] > 1
-
-
-def _features(layers: list[Layer], config: ArrayConfig) -> tuple[WindowFeatures, bool, bool]:
-    """What the plan needs beyond the basic engines: the window generator's padding and strides,
-    per-channel shifts on the array, on the sparse engine."""
-    convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
-    per_channel = [l for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None]
-    window = WindowFeatures(pad=any(any(l.pad) for l in convs),
-                            max_stride=min(16, max([1] + [l.stride for l in convs if _strided(l)])))
-    return (window, any(l.sparse is None for l in per_channel), any(l.sparse is not None for l in per_channel))
-
-
-def _array_pass(i: int, l: Layer, config: ArrayConfig, w_width: int, acc_width: int, window: WindowFeatures,
-                per_channel: bool, img: _Images) -> tuple[dict, int]:
-    """A conv or dense layer on the array: its window constants, and the highest address it reads."""
-    rows, cols = config.rows, config.cols
-    if l.kind == "conv2d":
-        if len(l.in_shape) != 3:
-            raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
-        if _strided(l) and l.stride > window.max_stride:
-            raise _refuse(i, l, f"stride {l.stride}: the window generator makes strides up to {window.max_stride}")
-        (cin, h, w), (cout, oh, ow), k, s, pad = l.in_shape, l.out_shape, l.kernel, l.stride, tuple(l.pad)
-    else:
-        (cin,), (cout,), h, w, k, oh, ow, s, pad = l.in_shape, l.out_shape, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)
-    win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img.weight_words), len(img.bias_words),
-                        stride=s, pad=pad, features=window)
-    w2 = l.weight.reshape(cout, -1).astype(np.int64)
-    n_og = -(-cout // rows)
-    wpad = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
-    wpad[:cout] = w2
-    bpad = np.zeros(n_og * rows, dtype=np.int64)
-    bpad[:cout] = l.bias
-    spad = np.zeros(n_og * rows, dtype=np.int64)
-    spad[:cout] = l.shift if l.out is not None else 0
-    # word (og, kidx) holds the rows of group og at reduction step kidx
-    img.weight_words += _pack_rows(wpad.reshape(n_og, rows, -1).transpose(0, 2, 1).reshape(-1, rows), w_width)
-    img.bias_words += _pack_rows(bpad.reshape(n_og, rows), acc_width)
-    if per_channel:
-        words = np.array([shift_word(int(v), acc_width) for v in spad], dtype=object)
-        img.shift_words += _pack_rows(words.reshape(n_og, rows), shift_layout(acc_width).size)
-    # the last element a tap inside the map reads, as the start of a vector: the last input row
-    # it reaches, the last column tile's start
-    last_row = min(h - 1, (oh - 1) * s + k - 1 - pad[0])
-    last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + k - 1 - pad[1])
-    top = (cin - 1) * h * w + last_row * w + last_col
-    return win, top
-
-
-def _sparse_pass(l: Layer, value_bits: int, index_bits: int, acc_width: int, per_channel: bool,
-                 img: _Images) -> tuple[dict, int]:
-    """A P-layer on the sparse engine: its bases in the shared memories, the highest address it reads."""
-    sp = l.sparse
-    base_e, base_r = len(img.entries), len(img.row_end)
-    img.entries += [((int(v) & ((1 << value_bits) - 1)) << index_bits) | int(d) for v, d in zip(sp.values, sp.deltas)]
-    img.row_end += [base_e + int(e) for e in sp.row_ptr[1:]]
-    img.biases += [int(b) for b in l.bias]
-    if per_channel:
-        shifts = np.broadcast_to(l.shift if l.out is not None else 0, l.bias.shape)
-        img.sparse_shifts += [shift_word(int(v), acc_width) for v in shifts]
-    return {"rows_m1": sp.row_ptr.size - 2, "row_base": base_r, "e_base": base_e}, l.in_shape[0] - 1
+def _unit_for(layer: Layer) -> EngineUnit | None:
+    return next((u for u in LAYER_UNITS if u.runs(layer)), None)
 
 
 def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
@@ -249,63 +134,50 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     value_bits = max([1] + [l.sparse.value_bits for l in compute if l.sparse is not None])
     index_bits = max([1] + [l.sparse.index_bits for l in compute if l.sparse is not None])
 
-    window, array_pc, sparse_pc = _features(layers, config)
-    passes = [Pass("load", -1, "image", dst=0)]
-    sizes, reads, img = [int(np.prod(plan.input_shape)), 0], [0, 0], _Images()
+    # the engines whose layers' shifts come per channel, from a memory beside the biases
+    per_channel = {u.kind for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None
+                   for u in [_unit_for(l)] if u is not None}
+    ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
+                   {name: [] for u in REGISTRY for name in u.memories})
+    passes = [Pass(LOAD, -1, "image", dst=0)]
+    sizes, reads = [int(np.prod(plan.input_shape)), 0], [0, 0]
     cur, shape, signed = 0, tuple(plan.input_shape), False
     for i, l in enumerate(layers):
         _check_types(i, l)
         if min(l.out_shape) <= 0:
-            raise _refuse(i, l, f"output shape {tuple(l.out_shape)} is empty; use a larger input or smaller kernels")
+            raise refuse(i, l, f"output shape {tuple(l.out_shape)} is empty; use a larger input or smaller kernels")
         if tuple(l.in_shape) != shape:
-            raise _refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
+            raise refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
         last = i == len(layers) - 1
         if l.out is None and not last:
-            raise _refuse(i, l, "only the last layer may emit raw accumulators (out=None)")
+            raise refuse(i, l, "only the last layer may emit raw accumulators (out=None)")
         if l.kind == "linear" and len(l.in_shape) != 1:
-            raise _refuse(i, l, f"input shape {tuple(l.in_shape)}: put a flatten before a linear layer")
+            raise refuse(i, l, f"input shape {tuple(l.in_shape)}: put a flatten before a linear layer")
         if l.kind == "flatten":
             shape = tuple(l.out_shape)
             continue
-        on_array = l.kind in ("conv2d", *AVERAGES) or (l.kind == "linear" and l.sparse is None)
-        shift = None if (array_pc if on_array else sparse_pc) else l.shift
-        rq = {} if l.out is None else requant_config(shift, l.relu, l.out, acc_width)
-        p = Pass("", i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed)
-        if on_array:
-            # an average pool's useful work: one addition per input element it sums
-            macs = l.macs_dense if l.kind not in AVERAGES else int(np.prod(l.out_shape)) * l.unit.count(l)
-            win, top = _array_pass(i, as_conv(l) if l.kind in AVERAGES else l, config, w_width, acc_width, window,
-                                   array_pc, img)
-            p.kind, p.macs, p.cfg = "array", macs, {"win": win, "rq": rq, "logits": int(last)}
-        elif l.kind == "linear":
-            cfg, top = _sparse_pass(l, value_bits, index_bits, acc_width, sparse_pc, img)
-            p.kind, p.macs, p.cfg = "sparse", l.sparse.entries, {**cfg, "rq": rq, "logits": int(last)}
-        elif l.kind == "maxpool":
-            if l.kernel != 2 or l.stride != 2:
-                raise _refuse(i, l, f"max-pool {l.kernel}x{l.kernel} stride {l.stride}: only 2x2 stride 2 is generated")
-            c, h, w = l.in_shape
-            p.kind, p.cfg = "pool", pool_config(c, h, w, config.cols)
-            top = (c - 1) * h * w + (2 * p.cfg["oh_m1"] + 1) * w + (2 * p.cfg["n_xt_m1"] + 1) * config.cols
-        else:
-            raise _refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, linear are)")
-        reads[cur] = max(reads[cur], top)
-        passes.append(p)
+        unit = _unit_for(l)
+        if unit is None:
+            raise refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, linear are)")
+        low = unit.lower(i, l, ctx)
+        passes.append(Pass(unit, i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed, cfg=low.cfg,
+                           macs=low.macs))
+        reads[cur] = max(reads[cur], low.top)
         shape = tuple(l.out_shape)
         if not last:
             cur = 1 - cur
             sizes[cur] = max(sizes[cur], int(np.prod(l.out_shape)))
             signed = l.out.signed
-    passes.append(Pass("emit", len(layers), "logits", src=cur))
+    passes.append(Pass(EMIT, len(layers), "logits", src=cur))
 
     # a vector read at `top` touches bank rows up to (top >> log2 banks) + 1
     banks = banks_for(config.cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
-    consts = [v for p in passes for v in (p.cfg.get("win") or p.cfg).values() if isinstance(v, int)]
-    addr_width = max(int(abs(d) + banks).bit_length() for d in
-                     (*depths, *consts, len(img.weight_words), len(img.bias_words), len(img.entries) + 1, len(img.row_end)))
-    return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, img.weight_words,
-                    img.bias_words, img.entries, img.row_end, img.biases, value_bits, index_bits, window,
-                    img.shift_words, img.sparse_shifts)
+    consts = [v for p in passes for v in p.unit.address_constants(p)]
+    counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
+    addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
+    return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, value_bits, index_bits,
+                    ctx.window, ctx.images)
 
 
 class Sequencer(wiring.Component):

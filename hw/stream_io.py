@@ -3,6 +3,7 @@
 PixelLoader writes each uint8 pixel into the first activation buffer at its (C, H, W) address, so
 the layers see channel-major tensors. LogitEmitter owns the small logits memory the last layer
 writes its raw accumulators into, and sends them as signed 32-bit transfers, class 0 first.
+LoadUnit and EmitUnit are their engine units (hw.engines): the first pass and the last.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import logit_layout, write_layout
+from hw.engines import EngineSignature, EngineUnit
 
 
 class PixelLoader(wiring.Component):
     """After `start`, accepts exactly C*H*W pixels (order H, W, C) and writes them in (C, H, W)
     order; `done` one cycle after the last write."""
 
+    LATENCY = 2  # the last pixel accepted -> `done`: the write register, then `done`
+
     def __init__(self, shape: tuple[int, int, int], cols: int, addr_width: int, act_width: int):
         self.shape, self.addr_width = tuple(shape), addr_width
-        super().__init__({
-            "start": In(1),
-            "pixels": In(stream.Signature(unsigned(8))),
-            "wr": Out(write_layout(addr_width, cols, act_width)),
-            "done": Out(1),
-        })
+        super().__init__(EngineSignature(addr_width, cols=cols, act_width=act_width, writes=True,
+                                         pixels=In(stream.Signature(unsigned(8)))))
 
     def elaborate(self, platform):
         m = Module()
@@ -59,16 +58,14 @@ class LogitEmitter(wiring.Component):
     """Stores `count` raw accumulators written through `logit`; after `start` sends them on
     `logits` (two cycles per transfer, waiting on ready); `done` as the last one is accepted."""
 
+    LATENCY = 0  # the last transfer accepted -> `done`: the same cycle
+
     def __init__(self, count: int, acc_width: int, addr_width: int):
         if not 1 <= acc_width <= 32:
             raise ValueError(f"logits must fit 32 bits, the accumulator needs {acc_width}")
         self.count, self.acc_width = count, acc_width
-        super().__init__({
-            "start": In(1),
-            "logit": In(logit_layout(addr_width, acc_width)),
-            "logits": Out(stream.Signature(signed(32))),
-            "done": Out(1),
-        })
+        super().__init__(EngineSignature(addr_width, acc_width=acc_width, logit=In,
+                                         logits=Out(stream.Signature(signed(32)))))
 
     def elaborate(self, platform):
         m = Module()
@@ -94,3 +91,34 @@ class LogitEmitter(wiring.Component):
                         m.d.sync += i.eq(i + 1)
                         m.next = "READ"
         return m
+
+
+class LoadUnit(EngineUnit):
+    """The image load: one pixel per cycle, the stream without gaps."""
+
+    kind = "load"
+
+    def latency(self, s) -> int:
+        return PixelLoader.LATENCY
+
+    def issue_cycles(self, p, s) -> int:
+        c, h, w = s.plan.input_shape
+        return c * h * w
+
+    def build(self, s) -> PixelLoader:
+        return PixelLoader(s.plan.input_shape, s.config.cols, s.addr_width, s.act_width)
+
+
+class EmitUnit(EngineUnit):
+    """The logits out: two cycles per transfer, the stream always ready."""
+
+    kind = "emit"
+
+    def latency(self, s) -> int:
+        return LogitEmitter.LATENCY
+
+    def issue_cycles(self, p, s) -> int:
+        return 2 * s.num_classes
+
+    def build(self, s) -> LogitEmitter:
+        return LogitEmitter(s.num_classes, s.acc_width, s.addr_width)

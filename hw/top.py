@@ -6,6 +6,9 @@ transfers in HWC order), `logits` (signed 32, class 0 first), `start` / `busy` /
 buffer write of a layer output: `layer` (plan index), `addr` (flat (C, H, W) address of element
 0), `count` valid elements, `data` (`count` elements of `act_width` bits, element i at bits
 [i*act_width, (i+1)*act_width), two's complement for signed layers).
+
+The engines are the schedule's units' (hw.engines), wired by what their signatures use: one read
+bus, one write bus, one logit bus, and their external streams to the ports of the same name.
 """
 
 from __future__ import annotations
@@ -19,12 +22,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import Plan
-from hw.array import ArrayConfig, ArrayEngine, array_pass_layout
+from hw.array import ArrayConfig
 from hw.memories import ActivationBuffer, logit_layout, write_layout
-from hw.pool import PoolEngine, pool_layout
 from hw.sequencer import Schedule, Sequencer, schedule
-from hw.sparse import SparseEngine, sparse_layout
-from hw.stream_io import LogitEmitter, PixelLoader
 from quant.atomic import atomic_write_text
 
 
@@ -33,10 +33,6 @@ class Accelerator(wiring.Component):
         self.plan, self.config = plan, config
         self.sched = s = schedule(plan, config)
         cols = config.cols
-        self.layouts = {"array": array_pass_layout(s.addr_width, s.acc_width, s.act_width, s.window, bool(s.shift_words)),
-                        "pool": pool_layout(s.addr_width),
-                        "sparse": sparse_layout(s.addr_width, s.acc_width, s.act_width, bool(s.sparse_shifts))}
-        self.layouts = {k: v for k, v in self.layouts.items() if k in s.engines}
         super().__init__({
             "pixels": In(stream.Signature(unsigned(8))),
             "logits": Out(stream.Signature(signed(32))),
@@ -53,22 +49,13 @@ class Accelerator(wiring.Component):
             })),
         })
         self.buffers = [ActivationBuffer(cols, d, s.act_width, s.addr_width) for d in s.buffer_depths]
-        self.engines = self._engines()
+        self.engines = {u.kind: u.build(s) for u in s.units}
+        self.layouts = {k: e.signature.cfg for k, e in self.engines.items() if e.signature.cfg is not None}
 
-    def _engines(self) -> dict[str, wiring.Component]:
-        s, cols = self.sched, self.config.cols
-        shape = tuple(self.plan.input_shape)
-        make = {
-            "load": lambda: PixelLoader(shape, cols, s.addr_width, s.act_width),
-            "array": lambda: ArrayEngine(self.config, s.addr_width, s.act_width, s.w_width, s.acc_width,
-                                         s.weight_words, s.bias_words, window=s.window, shift_words=s.shift_words),
-            "pool": lambda: PoolEngine(cols, s.addr_width, s.act_width),
-            "sparse": lambda: SparseEngine(cols, s.addr_width, s.act_width, s.acc_width, s.value_bits,
-                                           s.index_bits, s.sparse_entries, s.sparse_row_end, s.sparse_biases,
-                                           shifts=s.sparse_shifts),
-            "emit": lambda: LogitEmitter(s.num_classes, s.acc_width, s.addr_width),
-        }
-        return {e: make[e]() for e in s.engines}
+    def using(self, bus: str, flow=True) -> list[str]:
+        """The engines whose signature has `bus`: "reads", "writes", or "logit" (`flow` Out: the
+        engine drives it, In: it takes it)."""
+        return [n for n, e in self.engines.items() if getattr(e.signature, bus) == flow]
 
     def elaborate(self, platform):
         m = Module()
@@ -81,11 +68,12 @@ class Accelerator(wiring.Component):
             m.d.comb += [e.start.eq(seq.go[name]), seq.finished[name].eq(e.done)]
             if name in self.layouts:
                 m.d.comb += e.cfg.eq(seq.cfg[name])
-        wiring.connect(m, wiring.flipped(self.pixels), self.engines["load"].pixels)
-        wiring.connect(m, self.engines["emit"].logits, wiring.flipped(self.logits))
+        for e in self.engines.values():
+            for port in e.signature.external:
+                wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(e, port))
 
         # one read bus: the running engine's address to both buffers, the source's data back
-        readers = [n for n in ("array", "pool", "sparse") if n in self.engines]
+        readers = self.using("reads")
         raddr = Signal(aw)
         for n in readers:
             with m.If(seq.kind[n]):
@@ -103,19 +91,24 @@ class Accelerator(wiring.Component):
         # register (the engines and the buffers' banks are far apart)
         wr = Signal(write_layout(aw, cols, s.act_width))
         m.d.sync += wr.valid.eq(0)
-        for n in ("load", *readers):
+        for n in self.using("writes"):
             with m.If(seq.kind[n]):
                 m.d.sync += wr.eq(self.engines[n].wr)
         for i, buf in enumerate(self.buffers):
             m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i)), buf.writing.eq(seq.dst == i)]
         logit = Signal(logit_layout(aw, s.acc_width))
-        for n in ("array", "sparse"):
-            if n in self.engines:
-                with m.If(seq.kind[n]):
-                    m.d.comb += logit.eq(self.engines[n].logit)
-        m.d.comb += self.engines["emit"].logit.eq(logit)
+        for n in self.using("logit", Out):
+            with m.If(seq.kind[n]):
+                m.d.comb += logit.eq(self.engines[n].logit)
+        for n in self.using("logit", In):
+            m.d.comb += self.engines[n].logit.eq(logit)
 
-        m.d.sync += [self.trace.valid.eq(wr.valid & ~seq.kind.load), self.trace.layer.eq(seq.layer),
+        # the trace: layer outputs, not the writes of an engine that reads no layer (the image load)
+        traced = wr.valid
+        for n in self.using("writes"):
+            if n not in readers:
+                traced = traced & ~seq.kind[n]
+        m.d.sync += [self.trace.valid.eq(traced), self.trace.layer.eq(seq.layer),
                      self.trace.addr.eq(wr.addr), self.trace.count.eq(wr.count), self.trace.data.eq(wr.data)]
 
         # start / busy / done / cycles
@@ -130,12 +123,12 @@ class Accelerator(wiring.Component):
 
 
 def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule | None = None) -> dict:
-    """What a board must hold: memory bits per memory, multipliers (array PEs + sparse engine).
+    """What a board must hold: memory bits per memory, multipliers (the engines').
     `sched`, when given, is `schedule(plan, config)` already made."""
     s = sched or schedule(plan, config)
     bits = s.memory_bits
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
-            "multipliers": config.pes + int("sparse" in s.engines),
+            "multipliers": sum(u.multipliers(s) for u in s.units),
             "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}
 
 

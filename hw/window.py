@@ -16,7 +16,7 @@ ceil(cols / s) outputs and the next tile starts s * ceil(cols / s) positions on.
 
 Order: output-channel group og, output row y, column tile xt, then ci, ky, kx (the weight
 memory's word order). A tile's `last` step is held back until the array's drain of the previous
-tile is done (SystolicArray.tile_period = 2*rows - 1 cycles between last steps), so reductions
+tile is done (`tile_period` cycles between last steps, SystolicArray.tile_period), so reductions
 shorter than that stall instead of overwriting.
 """
 
@@ -84,13 +84,17 @@ class WindowGenerator(wiring.Component):
     """After `start`, one reduction step per cycle while `valid`: the activation vector address,
     weight word and bias word addresses, first/last of the tile, and the tile's output address
     (channel og*rows, row y, output column xt*ceil(cols/stride)) with its valid output columns
-    and rows; with padding, `taps` bit c: column c's tap is inside the map. `busy` until the
-    last step has been issued."""
+    and rows; with padding, `taps` bit c: column c's tap is inside the map. Two tiles' last steps
+    are at least `tile_period` cycles apart. `busy` until the last step has been issued."""
 
-    def __init__(self, rows: int, cols: int, addr_width: int, features: WindowFeatures = WindowFeatures()):
+    def __init__(self, rows: int, cols: int, addr_width: int, features: WindowFeatures = WindowFeatures(), *,
+                 tile_period: int):
         if not (1 <= rows <= 16 and 1 <= cols <= 16):
             raise ValueError(f"rows and cols must be 1..16, got {rows}x{cols}")
+        if tile_period < 1:
+            raise ValueError(f"tile_period must be at least 1, got {tile_period}")
         self.rows, self.cols, self.addr_width, self.features = rows, cols, addr_width, features
+        self.tile_period = tile_period
         super().__init__({
             "start": In(1),
             "cfg": In(window_layout(addr_width, features)),
@@ -114,7 +118,6 @@ class WindowGenerator(wiring.Component):
         a, tile, row_base = Signal(aw), Signal(aw), Signal(aw)
         w_addr, w_tile, b_addr = Signal(aw), Signal(aw), Signal(aw)
         og_out, out_row, out_tile = Signal(aw), Signal(aw), Signal(aw)
-        self.tile_period = 2 * self.rows - 1  # SystolicArray.tile_period
         cool = Signal(range(self.tile_period))
         # Each counter's "at its end" is a register set together with the counter (the compare
         # is made on the value being written), and so are first, last and cool != 0: the step

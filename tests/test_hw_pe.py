@@ -65,10 +65,11 @@ def test_array_tiles_and_drain(rows, cols, k):
     a = rng.integers(-256, 256, size=(2, k, cols))
     w = rng.integers(-128, 128, size=(2, k, rows))
     want = [w[t].T @ a[t] for t in range(2)]  # (rows, cols)
-    assert (dut.tile_period, dut.drain_wait, dut.out_delay) == (2 * rows - 1, rows, cols - 1)
-    starts = [0, max(k, dut.tile_period)]
+    period, drain_wait = SystolicArray.tile_period(rows), SystolicArray.drain_wait(rows)
+    assert (period, drain_wait, SystolicArray.out_delay(cols)) == (2 * rows - 1, rows, cols - 1)
+    starts = [0, max(k, period)]
     # the first shift of tile t: its last step + ACC_DELAY + drain_wait
-    drain0 = [s0 + k - 1 + dut.ACC_DELAY + dut.drain_wait for s0 in starts]
+    drain0 = [s0 + k - 1 + dut.ACC_DELAY + drain_wait for s0 in starts]
 
     async def bench(ctx):
         drained = [[], []]
@@ -86,7 +87,7 @@ def test_array_tiles_and_drain(rows, cols, k):
                 ctx.set(dut.last, s == k - 1)
             ctx.set(dut.shift, any(d <= cycle < d + rows for d in drain0))
             for t, d in enumerate(drain0):
-                if d <= cycle - dut.out_delay < d + rows:
+                if d <= cycle - SystolicArray.out_delay(cols) < d + rows:
                     drained[t].append([ctx.get(dut.out[c]) for c in range(cols)])
             await ctx.tick()
         for t in range(2):

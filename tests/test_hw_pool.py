@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from export.reference import maxpool
-from hw.cycles import POOL_FLUSH
+from hw.engines import START
 from hw.pool import PoolEngine, pool_config
 from tests.hw_helpers import run_engine, to_signed
 
@@ -23,7 +23,8 @@ def test_pool_matches_reference(shape, cols, signed):
     got = to_signed(written, 8, signed)
     assert sorted(got) == list(range(want.size)), "writes outside the output tensor"
     assert [got[a] for a in range(want.size)] == list(want)
-    assert cycles == 4 * (cfg["c_m1"] + 1) * (cfg["oh_m1"] + 1) * (cfg["n_xt_m1"] + 1) + POOL_FLUSH
+    # four reads per output vector, then the engine's latency
+    assert cycles == START + 4 * (cfg["c_m1"] + 1) * (cfg["oh_m1"] + 1) * (cfg["n_xt_m1"] + 1) + PoolEngine.LATENCY
 
 
 def test_pool_validates_cols():

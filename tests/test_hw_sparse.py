@@ -9,7 +9,7 @@ import pytest
 from export.encoding import encode_rows
 from export.plan import IntType
 from export.reference import requantize
-from hw.cycles import SPARSE_FLUSH
+from hw.engines import START
 from hw.memories import ROM_LATENCY
 from hw.requant import requant_config
 from hw.sparse import SparseEngine
@@ -49,7 +49,8 @@ def test_sparse_matches_reference(index_bits, signed_in, logits):
     else:
         assert not got_logits
         assert to_signed(written, 8, True) == {r: int(q) for r, q in enumerate(requantize(acc, 4, True, out))}
-    assert cycles == sp.entries + (ROM_LATENCY + 1) * rows + SPARSE_FLUSH  # the pass less the sequencer's setup cycle
+    # one cycle per entry, ROM_LATENCY + 1 per row, then the engine's latency
+    assert cycles == START + sp.entries + (ROM_LATENCY + 1) * rows + dut.LATENCY
 
 
 def test_sparse_second_layer_offsets():

@@ -1,12 +1,14 @@
 """WindowGenerator under amaranth.sim against a Python walk of the same loops: every issued
 step's activation, weight and bias address, first/last, and the tile's output address and
-valid columns/rows; with a short reduction (K < 2*rows - 1) the last step waits for the drain.
+valid columns/rows; with a short reduction (K < the array's tile period) the last step waits
+for the drain.
 With zero padding, the taps inside the map (and addresses modulo 2**addr_width outside it);
 with strides, rows skipped and ceil(cols/stride) outputs per tile."""
 
 import pytest
 from amaranth.sim import Simulator
 
+from hw.array import SystolicArray
 from hw.window import WindowFeatures, WindowGenerator, window_config
 
 AW = 12
@@ -44,7 +46,8 @@ def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
 ])
 def test_window_walk(cin, h, w, k, cout, rows, cols, s, pad):
     features = WindowFeatures(pad=any(pad), max_stride=s)
-    dut = WindowGenerator(rows, cols, AW, features)
+    period = SystolicArray.tile_period(rows)
+    dut = WindowGenerator(rows, cols, AW, features, tile_period=period)
     oh, ow = (h + pad[0] + pad[2] - k) // s + 1, (w + pad[1] + pad[3] - k) // s + 1
     cfg = window_config(cin, h, w, k, cout, oh, ow, rows, cols, w_base=5, b_base=2, stride=s, pad=pad, features=features)
     want = list(_walk(cin, h, w, k, cout, rows, cols, s, pad))
@@ -61,13 +64,13 @@ def test_window_walk(cin, h, w, k, cout, rows, cols, s, pad):
                 got.append({key: ctx.get(getattr(dut, key)) for key in want[0]})
                 if got[-1]["last"]:
                     if last_at is not None:
-                        assert n - last_at >= max(kk, 2 * rows - 1), "a tile's sums were captured before the drain ended"
+                        assert n - last_at >= max(kk, period), "a tile's sums were captured before the drain ended"
                     last_at = n
             await ctx.tick()
             n += 1
             assert n < 10 * len(want) + 100
         assert [{k2: int(v) for k2, v in g.items()} for g in got] == [{k2: int(v) for k2, v in x.items()} for x in want]
-        assert n == kk + (len(want) // kk - 1) * max(kk, 2 * rows - 1)
+        assert n == kk + (len(want) // kk - 1) * max(kk, period)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

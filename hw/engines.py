@@ -1,0 +1,174 @@
+"""Engines as units: the port signature every engine shares, and the unit each engine kind is.
+
+An engine runs one pass per `start`. Its unit (one per kind, in the engine's own module) owns what
+the rest of hw/ needs of that kind: which plan layers it runs and their lowering to a pass's
+constants, the plan-initialised memories and their bits, the cycle model, and the component it
+builds from a Schedule. The component's EngineSignature says which shared buses it uses.
+hw.sequencer.REGISTRY lists the units in pass order; the schedule, the cycle model and the top
+level iterate it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from amaranth import signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.memories import logit_layout, write_layout
+from hw.requant import requant_config
+
+if TYPE_CHECKING:
+    from export.plan import Layer
+    from hw.array import ArrayConfig
+    from hw.sequencer import Pass, Schedule
+    from hw.window import WindowFeatures
+
+PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
+START = 1  # the cycle an engine takes `start` in; its first issue is the next one
+
+
+class UnsupportedPlan(ValueError):
+    """A plan the generator refuses; the message names the layer and what to change."""
+
+
+def refuse(i: int, layer: Layer, what: str) -> UnsupportedPlan:
+    return UnsupportedPlan(f"layer {i} {layer.name!r} ({layer.kind}): {what}")
+
+
+class EngineSignature(wiring.Signature):
+    """The ports of an engine. Every engine: `start` (a pass begins; its constants are on `cfg`
+    until `done`) and `done` (one cycle: the pass is over). Where it has them: `cfg`, the pass's
+    constants; the activation read bus `raddr` / `rdata` (`reads`: rdata[c], sign-extended, is
+    the element at raddr + c, READ_LATENCY cycles after raddr); the write bus `wr` (`writes`,
+    hw.memories.write_layout); the logit bus `logit` (Out: the engine writes raw accumulators of
+    the last layer, In: it stores them). `external` members are the top level's ports of the same
+    name (the pixel and logit streams)."""
+
+    def __init__(self, addr_width: int, *, cols: int = 1, act_width: int = 8, acc_width: int | None = None,
+                 cfg: data.StructLayout | None = None, reads: bool = False, writes: bool = False,
+                 logit: wiring.Flow | None = None, **external: wiring.Member):
+        if addr_width < 1 or cols < 1 or act_width < 1:
+            raise ValueError(f"addr_width, cols and act_width must be positive, got {addr_width}, {cols}, {act_width}")
+        if logit not in (None, In, Out) or (logit is not None) != (acc_width is not None):
+            raise ValueError("a logit bus is In or Out and needs acc_width; no logit bus, no acc_width")
+        self.addr_width, self.cols, self.act_width, self.acc_width = addr_width, cols, act_width, acc_width
+        self.cfg, self.reads, self.writes, self.logit, self.external = cfg, reads, writes, logit, dict(external)
+        members = {"start": In(1)}
+        if cfg is not None:
+            members["cfg"] = In(cfg)
+        if reads:
+            members.update(raddr=Out(addr_width), rdata=In(data.ArrayLayout(signed(act_width + 1), cols)))
+        if logit is In:
+            members["logit"] = In(logit_layout(addr_width, acc_width))
+        members.update(external)
+        if writes:
+            members["wr"] = Out(write_layout(addr_width, cols, act_width))
+        if logit is Out:
+            members["logit"] = Out(logit_layout(addr_width, acc_width))
+        members["done"] = Out(1)
+        super().__init__(members)
+
+    def _params(self) -> tuple:
+        return (self.addr_width, self.cols, self.act_width, self.acc_width, self.cfg, self.reads, self.writes,
+                self.logit, self.external)
+
+    def __eq__(self, other):
+        return type(other) is EngineSignature and self._params() == other._params()
+
+    def __repr__(self) -> str:
+        uses = [n for n, on in (("reads", self.reads), ("writes", self.writes)) if on]
+        uses += [f"logit={self.logit.name}"] if self.logit is not None else []
+        uses += [f"cfg={self.cfg!r}"] if self.cfg is not None else []
+        return (f"EngineSignature(addr_width={self.addr_width}, cols={self.cols}, act_width={self.act_width}, "
+                f"acc_width={self.acc_width}, {', '.join(uses + list(self.external))})")
+
+
+@dataclass
+class Lowering:
+    """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
+    the window generator's features, the engines whose shifts come per channel, and the
+    plan-initialised memories' contents (by memory name), filled layer by layer."""
+
+    config: ArrayConfig
+    acc_width: int
+    w_width: int
+    value_bits: int
+    index_bits: int
+    window: WindowFeatures
+    per_channel: set[str]
+    images: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class Lowered:
+    """One layer's pass: its constants, its useful work (dense MACs, stored entries), and the
+    highest flat address it reads (as the start of a vector)."""
+
+    cfg: dict
+    macs: int
+    top: int
+
+
+class EngineUnit:
+    """One engine kind. The defaults are those of an engine without plan memories or layers."""
+
+    kind = ""
+    memories: tuple[str, ...] = ()  # its plan-initialised memories, as named in Schedule.images
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def runs(self, layer: Layer) -> bool:
+        """Whether this engine runs `layer`."""
+        return False
+
+    def lower(self, i: int, layer: Layer, ctx: Lowering) -> Lowered:
+        """Layer `i`'s pass constants; refuses (UnsupportedPlan) what the engine cannot run."""
+        raise NotImplementedError
+
+    def requant(self, layer: Layer, ctx: Lowering) -> dict:
+        """The requantizer's layer constants (none for raw accumulators; no shift when per channel)."""
+        shift = None if self.kind in ctx.per_channel else layer.shift
+        return {} if layer.out is None else requant_config(shift, layer.relu, layer.out, ctx.acc_width)
+
+    def latency(self, s: Schedule) -> int:
+        """Cycles from the engine's last issue to its `done`."""
+        raise NotImplementedError
+
+    def issue_cycles(self, p: Pass, s: Schedule) -> int:
+        """Cycles from the pass's first issue to its last, inclusive."""
+        raise NotImplementedError
+
+    def cycles(self, p: Pass, s: Schedule) -> int:
+        """The cycle model: from the sequencer entering this pass to entering the next one."""
+        return PASS_SETUP + START + self.issue_cycles(p, s) + self.latency(s)
+
+    def work(self, p: Pass, s: Schedule, cycles: int) -> dict:
+        """The pass's useful work for the cycle model's report (utilisation and what it counts)."""
+        return {}
+
+    def memory_inits(self, s: Schedule) -> dict[str, tuple[list[int], int]]:
+        """Each of its plan-initialised memories: (words, word width)."""
+        return {}
+
+    def memory_bits(self, p: Pass, s: Schedule) -> int:
+        """Bits the pass's layer occupies in the plan-initialised memories."""
+        return 0
+
+    def addresses(self, images: dict[str, list[int]]) -> list[int]:
+        """The largest values its memory address counters hold."""
+        return [len(images[n]) for n in self.memories]
+
+    def address_constants(self, p: Pass) -> list[int]:
+        """The pass's constants that are addresses or counts (they size the address width)."""
+        return [v for v in p.cfg.values() if isinstance(v, int)]
+
+    def multipliers(self, s: Schedule) -> int:
+        return 0
+
+    def build(self, s: Schedule) -> wiring.Component:
+        """The engine for schedule `s`, its signature an EngineSignature."""
+        raise NotImplementedError
