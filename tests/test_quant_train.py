@@ -89,3 +89,21 @@ def test_resume_refuses_another_config_a_truncated_file_and_no_file(tmp_path):
     resume.write_bytes(resume.read_bytes()[:1000])  # a save cut short (before the atomic write, this was possible)
     with pytest.raises(ConfigError, match="not a readable resume file"):
         train(cfg, tr, va, replace(tc, epochs=2), tmp_path / "a.pt", resume=True, progress=False)
+
+
+def test_cutmix_pastes_one_box_and_weights_by_area():
+    import torch
+    from quant.train import cutmix
+    gen = torch.Generator().manual_seed(3)
+    x = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 16, 16).clone()
+    y = torch.arange(4)
+    for _ in range(5):
+        mixed, y_b, keep = cutmix(x, y, gen)
+        for i in range(4):
+            pasted = (mixed[i, 0] != x[i, 0]).float().mean().item()
+            same_partner = y_b[i] == y[i]
+            # the kept weight is the untouched area (a partner equal to itself changes no pixel)
+            assert same_partner or abs((1 - keep) - pasted) < 1e-6
+            assert set(mixed[i].unique().tolist()) <= {float(y[i]), float(y_b[i])}
+        assert 0.0 <= keep <= 1.0 and mixed.shape == x.shape
+    assert torch.equal(x[:, 0, 0, 0], torch.arange(4, dtype=torch.float32))  # the input is not changed in place
