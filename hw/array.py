@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType, Layer
 from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
-from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, quiet, rom
+from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout, shift_word
 from hw.window import WindowFeatures, WindowGenerator, window_config, window_layout
@@ -272,13 +272,7 @@ class ArrayEngine(wiring.Component):
                      self.logit.valid.eq(out.valid & self.cfg.logits), self.logit.addr.eq(out.addr),
                      self.logit.data.eq(qs[0].raw)]
 
-        running = Signal()
-        idle = quiet(m, self.start, [gen.busy, left != 0, *(s.valid for s in stages), *(t.valid for t in tags)])
-        with m.If(self.start):
-            m.d.sync += running.eq(1)
-        with m.Elif(running & idle):
-            m.d.sync += running.eq(0)
-            m.d.comb += self.done.eq(1)
+        done_when_quiet(m, self.start, self.done, [gen.busy, left != 0, *(s.valid for s in stages), *(t.valid for t in tags)])
         return m
 
 

@@ -80,6 +80,18 @@ def quiet(m: Module, start, activity: list, group: int = 16) -> Signal:
     return q
 
 
+def done_when_quiet(m: Module, start, done, activity: list) -> None:
+    """An engine's `done`: one cycle, the first time after `start` that `quiet` finds none of
+    `activity` set."""
+    running = Signal()
+    idle = quiet(m, start, activity)
+    with m.If(start):
+        m.d.sync += running.eq(1)
+    with m.Elif(running & idle):
+        m.d.sync += running.eq(0)
+        m.d.comb += done.eq(1)
+
+
 def block_depth(width: int) -> int:
     """Words of `width` bits in one ECP5 block RAM (DP16KD, 16 Kbit: 16K x 1 ... 512 x 36); a
     wider word takes several blocks side by side. The iCE40's 4 Kbit blocks divide these depths."""

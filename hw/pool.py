@@ -22,7 +22,7 @@ from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
 from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
-from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, quiet
+from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, done_when_quiet
 
 POOL_FIELDS = ("c_m1", "oh_m1", "n_xt_m1", "in_w", "d_ch", "out_ow", "last_cols")
 MAX_KERNEL = 8  # the largest k x k the general engine is generated for
@@ -101,13 +101,7 @@ class PoolEngine(wiring.Component):
         build = self._general if self.features.general else self._two
         tags, vtag, wvalid = build(m, busy, (ch, oy, xt, row0, vec, out_row, out_vec))
 
-        running = Signal()
-        idle = quiet(m, self.start, [busy, *(t.valid for t in tags), vtag.valid, wvalid])
-        with m.If(self.start):
-            m.d.sync += running.eq(1)
-        with m.Elif(running & idle):
-            m.d.sync += running.eq(0)
-            m.d.comb += self.done.eq(1)
+        done_when_quiet(m, self.start, self.done, [busy, *(t.valid for t in tags), vtag.valid, wvalid])
         return m
 
     def _next_tile(self, m, busy, regs, tile_step, row_step, starts):

@@ -15,7 +15,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
 from hw.engines import EngineSignature, EngineUnit, Lowered
-from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, quiet, rom
+from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, done_when_quiet, rom
 from hw.requant import LATENCY as REQUANT_LATENCY, Requantizer, requant_layout, shift_layout, shift_word
 
 
@@ -120,13 +120,7 @@ class SparseEngine(wiring.Component):
                      self.wr.data[0].eq(rq.q),
                      self.logit.valid.eq(out.valid & cfg.logits), self.logit.addr.eq(out.o), self.logit.data.eq(rq.raw)]
 
-        running = Signal()
-        idle = quiet(m, self.start, [busy, *(t.entry | t.end for t in stages), *(t.valid for t in tags)])
-        with m.If(self.start):
-            m.d.sync += running.eq(1)
-        with m.Elif(running & idle):
-            m.d.sync += running.eq(0)
-            m.d.comb += self.done.eq(1)
+        done_when_quiet(m, self.start, self.done, [busy, *(t.entry | t.end for t in stages), *(t.valid for t in tags)])
         return m
 
 
