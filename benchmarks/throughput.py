@@ -21,9 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from boards.fit import array_for
+from boards.flow import rtl_images
 from boards.profiles import DEFAULT_BOARD, get_profile
 from export.compile import compile_onnx
 from export.onnx_export import export
@@ -40,21 +39,13 @@ MEASURED_FMAX = {("paper", "10x9"): (100.48, "README: bitstream-rtl, array 10x9,
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
 
 
-def images_for(plan, data: Path | None, n: int) -> np.ndarray:
-    if data is not None and (data / "val").is_dir():
-        from quant.data import load_split
-        images, _, _ = load_split(data, "val", limit=-(-n // max(1, len(plan.class_names))))
-        return images[:n]
-    return np.random.default_rng(0).integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8)
-
-
 def measure(name: str, ckpt: Path, board: str, array: str | None, n: int, data: Path | None, fmax: dict,
             work: Path) -> dict:
     onnx_path = export(ckpt, work / f"{name}.onnx")
     plan = compile_onnx(onnx_path)
     config, _ = array_for(plan, array, board)
     fmax = fmax.get((name, str(config)), fmax.get((name, None)))  # None: never built on this array
-    images = images_for(plan, data, n)
+    images, _, _ = rtl_images(plan, str(data) if data is not None and (data / "val").is_dir() else None, "val", n, 0)
     out = verify(plan, str(config), images, expected_logits(onnx_path, plan, images), work_dir=work / name,
                  multipliers=get_profile(board).dsps, diagnose=False)
     s = out.summary

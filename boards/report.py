@@ -43,15 +43,12 @@ def array_utilisation(rtl: dict) -> float | None:
 def stream_at(summary: dict, clock_mhz: float, fmax: float | None, plan, profile) -> dict:
     """The RTL stream's throughput and the board's DSP bound at the achieved Fmax (at the requested
     clock without a build): the simulated stream's cycles do not depend on the clock."""
+    from sim.verify import stream_rates
+
     f = fmax or clock_mhz
-    tput = summary.get("throughput_images_per_second")
-    macs = sum(l.macs_effective for l in plan.layers)
-    bound = profile.dsps * f * 1e6 / macs if macs and profile.dsps else None
-    at = round(tput * f / clock_mhz, 2) if tput else None
-    return {"clock_mhz_for_throughput": f, "latency_cycles": summary.get("latency_cycles"),
-            "stream_images": summary.get("stream_images"), "stream_cycles": summary.get("stream_cycles"),
-            "throughput_images_per_second": at, "dsp_bound_images_per_second": round(bound, 2) if bound else None,
-            "dsp_efficiency": round(at / bound, 4) if at and bound else None}
+    n, stream = summary.get("stream_images"), summary.get("stream_cycles")
+    return {"clock_mhz_for_throughput": f, "latency_cycles": summary.get("latency_cycles"), "stream_images": n,
+            "stream_cycles": stream, **stream_rates(n or 0, stream, f, profile.dsps, plan.macs_effective)}
 
 
 def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, steps, source, onnx_path,

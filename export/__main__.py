@@ -22,9 +22,7 @@ def plan_table(plan: Plan) -> str:
     widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
     fmt = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))
     out = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
-    macs = sum(l.macs_dense for l in plan.layers)
-    eff = sum(l.macs_effective for l in plan.layers)
-    out.append(f"total: {macs:,} MACs dense, {eff:,} effective; weights stored {plan.weight_bits:,} bits "
+    out.append(f"total: {plan.macs_dense:,} MACs dense, {plan.macs_effective:,} effective; weights stored {plan.weight_bits:,} bits "
                f"vs {plan.float_bits:,} in float32 = {plan.compression_ratio:.1f}x compression; logits LSB 2^{plan.logit_exp}")
     for l in plan.layers:
         if l.sparse is not None:

@@ -6,6 +6,8 @@ x86 kernels can saturate intermediate sums; BASIC runs the graph as written, exa
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,6 @@ def host_throughput(model_path: str | Path, images: np.ndarray, batch: int = 64,
     """Images/s of the golden model on this host's CPU at the exact (BASIC) level: batches of
     `batch` images (the given ones repeated), one warm-up batch, then whole batches until
     `min_seconds` have passed. A model exported with a fixed batch runs at that batch."""
-    import os
-    import time
     session = golden_session(model_path, threads)
     fixed = session.get_inputs()[0].shape[0]
     batch = fixed if isinstance(fixed, int) else batch

@@ -165,6 +165,15 @@ class Plan:
         return sum(l.weight_bits for l in self.layers)
 
     @property
+    def macs_dense(self) -> int:
+        return sum(l.macs_dense for l in self.layers)
+
+    @property
+    def macs_effective(self) -> int:
+        """MACs with a nonzero weight: what an engine that skips zeros must do (the DSP bound's MACs)."""
+        return sum(l.macs_effective for l in self.layers)
+
+    @property
     def float_bits(self) -> int:
         return sum(l.float_bits for l in self.layers)
 

@@ -56,7 +56,7 @@ def quantized_storage(path: Path) -> dict:
                "weight_bits": l.weight_bits, "float_bits": l.float_bits} for l in plan.compute_layers]
     return {"weight_bits": plan.weight_bits, "float_bits": plan.float_bits,
             "compression_ratio": plan.compression_ratio, "layers": layers,
-            "macs_dense": sum(l.macs_dense for l in plan.layers), "macs_effective": sum(l.macs_effective for l in plan.layers)}
+            "macs_dense": plan.macs_dense, "macs_effective": plan.macs_effective}
 
 
 def model_size(ckpt: dict) -> dict:

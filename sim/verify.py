@@ -48,7 +48,7 @@ class Outcome:
 
 def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | None = None,
                    effective_macs: int | None = None) -> dict:
-    """Latency and throughput of the run as one stream of images, and the board's DSP bound.
+    """Latency and throughput of the run as one stream of images, and the board's DSP bound (stream_rates).
 
     latency_cycles: the accelerator's own start-to-done count of one image (the mean; it does not
     depend on the pixels). throughput: images / simulator cycles from the first image's `start` to
@@ -60,11 +60,18 @@ def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | Non
     spans = [(r.get("start_cycle"), r.get("done_cycle")) for r in records]
     ok = bool(records) and all(r["error"] is None for r in records) and all(a is not None and b is not None for a, b in spans)
     stream = spans[-1][1] - spans[0][0] if ok else None
-    tput = len(records) * clock_mhz * 1e6 / stream if stream else None
-    bound = multipliers * clock_mhz * 1e6 / effective_macs if multipliers and effective_macs else None
     return {"latency_cycles": float(np.mean(cycles)) if cycles else None, "stream_images": len(records),
-            "stream_cycles": stream, "throughput_images_per_second": round(tput, 2) if tput else None,
-            "dsp_multipliers": multipliers, "effective_macs": effective_macs,
+            "stream_cycles": stream, "dsp_multipliers": multipliers, "effective_macs": effective_macs,
+            **stream_rates(len(records), stream, clock_mhz, multipliers, effective_macs)}
+
+
+def stream_rates(images: int, stream_cycles: int | None, clock_mhz: float, multipliers: int | None,
+                 effective_macs: int | None) -> dict:
+    """Throughput of `images` in `stream_cycles` at `clock_mhz`, the DSP bound at that clock, and
+    their ratio (None where a figure is missing)."""
+    tput = images * clock_mhz * 1e6 / stream_cycles if stream_cycles else None
+    bound = multipliers * clock_mhz * 1e6 / effective_macs if multipliers and effective_macs else None
+    return {"throughput_images_per_second": round(tput, 2) if tput else None,
             "dsp_bound_images_per_second": round(bound, 2) if bound else None,
             "dsp_efficiency": round(tput / bound, 4) if tput and bound else None}
 
@@ -129,8 +136,7 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
 
     sim = runner.simulate(build, images, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
                           gaps=gaps, backpressure=backpressure, on_image=judge)
-    macs = sum(l.macs_effective for l in plan.layers)
-    out = Outcome(records, summarize(records, sim.summary, clock_mhz, multipliers, macs), run_dir=work_dir,
+    out = Outcome(records, summarize(records, sim.summary, clock_mhz, multipliers, plan.macs_effective), run_dir=work_dir,
                   mismatches=[r["index"] for r in records if not r["bit_exact"]])
     if out.mismatches and diagnose:
         first = out.mismatches[0]
