@@ -120,7 +120,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_experiment(args) -> int:
     from quant.experiment import run_experiment
-    run_experiment(args.data, args.out, quick=args.quick, seed=args.seed, both_pools=not args.skip_nopool2, arch=args.arch)
+    run_experiment(args.data, args.out, quick=args.quick, seed=args.seed, both_pools=not args.skip_nopool2, arch=args.arch,
+                   jobs=args.jobs)
     return 0
 
 
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the architecture of the Adam-vs-SGD pair and its QAT (default paper; edge uses its own recipe: "
                         "cosine schedule, label smoothing, weight decay, 60 float epochs); a re-run skips the runs already "
                         "in the folder's experiment.json")
+    p.add_argument("--jobs", type=int, default=1, choices=[1, 2],
+                   help="2: train the Adam and SGD float runs at once, in two processes on half the torch threads each "
+                        "(the same recipe as one after the other; one thread instead of two changes only float rounding)")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="accuracy/compression table of an experiment's results, beside the paper's figures")

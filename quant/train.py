@@ -186,9 +186,12 @@ def load_resume(path: Path, config: ModelConfig, tc: TrainConfig) -> dict:
 
 
 def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
-          init: dict | None = None, resume: bool = False, progress: bool = True, init_record: dict | None = None) -> dict:
+          init: dict | None = None, resume: bool = False, progress: bool = True, init_record: dict | None = None,
+          bars: bool = True) -> dict:
     """Train and return the best checkpoint dict (also saved at `out`); `init_record` (the float
-    checkpoint's path and hash) is kept in a QAT checkpoint as "init"."""
+    checkpoint's path and hash) is kept in a QAT checkpoint as "init". `progress` prints a line per
+    epoch and, with `bars`, a progress bar per batch; without bars the lines name the run (`out`'s
+    stem), for runs that share a terminal."""
     out = Path(out)
     resume_path = out.with_suffix(".resume.pt")
     torch.manual_seed(tc.seed)
@@ -230,7 +233,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             model.train()
             perm = torch.randperm(len(labels), generator=gen)
             loss_sum = correct = seen = 0.0
-            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False)
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
                 x = augment(images[idx], gen) if tc.augment else to_input(centre_crop(images[idx]))
@@ -250,7 +253,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 opt.step()
                 if pruner is not None:
                     pruner.step()
-                loss_sum += float(loss) * len(idx)
+                loss_sum += loss.item() * len(idx)
                 correct += float((logits.argmax(1) == labels[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -270,7 +273,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             elif ready:
                 bad += 1
             if progress:
-                tqdm.write(f"epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
+                tqdm.write(f"{'' if bars else out.stem + ' '}epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
                            f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}")
             save_resume(resume_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
