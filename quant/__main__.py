@@ -32,6 +32,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing (e.g. 0.1)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="P",
                    help="probability that a batch is CutMix-ed: a random box pasted from another image, labels mixed by area (e.g. 0.5)")
+    p.add_argument("--distill", type=float, default=None, metavar="ALPHA",
+                   help="with --teacher: weight of the distillation term (default 0.5); the loss is (1-ALPHA) x "
+                        "cross-entropy + ALPHA x KL to the teachers' mean softmax at --distill-temp")
+    p.add_argument("--distill-temp", type=float, default=d.distill_temp, metavar="T", help="distillation temperature (default %(default)s)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW / SGD weight decay")
 
 
@@ -101,8 +105,13 @@ def cmd_train(args) -> int:
         cfg = replace(cfg, num_classes=n, layers=[*cfg.layers[:-1], replace(cfg.layers[-1], out=n)]).validate()
     print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"
           + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
+    if args.teacher and args.distill is None:
+        args.distill = 0.5
+    teachers = [checkpoint.load(t) for t in args.teacher or []]
     ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume,
-                 init_record={"path": str(args.init), "sha256": checkpoint.file_hash(args.init)} if init is not None else None)
+                 init_record={"path": str(args.init), "sha256": checkpoint.file_hash(args.init)} if init is not None else None,
+                 teachers=teachers or None,
+                 teacher_records=[{"path": str(t), "sha256": checkpoint.file_hash(t)} for t in args.teacher or []] or None)
     print(f"best epoch {ckpt['best_epoch']}: val acc {ckpt['metrics']['val_acc']:.4f}, val loss {ckpt['metrics']['val_loss']:.4f} -> {args.out}")
     return 0
 
@@ -153,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(p)
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning (needs --init)")
     p.add_argument("--init", default=None, help="float checkpoint to start QAT from")
+    p.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
+                   help="knowledge distillation from these checkpoints (e.g. the float Adam and SGD runs): the student "
+                        "also learns their mean softmax on each augmented batch (see --distill); recorded in the checkpoint")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt (same config; --epochs and --patience may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out checkpoint")

@@ -74,14 +74,20 @@ def file_hash(path: str | Path) -> str:
 
 def float_twin(path: str | Path) -> Path | None:
     """The float checkpoint a QAT checkpoint was fine-tuned from, when it is on disk: the `init`
-    path the checkpoint records (quant train --qat --init), else the sibling named by the bundled
-    convention (`NAME_qat*.pt` beside `NAME_float.pt`); None when neither exists."""
+    path the checkpoint records (quant train --qat --init; a relative one also beside the QAT
+    checkpoint, as `quant experiment` records it) when its hash still matches, else the sibling
+    named by the bundled convention (`NAME_qat*.pt` beside `NAME_float.pt`); None when neither exists."""
     path = Path(path)
     try:
-        recorded = load(path).get("init", {}).get("path")
+        init = load(path).get("init", {})
     except Exception:  # the caller reports an unreadable checkpoint itself
-        recorded = None
-    candidates = [Path(recorded)] if recorded else []
+        init = {}
+    candidates = []
+    if init.get("path"):
+        rec = Path(init["path"])
+        for c in ([rec] if rec.is_absolute() else [rec, path.parent / rec]):
+            if c.is_file() and (not init.get("sha256") or file_hash(c) == init["sha256"]):
+                candidates.append(c)
     if "_qat" in path.stem:
         candidates.append(path.with_name(path.stem.split("_qat")[0] + "_float.pt"))
     return next((c for c in candidates if c.is_file() and c.resolve() != path.resolve()), None)

@@ -69,13 +69,19 @@ def run_experiment(data: str | Path, out: str | Path, quick: bool = False, seed:
         tr = replace(tr, images=tr.images[::40], labels=tr.labels[::40], files=tr.files[::40])
     short = dict(epochs=2, patience=2, prune_epochs=1) if quick else {}
 
-    def run(name: str, cfg: ModelConfig, tc: TrainConfig, init: dict | None = None) -> None:
+    def run(name: str, cfg: ModelConfig, tc: TrainConfig, init: str | None = None, teachers: tuple[str, ...] = ()) -> None:
+        """One run of the manifest; `init` and `teachers` name earlier runs."""
         done = manifest["runs"].get(name)
         if done and (out / done).is_file():
             print(f"== {name}: done ({done}), skipped")
             return
-        print(f"== {name}")
-        train(cfg, tr, va, tc, out / f"{name}.pt", init=init)
+        print(f"== {name}" + (f", distilled from {' and '.join(teachers)}" if teachers else ""))
+        paths = [out / manifest["runs"][t] for t in teachers]
+        record = lambda p: {"path": p.name, "sha256": checkpoint.file_hash(p)}  # relative: the folder may move
+        init_path = out / manifest["runs"][init] if init else None
+        train(cfg, tr, va, tc, out / f"{name}.pt", init=checkpoint.load(init_path) if init_path else None,
+              init_record=record(init_path) if init_path else None,
+              teachers=[checkpoint.load(p) for p in paths] or None, teacher_records=[record(p) for p in paths] or None)
         manifest["runs"][name] = f"{name}.pt"
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
 
@@ -104,12 +110,13 @@ def run_experiment(data: str | Path, out: str | Path, quick: bool = False, seed:
     float_pair(base_cfg)
     best = min(("float_adam", "float_sgd"), key=lambda n: checkpoint.load(out / manifest["runs"][n])["metrics"]["val_loss"])
     manifest["float_reference"] = best
-    init = checkpoint.load(out / manifest["runs"][best])
-    base = ModelConfig.from_dict(init["config"])
+    base = ModelConfig.from_dict(checkpoint.load(out / manifest["runs"][best])["config"])
     qtc = TrainConfig(**{**recipe["qat"], "seed": seed, **short})
-    run("qat_unpruned", quantized_twin(replace(base, layers=[replace(l, cls="NP", sparsity=0.0) for l in base.layers])), qtc, init)
+    teachers = ("float_adam", "float_sgd") if qtc.distill else ()  # the pair's mean softmax
+    run("qat_unpruned", quantized_twin(replace(base, layers=[replace(l, cls="NP", sparsity=0.0) for l in base.layers])), qtc, best,
+        teachers)
     if any(l.cls == "P" for l in base.layers):
-        run("qat_pruned", quantized_twin(base), qtc, init)
+        run("qat_pruned", quantized_twin(base), qtc, best, teachers)
     if both_pools and base_cfg.arch == "paper":  # the paper is unclear about the second pool: its Table 2 pair without it
         float_pair(named_config("paper-nopool2"), "_paper-nopool2")
     atomic_write_text(manifest_path, json.dumps(manifest, indent=1))

@@ -42,6 +42,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 for sgd
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (a box from a shuffled partner, labels mixed by area)
+    distill: float = 0.0  # weight of the teachers' term in the loss (knowledge distillation; needs teachers)
+    distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
 
 
 def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -167,6 +169,29 @@ def save_resume(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def distill_loss(student: torch.Tensor, teachers: list[nn.Module], x: torch.Tensor, temp: float) -> torch.Tensor:
+    """Hinton et al. (2015): KL(teachers' mean softmax || student softmax) at temperature `temp`,
+    times temp^2 so its gradient keeps the scale of the cross-entropy term's."""
+    with torch.no_grad():
+        target = torch.stack([nn.functional.softmax(t(x) / temp, dim=1) for t in teachers]).mean(0)
+    return nn.functional.kl_div(nn.functional.log_softmax(student / temp, dim=1), target, reduction="batchmean") * temp ** 2
+
+
+def load_teachers(ckpts: list[dict], names: list[str], class_names: list[str]) -> list[nn.Module]:
+    """Teacher models (eval mode, frozen) from checkpoints trained on the same classes in the same order."""
+    from quant.checkpoint import model_from
+    models = []
+    for ck, name in zip(ckpts, names):
+        if ck.get("class_names") != class_names:
+            raise ConfigError(f"teacher {name} was trained on classes {', '.join(ck.get('class_names') or ['?'])}, this run "
+                              f"on {', '.join(class_names)}: a teacher needs the same classes in the same order")
+        m = model_from(ck).eval()
+        for q in m.parameters():
+            q.requires_grad_(False)
+        models.append(m)
+    return models
+
+
 def load_resume(path: Path, config: ModelConfig, tc: TrainConfig) -> dict:
     """The resume state beside a checkpoint, checked against this run's model and training config."""
     if not path.is_file():
@@ -187,12 +212,19 @@ def load_resume(path: Path, config: ModelConfig, tc: TrainConfig) -> dict:
 
 def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainConfig, out: str | Path,
           init: dict | None = None, resume: bool = False, progress: bool = True, init_record: dict | None = None,
-          bars: bool = True) -> dict:
+          bars: bool = True, teachers: list[dict] | None = None, teacher_records: list[dict] | None = None) -> dict:
     """Train and return the best checkpoint dict (also saved at `out`); `init_record` (the float
     checkpoint's path and hash) is kept in a QAT checkpoint as "init". `progress` prints a line per
     epoch and, with `bars`, a progress bar per batch; without bars the lines name the run (`out`'s
-    stem), for runs that share a terminal."""
+    stem), for runs that share a terminal. `teachers` (checkpoint dicts) are distilled from with
+    weight `tc.distill`; their `teacher_records` (path, hash) are kept as "teachers"."""
     out = Path(out)
+    if bool(teachers) != (tc.distill > 0):
+        raise ConfigError("distillation needs both teachers and a weight: give --teacher CKPT with --distill ALPHA (0 < ALPHA <= 1), or neither")
+    if not 0.0 <= tc.distill <= 1.0 or tc.distill_temp <= 0:
+        raise ConfigError(f"--distill {tc.distill} / --distill-temp {tc.distill_temp}: the weight must be in (0, 1], the temperature > 0")
+    teacher_models = load_teachers(teachers, [r.get("path", "?") for r in (teacher_records or [{}] * len(teachers))],
+                                   train_split.class_names) if teachers else []
     resume_path = out.with_suffix(".resume.pt")
     torch.manual_seed(tc.seed)
     torch.use_deterministic_algorithms(True)
@@ -222,6 +254,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
     meta = {"config": config.to_dict(), "class_names": train_split.class_names, "train": asdict(tc),
             **({"bn_fold": fold_record} if fold_record else {}), **({"init": init_record} if init_record else {}),
+            **({"teachers": teacher_records} if teacher_records else {}),
             "data": {"train": train_split.counts(), "val": val_split.counts(),
                      "train_hash": dataset_hash(train_split), "val_hash": dataset_hash(val_split),
                      "skipped": train_split.skipped + val_split.skipped}}
@@ -246,6 +279,8 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 else:
                     logits = model(x)
                     loss = nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                if teacher_models:
+                    loss = (1 - tc.distill) * loss + tc.distill * distill_loss(logits, teacher_models, x, tc.distill_temp)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(tc, epoch * steps + s, steps)
                 opt.zero_grad()

@@ -33,3 +33,13 @@ def test_no_twin_for_a_plain_name_or_itself(tmp_path):
 
 def test_bundled_edge_pair_is_found():
     assert checkpoint.float_twin(checkpoint.BUNDLED_DIR / "edge_qat.pt") == checkpoint.BUNDLED_DIR / "edge_float.pt"
+
+
+def test_a_relative_init_is_found_beside_the_qat_checkpoint_and_a_changed_one_is_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not where the experiment folder is
+    exp = tmp_path / "exp"
+    init = _save(exp / "float_adam.pt", best_epoch=3)
+    qat = _save(exp / "qat_unpruned.pt", init={"path": "float_adam.pt", "sha256": checkpoint.file_hash(init)})
+    assert checkpoint.float_twin(qat) == exp / "float_adam.pt"
+    _save(init, best_epoch=4)  # retrained since: another model
+    assert checkpoint.float_twin(qat) is None

@@ -107,3 +107,40 @@ def test_cutmix_pastes_one_box_and_weights_by_area():
             assert set(mixed[i].unique().tolist()) <= {float(y[i]), float(y_b[i])}
         assert 0.0 <= keep <= 1.0 and mixed.shape == x.shape
     assert torch.equal(x[:, 0, 0, 0], torch.arange(4, dtype=torch.float32))  # the input is not changed in place
+
+
+def test_distill_loss_is_the_tempered_kl_to_the_teachers_mean_softmax():
+    from torch import nn
+    from quant.train import distill_loss
+    torch.manual_seed(0)
+    x = torch.randn(6, 4)
+    t1, t2 = nn.Linear(4, 5), nn.Linear(4, 5)
+    student = torch.randn(6, 5)
+    temp = 3.0
+    target = (torch.softmax(t1(x) / temp, 1) + torch.softmax(t2(x) / temp, 1)) / 2
+    manual = (target * (target.log() - torch.log_softmax(student / temp, 1))).sum(1).mean() * temp ** 2
+    assert distill_loss(student, [t1, t2], x, temp).item() == pytest.approx(manual.item(), rel=1e-5)
+    assert distill_loss(t1(x).detach(), [t1], x, temp).item() == pytest.approx(0.0, abs=1e-6)  # the teacher itself
+
+
+def test_qat_distilled_from_float_teachers_records_them_and_refuses_bad_settings(tmp_path):
+    from quant.model import ConfigError
+    tr, va = learnable_split(6), learnable_split(2, seed=1)
+    tc = TrainConfig(epochs=1, batch=15, patience=5, lr=1e-3)
+    fl = train(named_config("paper"), tr, va, tc, tmp_path / "float.pt", progress=False)
+    teacher = checkpoint.load(tmp_path / "float.pt")
+    rec = [{"path": str(tmp_path / "float.pt"), "sha256": checkpoint.file_hash(tmp_path / "float.pt")}]
+    qcfg = quantized_twin(named_config("paper"))
+    qtc = replace(tc, prune_epochs=1, distill=0.7, distill_temp=2.0)
+    q = train(qcfg, tr, va, qtc, tmp_path / "qat.pt", init=fl, progress=False, teachers=[teacher], teacher_records=rec)
+    saved = checkpoint.load(tmp_path / "qat.pt")
+    assert saved["teachers"] == rec and saved["train"]["distill"] == 0.7 and q["best_epoch"] == 1
+    with pytest.raises(ConfigError, match="needs both teachers and a weight"):
+        train(qcfg, tr, va, qtc, tmp_path / "b.pt", init=fl, progress=False)
+    with pytest.raises(ConfigError, match="needs both teachers and a weight"):
+        train(qcfg, tr, va, replace(qtc, distill=0.0), tmp_path / "b.pt", init=fl, progress=False, teachers=[teacher])
+    with pytest.raises(ConfigError, match="the weight must be in"):
+        train(qcfg, tr, va, replace(qtc, distill=1.5), tmp_path / "b.pt", init=fl, progress=False, teachers=[teacher])
+    other = {**teacher, "class_names": list(reversed(teacher["class_names"]))}
+    with pytest.raises(ConfigError, match="same classes in the same order"):
+        train(qcfg, tr, va, qtc, tmp_path / "b.pt", init=fl, progress=False, teachers=[other])
