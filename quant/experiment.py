@@ -77,7 +77,9 @@ def run_experiment(data: str | Path, out: str | Path, quick: bool = False, seed:
             return
         print(f"== {name}" + (f", distilled from {' and '.join(teachers)}" if teachers else ""))
         paths = [out / manifest["runs"][t] for t in teachers]
-        record = lambda p: {"path": p.name, "sha256": checkpoint.file_hash(p)}  # relative: the folder may move
+        def record(p: Path) -> dict:  # relative: the folder may move
+            return {"path": p.name, "sha256": checkpoint.file_hash(p)}
+
         init_path = out / manifest["runs"][init] if init else None
         train(cfg, tr, va, tc, out / f"{name}.pt", init=checkpoint.load(init_path) if init_path else None,
               init_record=record(init_path) if init_path else None,

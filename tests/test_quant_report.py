@@ -152,3 +152,20 @@ def test_jobs_below_one_are_refused(tmp_path):
     from quant.model import ConfigError
     with pytest.raises(ConfigError, match="--jobs 0"):
         run_experiment(tmp_path / "nodata", tmp_path / "exp", quick=True, jobs=0)
+
+
+def test_a_recipe_that_distils_gives_the_qat_runs_the_float_pair_as_teachers(tmp_path, monkeypatch):
+    import quant.experiment as experiment
+    data = split_dataset(tmp_path / "data", per_class={"train": 40, "val": 2})
+    paper = experiment.RECIPES["paper"]
+    monkeypatch.setitem(experiment.RECIPES, "paper", {**paper, "qat": {**paper["qat"], "distill": 0.5}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = run_experiment(data, tmp_path / "exp", quick=True, both_pools=False)
+    exp = tmp_path / "exp"
+    pair = [{"path": f"{n}.pt", "sha256": checkpoint.file_hash(exp / f"{n}.pt")} for n in ("float_adam", "float_sgd")]
+    for name in ("qat_unpruned", "qat_pruned"):
+        ck = checkpoint.load(exp / manifest["runs"][name])
+        assert ck["teachers"] == pair and ck["train"]["distill"] == 0.5
+        assert ck["init"]["path"] == f"{manifest['float_reference']}.pt"
+        assert checkpoint.float_twin(exp / f"{name}.pt") == exp / f"{manifest['float_reference']}.pt"
