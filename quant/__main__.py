@@ -82,6 +82,8 @@ def cmd_train(args) -> int:
     if Path(args.out).exists() and not (args.resume or args.force):
         raise ConfigError(f"{args.out}: a checkpoint is already there; pass --force to overwrite it, --resume to continue its run, "
                           "or choose another --out")
+    if args.distill is not None and not args.teacher:
+        raise ConfigError(f"--distill {args.distill}: distillation needs both teachers and a weight; give --teacher CKPT too, or drop --distill")
     init = checkpoint.load(args.init) if args.qat else None
     if init is not None:
         cfg = ModelConfig.from_dict(init["config"])

@@ -137,3 +137,19 @@ def test_an_existing_out_needs_force(tiny, tmp_path, capsys):
     assert train(data, arch, out, "--force", "--seed", "1") == 0
     ck = checkpoint.load(out)
     assert checkpoint.file_hash(out) != before and ck["train"]["seed"] == 1
+
+
+def test_qat_distilled_from_a_teacher_on_the_command_line(tiny, tmp_path, capsys):
+    data, _, float_pt = tiny
+    out = tmp_path / "kd.pt"
+    qat = ["train", "--data", str(data), "--qat", "--init", str(float_pt), *FAST, "--prune-epochs", "1"]
+    assert main([*qat, "--teacher", str(float_pt), "--out", str(out)]) == 0
+    ck = checkpoint.load(out)
+    assert ck["teachers"] == [{"path": str(float_pt), "sha256": checkpoint.file_hash(float_pt)}]
+    assert ck["train"]["distill"] == 0.5 and ck["train"]["distill_temp"] == 4.0  # the defaults with --teacher
+    capsys.readouterr()
+    assert main([*qat, "--distill", "0.5", "--out", str(tmp_path / "no_teacher.pt")]) == 2
+    one_line_error(capsys, "distillation needs both teachers and a weight")
+    assert main([*qat, "--teacher", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.pt")]) == 2
+    one_line_error(capsys, "missing.pt")
+    assert not (tmp_path / "no_teacher.pt").exists() and not (tmp_path / "m.pt").exists()
