@@ -85,6 +85,7 @@ def cmd_train(args) -> int:
     if args.distill is not None and not args.teacher:
         raise ConfigError(f"--distill {args.distill}: distillation needs both teachers and a weight; give --teacher CKPT too, or drop --distill")
     init = checkpoint.load(args.init) if args.qat else None
+    teachers = [checkpoint.load(t) for t in args.teacher or []]  # before the data: a bad path fails at once
     if init is not None:
         cfg = ModelConfig.from_dict(init["config"])
         if args.sparsity is not None:
@@ -109,7 +110,6 @@ def cmd_train(args) -> int:
           + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
     if args.teacher and args.distill is None:
         args.distill = 0.5
-    teachers = [checkpoint.load(t) for t in args.teacher or []]
     ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume,
                  init_record={"path": str(args.init), "sha256": checkpoint.file_hash(args.init)} if init is not None else None,
                  teachers=teachers or None,

@@ -65,8 +65,9 @@ def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=
 def vocabulary_specs(**kwargs):
     """export.testing's full-vocabulary models, all of which the hardware runs (max-pools up to 8 x 8)."""
     from export.testing import model_specs
+    from hw.pool import MAX_KERNEL
     return model_specs(vocabulary="full", **kwargs).filter(
-        lambda spec: all(l.kind != "maxpool" or l.kernel <= 8 for l in spec.config.layers))
+        lambda spec: all(l.kind != "maxpool" or l.kernel <= MAX_KERNEL for l in spec.config.layers))
 
 
 def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
