@@ -30,6 +30,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["constant", "cosine"], default=d.schedule, help="learning-rate schedule (default %(default)s)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="epochs of linear warm-up before the cosine decay")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="cross-entropy label smoothing (e.g. 0.1)")
+    p.add_argument("--crop-scale", type=float, default=d.crop_scale, metavar="A",
+                   help="random resized crops: the smallest area fraction of the image a training crop covers, resampled "
+                        "to 64 px (e.g. 0.35; default 1.0, a plain 64-px crop of the 72-px image)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="P",
                    help="probability that a batch is CutMix-ed: a random box pasted from another image, labels mixed by area (e.g. 0.5)")
     p.add_argument("--distill", type=float, default=None, metavar="ALPHA",

@@ -41,6 +41,7 @@ class TrainConfig:
     warmup: int = 0
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 for sgd
+    crop_scale: float = 1.0  # smallest area fraction of the random resized crop (1.0: a plain 64-px crop of the 72-px image)
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (a box from a shuffled partner, labels mixed by area)
     distill: float = 0.0  # weight of the teachers' term in the loss (knowledge distillation; needs teachers)
     distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
@@ -77,12 +78,33 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torc
     return x, y[partner], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
 
 
-def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 64-px crop, horizontal flip, mild brightness/contrast jitter; stays on the p/256 grid."""
+def resized_crops(batch: torch.Tensor, gen: torch.Generator, min_area: float) -> torch.Tensor:
+    """Random resized crops (Szegedy et al. 2015) of uint8 (N, 3, H, W) images to float 64x64 pixels:
+    a box of area fraction ~ U(min_area, 1) and aspect ratio log-uniform in [3/4, 4/3], at a
+    random place, bilinearly resampled; batched through one affine grid."""
     n, _, h, w = batch.shape
-    ys = torch.randint(0, h - SIZE + 1, (n,), generator=gen)
-    xs = torch.randint(0, w - SIZE + 1, (n,), generator=gen)
-    out = torch.stack([batch[i, :, ys[i]:ys[i] + SIZE, xs[i]:xs[i] + SIZE] for i in range(n)]).float()
+    area = min_area + (1.0 - min_area) * torch.rand(n, generator=gen)
+    aspect = torch.exp((torch.rand(n, generator=gen) - 0.5) * 2 * math.log(4 / 3))
+    bw = torch.sqrt(area * aspect).clamp(max=1.0)  # box size as a fraction of the image side
+    bh = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - bw)  # box centre in [-1, 1] grid units
+    cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - bh)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = bw, cx, bh, cy
+    grid = nn.functional.affine_grid(theta, [n, 3, SIZE, SIZE], align_corners=False)
+    return nn.functional.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
+    """Random 64-px crop (or, with crop_scale < 1, a random resized crop), horizontal flip, mild
+    brightness/contrast jitter; stays on the p/256 grid."""
+    n, _, h, w = batch.shape
+    if crop_scale < 1.0:
+        out = resized_crops(batch, gen, crop_scale)
+    else:
+        ys = torch.randint(0, h - SIZE + 1, (n,), generator=gen)
+        xs = torch.randint(0, w - SIZE + 1, (n,), generator=gen)
+        out = torch.stack([batch[i, :, ys[i]:ys[i] + SIZE, xs[i]:xs[i] + SIZE] for i in range(n)]).float()
     flip = torch.rand(n, generator=gen) < 0.5
     out[flip] = out[flip].flip(-1)
     bright = 1.0 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
@@ -223,6 +245,9 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         raise ConfigError("distillation needs both teachers and a weight: give --teacher CKPT with --distill ALPHA (0 < ALPHA <= 1), or neither")
     if not 0.0 <= tc.distill <= 1.0 or tc.distill_temp <= 0:
         raise ConfigError(f"--distill {tc.distill} / --distill-temp {tc.distill_temp}: the weight must be in (0, 1], the temperature > 0")
+    if not 0.0 < tc.crop_scale <= 1.0 or not 0.0 <= tc.cutmix <= 1.0:
+        raise ConfigError(f"--crop-scale {tc.crop_scale} / --cutmix {tc.cutmix}: the crop's smallest area fraction must be in "
+                          "(0, 1], the CutMix probability in [0, 1]")
     teacher_models = load_teachers(teachers, [r.get("path", "?") for r in (teacher_records or [{}] * len(teachers))],
                                    train_split.class_names) if teachers else []
     resume_path = out.with_suffix(".resume.pt")
@@ -269,7 +294,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False)
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
-                x = augment(images[idx], gen) if tc.augment else to_input(centre_crop(images[idx]))
+                x = augment(images[idx], gen, tc.crop_scale) if tc.augment else to_input(centre_crop(images[idx]))
                 y = labels[idx]
                 if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:
                     x, y_b, keep = cutmix(x, y, gen)

@@ -144,3 +144,26 @@ def test_qat_distilled_from_float_teachers_records_them_and_refuses_bad_settings
     other = {**teacher, "class_names": list(reversed(teacher["class_names"]))}
     with pytest.raises(ConfigError, match="same classes in the same order"):
         train(qcfg, tr, va, qtc, tmp_path / "b.pt", init=fl, progress=False, teachers=[other])
+
+
+def test_resized_crops_cover_a_box_of_at_least_the_smallest_area_and_keep_the_grid():
+    from quant.model import ConfigError
+    from quant.train import augment, resized_crops
+    gen = torch.Generator().manual_seed(5)
+    # a horizontal ramp: every output row must be a monotone, resampled piece of it
+    ramp = (torch.arange(72) * 3).to(torch.uint8).view(1, 1, 1, 72).expand(32, 3, 72, 72).contiguous()
+    crops = resized_crops(ramp, gen, 0.35)
+    assert crops.shape == (32, 3, 64, 64)
+    assert torch.allclose(crops, crops[:, :, :1].expand_as(crops), atol=1e-3)  # constant down the columns
+    assert (crops[..., 1:] >= crops[..., :-1] - 1e-4).all()  # no flip, no wrap
+    span = (crops[..., -1] - crops[..., 0]).amax(dim=(1, 2)) / (71 * 3)
+    # box side >= sqrt(0.35 x 3/4) of the image; the outer samples sit half a pixel inside it
+    assert (span >= 0.35 ** 0.5 * (3 / 4) ** 0.5 * 62 / 64 - 0.02).all() and (span <= 1.0).all()
+    assert span.std() > 0.02  # the boxes differ from image to image
+    out = augment(ramp, torch.Generator().manual_seed(1), crop_scale=0.5)
+    assert out.shape == (32, 3, 64, 64) and torch.equal(out * 256, (out * 256).round())  # on the p/256 grid
+    assert torch.equal(out, augment(ramp, torch.Generator().manual_seed(1), crop_scale=0.5))  # seeded
+    tr, va = learnable_split(2), learnable_split(1, seed=1)
+    for bad in (dict(crop_scale=0.0), dict(crop_scale=1.5), dict(cutmix=2.0)):
+        with pytest.raises(ConfigError, match="crop-scale"):
+            train(named_config("paper"), tr, va, TrainConfig(epochs=1, **bad), "unused.pt", progress=False)
