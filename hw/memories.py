@@ -101,26 +101,33 @@ def block_depth(width: int) -> int:
     return 512
 
 
-def pieces_of(words: int, width: int) -> tuple[int, int, int]:
+def rom_depth(words: int, width: int) -> int:
+    """Words per piece of a rom(): the ECP5 block shape (16K x 1 ... 512 x 36) that stores `words` x
+    `width` in the fewest block RAMs, the deeper of equals. Deep, narrow blocks side by side give a
+    wide ROM fewer pieces, so fewer registers converge on its output mux (and the fit check,
+    which prices each piece in its cheapest shape, counts no more blocks than the whole needs)."""
+    shapes = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+    return min(shapes, key=lambda s: (-(-width // s[0]) * -(-words // s[1]), -s[1]))[1]
+
+
+def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, int, int]:
     """How rom() and the activation banks split `words` x `width` by hand: (words per block-deep
-    piece, number of pieces, address bits within a piece)."""
-    depth = block_depth(width)
+    piece, number of pieces, address bits within a piece); `depth` defaults to block_depth(width)."""
+    depth = depth or block_depth(width)
     return depth, -(-words // depth), (depth - 1).bit_length()
 
 
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
-    Split by hand into block-deep pieces, each with two registers on its output, then a mux on
-    the registered piece number: a deep memory left to yosys (the sparse entries take 26 ECP5
-    blocks) puts its whole output mux between the block RAM's slow clock-to-out (5.6 ns on the
-    ECP5) and the next register, which capped the accelerator near 67 MHz. With one register
-    per piece the placer still put some of them beside the distant mux, and the clock-to-out
-    plus the trip across the chip (9.95 ns) became the critical path; now the second register
-    takes the trip and the first can sit beside its block. Returns the mux output
-    (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ..."""
+    Split by hand into pieces of rom_depth() words, each with two registers on its output, then a
+    mux on the registered piece number. A deep memory left to yosys puts its whole output mux
+    between the block RAM's slow clock-to-out and the next register; with two registers the first
+    can sit beside its block and the second take the trip to the mux. Returns the mux output
+    (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ...
+    (README, "FPGA", has the timing history.)"""
     init = list(init) or [0]
-    depth, pieces, lb = pieces_of(len(init), width)
+    depth, pieces, lb = pieces_of(len(init), width, rom_depth(len(init), width))
     outs = []
     for i in range(pieces):
         words = init[i * depth:(i + 1) * depth]

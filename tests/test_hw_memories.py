@@ -51,16 +51,18 @@ def test_buffer_validates():
         ActivationBuffer(4, 1000, 8, 6)
 
 
-@pytest.mark.parametrize("width,words", [(20, 1300), (8, 100), (40, 513)])
+@pytest.mark.parametrize("width,words", [(20, 1300), (8, 100), (40, 513), (80, 5000), (36, 1100)])
 def test_rom_pieces_answer_after_rom_latency(width, words):
-    """rom() split into block-deep pieces (1300 words of 20 bits: three 512-word pieces) answers
-    every address ROM_LATENCY cycles later, across piece boundaries and back."""
+    """rom() split into block-deep pieces (5000 words of 80 bits: five of 1024 words, 1100 of 36
+    bits: three of 512) answers every address ROM_LATENCY cycles later, across piece boundaries
+    and back."""
     from amaranth import Module, Signal
 
-    from hw.memories import ROM_LATENCY, block_depth, rom
+    from hw.memories import ROM_LATENCY, rom, rom_depth
+    block_depth = lambda _width: rom_depth(words, width)  # noqa: E731 (the piece depth of this ROM)
 
     rng = np.random.default_rng(width)
-    init = [int(v) for v in rng.integers(0, 1 << width, size=words, dtype=np.uint64)]
+    init = [int.from_bytes(rng.bytes(16), "little") % (1 << width) for _ in range(words)]
     m = Module()
     addr = Signal(range(words))
     out = rom(m, "t", width, init, addr)
@@ -82,3 +84,21 @@ def test_rom_pieces_answer_after_rom_latency(width, words):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("width,words", [(80, 15510), (80, 512), (350, 39), (20, 1300), (8, 100), (1, 20000), (36, 1100)])
+def test_rom_pieces_take_the_fewest_block_rams(width, words):
+    """rom()'s pieces, each in its own cheapest block shape (what the fit check counts), take no
+    more blocks than the whole ROM in its cheapest shape; of equal shapes the deeper (fewer pieces)."""
+    import math
+
+    from boards.fit import BLOCK_SHAPES, MemoryNeed, blocks_for
+    from hw.memories import pieces_of, rom_depth
+    depth, pieces, _ = pieces_of(words, width, rom_depth(words, width))
+    sizes = [min(depth, words - i * depth) for i in range(pieces)]
+    used = sum(blocks_for(MemoryNeed(f"p{i}", width, d, True, True), "ecp5") for i, d in enumerate(sizes))
+    fewest = min(math.ceil(width / w) * math.ceil(words / d) for w, d in BLOCK_SHAPES["ecp5"])
+    assert used == fewest
+    assert all(d <= depth or math.ceil(width / w) * math.ceil(words / d) > fewest for w, d in BLOCK_SHAPES["ecp5"])
+    if (width, words) == (80, 15510):  # the edge model's weights at 10 rows: 8 pieces instead of 31
+        assert (depth, pieces, used) == (2048, 8, 72)
