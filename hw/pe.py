@@ -10,9 +10,37 @@ while the previous one drains out through the shadow chain.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+
+MULT18 = 18  # operand bits of an ECP5 MULT18X18D
+
+
+def ecp5_dsp(platform) -> bool:
+    """True when the PE is elaborated for an ECP5 (the board flow's platform; None elsewhere)."""
+    return getattr(platform, "family", None) == "ecp5"
+
+
+def mult18x18d(m: Module, a, w, product) -> None:
+    """`product` = a * w two clocks late, in one ECP5 MULT18X18D with its input and output
+    registers on (Lattice sysDSP: REG_INPUTA/B and REG_OUTPUT on CLK0, signed operands): the same
+    latency as the PE's `prod`/`prod_q` pair, and the two registers nextpnr's placer would not
+    keep beside the multiplier are now inside it, so each route to and from the DSP gets a clock
+    period of its own. yosys ships no simulation model of the primitive; the simulated netlist
+    (platform None) keeps the behavioural pair."""
+    ports = {"i_CLK0": ClockSignal(), "i_CE0": 1, "i_RST0": 0, "i_SIGNEDA": 1, "i_SIGNEDB": 1,
+             "i_SOURCEA": 0, "i_SOURCEB": 0}
+    for name, v in (("A", a), ("B", w)):
+        ports.update({f"i_{name}{i}": v[min(i, len(v) - 1)] for i in range(MULT18)})  # sign-extended
+    ports.update({f"i_C{i}": 0 for i in range(MULT18)})
+    p = Signal(2 * MULT18)
+    ports.update({f"o_P{i}": p[i] for i in range(2 * MULT18)})
+    m.submodules.mult = Instance("MULT18X18D", p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0",
+                                 p_REG_OUTPUT_CLK="CLK0", p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED",
+                                 p_RESETMODE="SYNC", **ports)
+    m.d.comb += product.eq(p[:len(product)])
 
 
 class PE(wiring.Component):
@@ -21,10 +49,8 @@ class PE(wiring.Component):
     `en/first/last` arrive and are registered like the operands (`*_out`); then with `en`,
     acc <= (first ? 0 : acc) + prod_q, and with `last` the sum also goes to `shadow`. So the sum
     of operands present at the inputs in cycle t is taken at the end of cycle t + 3. The second
-    product register is for the ECP5: its multipliers sit in a few rows across the whole chip,
-    and with one register the placer left the multiplier in the middle of a 5.6 ns round trip
-    from the operand registers to the accumulator (10.0 ns, the critical path); now one
-    register can sit beside the multiplier. `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
+    product register is for the ECP5, whose multipliers sit in a few rows across the chip: for an
+    ECP5 platform the pair becomes the registers inside the MULT18X18D (mult18x18d()). `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
     added after the drain (one adder per column instead of a bias register in every PE); the
     sums wrap modulo 2**acc_width, so the total is exact whenever it fits."""
 
@@ -58,9 +84,12 @@ class PE(wiring.Component):
         m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.acc.eq(acc), self.shadow.eq(shadow)]
         m.d.sync += [a.eq(self.a), w.eq(self.w),
                      self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
-        prod = Signal(signed(self.a_width + self.w_width), reset_less=True)
-        prod_q = Signal.like(prod, reset_less=True)
-        m.d.sync += [prod.eq(a * w), prod_q.eq(prod)]
+        prod_q = Signal(signed(self.a_width + self.w_width), reset_less=True)
+        if ecp5_dsp(platform):
+            mult18x18d(m, a, w, prod_q)
+        else:
+            prod = Signal.like(prod_q, reset_less=True)
+            m.d.sync += [prod.eq(a * w), prod_q.eq(prod)]
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod_q)
         with m.If(self.shift):

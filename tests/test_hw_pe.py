@@ -97,3 +97,36 @@ def test_array_tiles_and_drain(rows, cols, k):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_on_an_ecp5_the_product_registers_are_the_mult18x18d_registers():
+    """For an ECP5 platform the PE's multiply is one MULT18X18D with its input and output registers
+    on (the two-cycle latency of the behavioural prod/prod_q pair, which it replaces), operands
+    sign-extended to 18 bits from the PE's operand registers, the low a+w product bits used; off
+    an ECP5 the netlist keeps the behavioural multiply and no primitive."""
+    from amaranth.hdl import Fragment, Instance
+
+    from hw.pe import ecp5_dsp
+
+    class Ecp5:
+        family = "ecp5"
+
+    def instances(dut, platform):
+        return [s for s, *_ in Fragment.get(dut, platform).subfragments if isinstance(s, Instance)]
+
+    dut = PE(9, 5, 20)
+    (mult,) = instances(dut, Ecp5())
+    assert mult.type == "MULT18X18D"
+    assert {k: mult.parameters[k] for k in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK", "REG_PIPELINE_CLK")} == \
+        {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0", "REG_OUTPUT_CLK": "CLK0", "REG_PIPELINE_CLK": "NONE"}
+    ports = {k: v for k, (v, _d) in mult.ports.items()}
+    a_bits = [ports[f"A{i}"] for i in range(18)]
+    w_bits = [ports[f"B{i}"] for i in range(18)]
+    # bit i of the operand register, then its sign bit repeated (the PE's a_out/w_out are those registers)
+    a_reg, w_reg = a_bits[0].value, w_bits[0].value
+    assert [(b.value.name, b.start) for b in a_bits] == [(a_reg.name, min(i, 8)) for i in range(18)]
+    assert [(b.value.name, b.start) for b in w_bits] == [(w_reg.name, min(i, 4)) for i in range(18)]
+    assert a_reg is not w_reg and len(a_reg) == 9 and len(w_reg) == 5
+    assert all(ports[n].value in (1,) for n in ("SIGNEDA", "SIGNEDB", "CE0")) and ports["RST0"].value == 0
+    assert ecp5_dsp(Ecp5()) and not ecp5_dsp(None)
+    assert instances(PE(9, 5, 20), None) == []
