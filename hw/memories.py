@@ -102,12 +102,14 @@ def block_depth(width: int) -> int:
 
 
 def rom_depth(words: int, width: int) -> int:
-    """Words per piece of a rom(): the ECP5 block shape (16K x 1 ... 512 x 36) that stores `words` x
-    `width` in the fewest block RAMs, the deeper of equals. Deep, narrow blocks side by side give a
-    wide ROM fewer pieces, so fewer registers converge on its output mux (and the fit check,
-    which prices each piece in its cheapest shape, counts no more blocks than the whole needs)."""
+    """Words per piece of a rom(): the depth of the ECP5 block shape (16K x 1 ... 512 x 36) that
+    stores `words` x `width` in the fewest block RAMs, the shallower of equals. Deep, narrow blocks
+    side by side give a wide ROM fewer pieces, so fewer registers converge on its output mux.
+    rom() pads every piece to this depth: a shorter last piece gave yosys a cheaper arrangement
+    two blocks deep, with a mux between the blocks and their output register; on a tie, the
+    shallower shape leaves it no deeper arrangement at the same cost."""
     shapes = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
-    return min(shapes, key=lambda s: (-(-width // s[0]) * -(-words // s[1]), -s[1]))[1]
+    return min(shapes, key=lambda s: (-(-width // s[0]) * -(-words // s[1]), s[1]))[1]
 
 
 def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, int, int]:
@@ -120,7 +122,7 @@ def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, in
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
-    Split by hand into pieces of rom_depth() words, each with two registers on its output, then a
+    Split by hand into pieces of rom_depth() words (the last one padded), each with two registers on its output, then a
     mux on the registered piece number. A deep memory left to yosys puts its whole output mux
     between the block RAM's slow clock-to-out and the next register; with two registers the first
     can sit beside its block and the second take the trip to the mux. Returns the mux output
@@ -131,6 +133,8 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     outs = []
     for i in range(pieces):
         words = init[i * depth:(i + 1) * depth]
+        if pieces > 1:
+            words += [0] * (depth - len(words))  # every piece one block shape deep (rom_depth)
         mem = m.submodules[name if pieces == 1 else f"{name}{i}"] = Memory(shape=unsigned(width), depth=len(words), init=words)
         port = mem.read_port()
         m.d.comb += port.addr.eq(addr[:lb])

@@ -68,7 +68,7 @@ def test_rom_pieces_answer_after_rom_latency(width, words):
     out = rom(m, "t", width, init, addr)
     pieces = -(-words // block_depth(width))
     names = ["t"] if pieces == 1 else [f"t{i}" for i in range(pieces)]
-    assert [m.submodules[n].depth for n in names] == [min(block_depth(width), words - i * block_depth(width)) for i in range(pieces)]
+    assert [m.submodules[n].depth for n in names] == ([block_depth(width)] * pieces if pieces > 1 else [words])  # padded
     edge = min(block_depth(width), words - 1)  # the first word of the second piece, if any
     order = [int(a) for a in rng.integers(0, words, size=60)] + [words - 1, 0, edge - 1, edge, 0]
 
@@ -88,17 +88,20 @@ def test_rom_pieces_answer_after_rom_latency(width, words):
 
 @pytest.mark.parametrize("width,words", [(80, 15510), (80, 512), (350, 39), (20, 1300), (8, 100), (1, 20000), (36, 1100)])
 def test_rom_pieces_take_the_fewest_block_rams(width, words):
-    """rom()'s pieces, each in its own cheapest block shape (what the fit check counts), take no
-    more blocks than the whole ROM in its cheapest shape; of equal shapes the deeper (fewer pieces)."""
+    """rom()'s pieces, padded to one depth, each in its own cheapest block shape (what the fit check
+    counts), take no more blocks than the whole ROM in its cheapest shape; of equal shapes the
+    shallower, and no piece has a cheaper or equal arrangement more than one block deep."""
     import math
 
     from boards.fit import BLOCK_SHAPES, MemoryNeed, blocks_for
     from hw.memories import pieces_of, rom_depth
     depth, pieces, _ = pieces_of(words, width, rom_depth(words, width))
-    sizes = [min(depth, words - i * depth) for i in range(pieces)]
+    sizes = [depth] * pieces if pieces > 1 else [words]
     used = sum(blocks_for(MemoryNeed(f"p{i}", width, d, True, True), "ecp5") for i, d in enumerate(sizes))
     fewest = min(math.ceil(width / w) * math.ceil(words / d) for w, d in BLOCK_SHAPES["ecp5"])
     assert used == fewest
-    assert all(d <= depth or math.ceil(width / w) * math.ceil(words / d) > fewest for w, d in BLOCK_SHAPES["ecp5"])
+    assert all(d >= depth or math.ceil(width / w) * math.ceil(words / d) > fewest for w, d in BLOCK_SHAPES["ecp5"])
+    one_deep = math.ceil(width / dict((d, w) for w, d in BLOCK_SHAPES["ecp5"])[depth])
+    assert all(math.ceil(width / w) * math.ceil(sizes[0] / d) > one_deep for w, d in BLOCK_SHAPES["ecp5"] if d < depth)
     if (width, words) == (80, 15510):  # the edge model's weights at 10 rows: 8 pieces instead of 31
         assert (depth, pieces, used) == (2048, 8, 72)
