@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 READ_LATENCY = 6  # raddr -> rdata: raddr and then each bank's address registered, the block RAM,
 # a register on each block's output, one after the bank's piece mux, one after the rotator
-ROM_LATENCY = 3  # rom(): addr -> data: the block RAM, two registers on each block's output
+ROM_LATENCY = 4  # rom(): addr -> data: the block RAM, three registers on each block's output
 QUIET_LATENCY = 2  # quiet(): the pipeline's last activity -> quiet
 
 
@@ -122,10 +122,10 @@ def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, in
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
-    Split by hand into pieces of rom_depth() words (the last one padded), each with two registers on its output, then a
+    Split by hand into pieces of rom_depth() words (the last one padded), each with three registers on its output, then a
     mux on the registered piece number. A deep memory left to yosys puts its whole output mux
-    between the block RAM's slow clock-to-out and the next register; with two registers the first
-    can sit beside its block and the second take the trip to the mux. Returns the mux output
+    between the block RAM's slow clock-to-out and the next register; with a chain of registers the first
+    can sit beside its block and the others share the trip to the mux. Returns the mux output
     (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ...
     (README, "FPGA", has the timing history.)"""
     init = list(init) or [0]
