@@ -49,3 +49,19 @@ def test_edge_model_bit_exact_at_the_auto_array(tmp_path, data_dir):
     assert rc == 0 and s["bit_exact"] == s["images"] == 4, s["diagnosis"]
     predicted = predict(schedule(compile_onnx(path), ArrayConfig.parse(s["array"])))["total_cycles"]
     assert s["cycles"]["min"] == s["cycles"]["max"] == predicted
+
+
+@pytest.mark.slow
+def test_bundled_edge_model_bit_exact_on_the_whole_validation_split(tmp_path, data_dir):
+    """The bundled edge QAT model at the default array on every validation image (about 376 M
+    cycles: half an hour of simulator on one core), as `python -m export onnx --checkpoint
+    quant/checkpoints/edge_qat.pt --out edge.onnx && python -m sim run --onnx edge.onnx --split val`."""
+    from export.onnx_export import export
+    from quant import checkpoint
+
+    onnx_path = export(checkpoint.BUNDLED_QAT.parent.parent / "edge_qat.pt", tmp_path / "edge.onnx")
+    out = tmp_path / "sim_edge_val.json"
+    rc = main(["run", "--onnx", str(onnx_path), "--data", str(data_dir), "--split", "val", "--json", str(out)])
+    s = json.loads(out.read_text())
+    print({k: v for k, v in s.items() if k != "per_image"})
+    assert rc == 0 and s["bit_exact"] == s["class_agree"] == s["images"] == 700, s["diagnosis"]
