@@ -122,12 +122,12 @@ def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, in
 def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     """A plan-initialised read-only memory, `data` valid ROM_LATENCY cycles after `addr`.
 
-    Split by hand into pieces of rom_depth() words (the last one padded), each with three registers on its output, then a
-    mux on the registered piece number. A deep memory left to yosys puts its whole output mux
-    between the block RAM's slow clock-to-out and the next register; with a chain of registers the first
-    can sit beside its block and the others share the trip to the mux. Returns the mux output
-    (combinational from registers); the pieces are submodules `name`, or `name0`, `name1`, ...
-    (README, "FPGA", has the timing history.)"""
+    Split by hand into pieces of rom_depth() words (the last one padded), each with three
+    registers on its output, then a mux on the registered piece number. A deep memory left to
+    yosys puts its whole output mux between the block RAM's slow clock-to-out and the next
+    register; with a chain of registers the first can sit beside its block and the others share
+    the trip to the mux. Returns the mux output (combinational from registers); the pieces are
+    submodules `name`, or `name0`, `name1`, ... (README, "FPGA", has the timing history.)"""
     init = list(init) or [0]
     depth, pieces, lb = pieces_of(len(init), width, rom_depth(len(init), width))
     outs = []

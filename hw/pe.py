@@ -50,9 +50,10 @@ class PE(wiring.Component):
     acc <= (first ? 0 : acc) + prod_q, and with `last` the sum also goes to `shadow`. So the sum
     of operands present at the inputs in cycle t is taken at the end of cycle t + 3. The second
     product register is for the ECP5, whose multipliers sit in a few rows across the chip: for an
-    ECP5 platform the pair becomes the registers inside the MULT18X18D (mult18x18d()). `shift` moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is
-    added after the drain (one adder per column instead of a bias register in every PE); the
-    sums wrap modulo 2**acc_width, so the total is exact whenever it fits."""
+    ECP5 platform the pair becomes the registers inside the MULT18X18D (mult18x18d()). `shift`
+    moves `shadow_in` into `shadow` (the drain); `last` wins. The bias is added after the drain
+    (one adder per column instead of a bias register in every PE); the sums wrap modulo
+    2**acc_width, so the total is exact whenever it fits."""
 
     def __init__(self, a_width: int, w_width: int, acc_width: int):
         for name, v, lo, hi in (("a_width", a_width, 2, 17), ("w_width", w_width, 2, 17), ("acc_width", acc_width, 2, 48)):

@@ -82,7 +82,7 @@ def resized_crops(batch: torch.Tensor, gen: torch.Generator, min_area: float) ->
     """Random resized crops (Szegedy et al. 2015) of uint8 (N, 3, H, W) images to float 64x64 pixels:
     a box of area fraction ~ U(min_area, 1) and aspect ratio log-uniform in [3/4, 4/3], at a
     random place, bilinearly resampled; batched through one affine grid."""
-    n, _, h, w = batch.shape
+    n = batch.shape[0]
     area = min_area + (1.0 - min_area) * torch.rand(n, generator=gen)
     aspect = torch.exp((torch.rand(n, generator=gen) - 0.5) * 2 * math.log(4 / 3))
     bw = torch.sqrt(area * aspect).clamp(max=1.0)  # box size as a fraction of the image side
