@@ -92,13 +92,13 @@ def done_when_quiet(m: Module, start, done, activity: list) -> None:
         m.d.comb += done.eq(1)
 
 
+ECP5_BLOCK_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))  # DP16KD (width, depth)
+
+
 def block_depth(width: int) -> int:
     """Words of `width` bits in one ECP5 block RAM (DP16KD, 16 Kbit: 16K x 1 ... 512 x 36); a
     wider word takes several blocks side by side. The iCE40's 4 Kbit blocks divide these depths."""
-    for bits, depth in ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024)):
-        if width <= bits:
-            return depth
-    return 512
+    return next((depth for bits, depth in ECP5_BLOCK_SHAPES if width <= bits), ECP5_BLOCK_SHAPES[-1][1])
 
 
 def rom_depth(words: int, width: int) -> int:
@@ -108,8 +108,7 @@ def rom_depth(words: int, width: int) -> int:
     rom() pads every piece to this depth: a shorter last piece gave yosys a cheaper arrangement
     two blocks deep, with a mux between the blocks and their output register; on a tie, the
     shallower shape leaves it no deeper arrangement at the same cost."""
-    shapes = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
-    return min(shapes, key=lambda s: (-(-width // s[0]) * -(-words // s[1]), s[1]))[1]
+    return min(ECP5_BLOCK_SHAPES, key=lambda s: (-(-width // s[0]) * -(-words // s[1]), s[1]))[1]
 
 
 def pieces_of(words: int, width: int, depth: int | None = None) -> tuple[int, int, int]:
