@@ -7,6 +7,7 @@ beside it holds optimizer and RNG state for `--resume`. Seeded and deterministic
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import time
@@ -45,6 +46,7 @@ class TrainConfig:
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (a box from a shuffled partner, labels mixed by area)
     distill: float = 0.0  # weight of the teachers' term in the loss (knowledge distillation; needs teachers)
     distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
+    ema: float = 0.0  # decay per optimizer step of an exponential moving average of the weights (0: none)
 
 
 def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -142,6 +144,37 @@ def restore_stats_state(model: nn.Module, state: dict) -> None:
         mods[n].counter = counter
         mods[n].buffer.copy_(buffer)
         mods[n].value.copy_(value)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's state (weights, batch-norm statistics, Brevitas'
+    learned scales), updated after each optimizer step: avg <- decay x avg + (1 - decay) x current.
+    Non-float entries (counters) are copied. Pruned weights stay zero: each P-layer's mask is
+    applied to its average too, so an averaged checkpoint is as sparse as the trained one."""
+
+    def __init__(self, model: nn.Module, decay: float, state: dict | None = None):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()} if state is None else state
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, pruner: Pruner | None = None) -> None:
+        current = model.state_dict()
+        for k, v in current.items():
+            avg = self.state.get(k)
+            if avg is None or avg.shape != v.shape or not v.dtype.is_floating_point:
+                self.state[k] = v.detach().clone()
+            else:
+                avg.mul_(self.decay).add_(v, alpha=1.0 - self.decay)
+        if pruner is not None and pruner.layers:
+            names = {id(m): n for n, m in model.named_modules()}
+            for (m, _), mask in zip(pruner.layers, pruner.masks):
+                self.state[f"{names[id(m)]}.weight"].mul_(mask)
+
+    def model(self, model: nn.Module) -> nn.Module:
+        """A copy of `model` (with its Brevitas statistics phase) holding the averaged state."""
+        shadow = copy.deepcopy(model)
+        shadow.load_state_dict({k: v for k, v in self.state.items() if k in shadow.state_dict()})
+        return shadow
 
 
 def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -245,6 +278,8 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         raise ConfigError("distillation needs both teachers and a weight: give --teacher CKPT with --distill ALPHA (0 < ALPHA <= 1), or neither")
     if not 0.0 <= tc.distill <= 1.0 or tc.distill_temp <= 0:
         raise ConfigError(f"--distill {tc.distill} / --distill-temp {tc.distill_temp}: the weight must be in (0, 1], the temperature > 0")
+    if not 0.0 <= tc.ema < 1.0:
+        raise ConfigError(f"--ema {tc.ema}: the decay per step must be in [0, 1), e.g. 0.99 (about 100 steps); 0 turns it off")
     if not 0.0 < tc.crop_scale <= 1.0 or not 0.0 <= tc.cutmix <= 1.0:
         raise ConfigError(f"--crop-scale {tc.crop_scale} / --cutmix {tc.cutmix}: the crop's smallest area fraction must be in "
                           "(0, 1], the CutMix probability in [0, 1]")
@@ -266,6 +301,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     steps = (len(train_split) + tc.batch - 1) // tc.batch
     pruner = Pruner(p_layers(model), tc.prune_epochs * steps) if config.quantized else None
     history, best, start_epoch, bad = [], None, 0, 0
+    average = WeightAverage(model, tc.ema) if tc.ema else None
     if resume:
         state = load_resume(resume_path, config, tc)
         model.load_state_dict(state["model"])
@@ -277,6 +313,8 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
         history, best, start_epoch, bad = state["history"], state["best"], state["epoch"], state["bad"]
         if pruner is not None:
             pruner.t, pruner.masks = state["pruner_t"], state["pruner_masks"]
+        if average is not None:
+            average = WeightAverage(model, tc.ema, state["ema"])
     meta = {"config": config.to_dict(), "class_names": train_split.class_names, "train": asdict(tc),
             **({"bn_fold": fold_record} if fold_record else {}), **({"init": init_record} if init_record else {}),
             **({"teachers": teacher_records} if teacher_records else {}),
@@ -313,13 +351,18 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 opt.step()
                 if pruner is not None:
                     pruner.step()
+                if average is not None:
+                    average.update(model, pruner)
                 loss_sum += loss.item() * len(idx)
                 correct += float((logits.argmax(1) == labels[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            val_loss, val_acc = evaluate_loss(model, val_split)
+            kept = model if average is None else average.model(model)  # what a checkpoint of this epoch holds
+            val_loss, val_acc = evaluate_loss(kept, val_split)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "elapsed": time.time() - t_start}
+            if average is not None:  # the raw weights' figures beside the average's
+                rec["val_loss_raw"], rec["val_acc_raw"] = evaluate_loss(model, val_split)
             if pruner is not None:
                 rec["sparsity"] = pruner.sparsity()
             history.append(rec)
@@ -327,19 +370,21 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             improved = ready and (best is None or val_loss < best["val_loss"])
             if improved:
                 best, bad = rec, 0
-                checkpoint.save(out, {**meta, "state_dict": model.state_dict(), "history": history,
+                checkpoint.save(out, {**meta, "state_dict": kept.state_dict(), "history": history,
                                       "best_epoch": rec["epoch"], "metrics": {"val_loss": val_loss, "val_acc": val_acc},
                                       "train_time_s": rec["elapsed"]})
             elif ready:
                 bad += 1
             if progress:
                 tqdm.write(f"{'' if bars else out.stem + ' '}epoch {epoch + 1}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
-                           f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}")
+                           f"val loss {val_loss:.3f} acc {val_acc:.3f}{' *' if improved else ''}"
+                           + (f" (raw weights: acc {rec['val_acc_raw']:.3f})" if average is not None else ""))
             save_resume(resume_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "quant_stats": stats_state(model),
                 "history": history, "best": best, "epoch": epoch + 1, "bad": bad,
                 "pruner_t": pruner.t if pruner else 0, "pruner_masks": pruner.masks if pruner else None,
+                **({"ema": average.state} if average is not None else {}),
                 "config": config.to_dict(), "train": asdict(tc)})
             if bad >= tc.patience:
                 break

@@ -167,3 +167,39 @@ def test_resized_crops_cover_a_box_of_at_least_the_smallest_area_and_keep_the_gr
     for bad in (dict(crop_scale=0.0), dict(crop_scale=1.5), dict(cutmix=2.0)):
         with pytest.raises(ConfigError, match="crop-scale"):
             train(named_config("paper"), tr, va, TrainConfig(epochs=1, **bad), "unused.pt", progress=False)
+
+
+def test_weight_average_is_the_decayed_mean_keeps_pruned_zeros_and_is_what_the_checkpoint_holds(tmp_path):
+    from quant.model import ConfigError
+    from quant.train import WeightAverage
+    lin = torch.nn.Linear(3, 2)
+    avg = WeightAverage(lin, 0.75)
+    w0 = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    avg.update(lin)
+    assert torch.allclose(avg.state["weight"], w0 + 0.25)  # 0.75 x w0 + 0.25 x (w0 + 1)
+    assert torch.equal(avg.model(lin).weight, avg.state["weight"]) and not torch.equal(lin.weight, avg.state["weight"])
+
+    tr, va = learnable_split(8), learnable_split(2, seed=1)
+    fl = train(named_config("paper"), tr, va, TrainConfig(epochs=1, batch=16), tmp_path / "f.pt", progress=False)
+    qcfg = quantized_twin(named_config("paper"))
+    tc = TrainConfig(epochs=1, batch=16, prune_epochs=1, patience=5, ema=0.9)
+    q = train(qcfg, tr, va, tc, tmp_path / "q.pt", init=fl, progress=False)
+    assert q["best_epoch"] == 1 and "val_acc_raw" in q["history"][0]
+    state = torch.load(tmp_path / "q.resume.pt", weights_only=False)
+    for k, v in q["state_dict"].items():  # the saved weights are the average, not the raw weights
+        assert torch.equal(v, state["ema"][k]), k
+    assert any(not torch.equal(q["state_dict"][k], state["model"][k]) for k in state["model"])
+    from quant.model import build
+    from quant.prune import p_layers
+    saved = build(qcfg)
+    saved.load_state_dict(q["state_dict"])
+    pruned = p_layers(saved)
+    assert pruned  # the average of a pruned layer is as sparse as its target
+    for m, target in pruned:
+        assert float((m.weight == 0).float().mean()) >= target - 0.01
+    resumed = train(qcfg, tr, va, replace(tc, epochs=2), tmp_path / "q.pt", init=fl, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    with pytest.raises(ConfigError, match="--ema 1.0"):
+        train(named_config("paper"), tr, va, TrainConfig(epochs=1, ema=1.0), tmp_path / "bad.pt", progress=False)
