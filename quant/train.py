@@ -170,11 +170,42 @@ class WeightAverage:
             for (m, _), mask in zip(pruner.layers, pruner.masks):
                 self.state[f"{names[id(m)]}.weight"].mul_(mask)
 
-    def model(self, model: nn.Module) -> nn.Module:
-        """A copy of `model` (with its Brevitas statistics phase) holding the averaged state."""
+    @torch.no_grad()
+    def model(self, model: nn.Module, bn_batches: list[torch.Tensor] = ()) -> nn.Module:
+        """A copy of `model` (with its Brevitas statistics phase) holding the averaged state. Batch
+        norm's running statistics are recomputed on `bn_batches` (network inputs): the average of
+        the statistics does not describe the averaged weights (measured on the edge model after 7
+        epochs at decay 0.995: 21% on val with the averaged statistics, 71% recomputed, 44% raw)."""
         shadow = copy.deepcopy(model)
         shadow.load_state_dict({k: v for k, v in self.state.items() if k in shadow.state_dict()})
-        return shadow
+        norms = [m for m in shadow.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms and bn_batches:
+            shadow.eval()
+            for m in norms:  # only the norms in train mode: dropout and Brevitas' statistics stay put
+                m.reset_running_stats()
+                m.momentum = None  # a plain mean over the batches
+                m.train()
+            for x in bn_batches:
+                shadow(x)
+            for m, orig in zip(norms, (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))):
+                m.momentum = orig.momentum
+        return shadow.eval()
+
+
+def has_norms(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+BN_REFRESH_IMAGES = 2048  # training images (augmented, seeded) that re-estimate batch norm for an averaged model
+
+
+def bn_batches(images: torch.Tensor, tc: TrainConfig) -> list[torch.Tensor]:
+    """The same BN_REFRESH_IMAGES training images each epoch, augmented from their own seeded
+    generator (the training's random stream is untouched), in batches of `tc.batch`."""
+    gen = torch.Generator().manual_seed(tc.seed + 1)
+    idx = torch.randperm(len(images), generator=gen)[:BN_REFRESH_IMAGES]
+    prep = (lambda b: augment(b, gen, tc.crop_scale)) if tc.augment else (lambda b: to_input(centre_crop(b)))
+    return [prep(images[idx[i:i + tc.batch]]) for i in range(0, len(idx), tc.batch)]
 
 
 def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -357,7 +388,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 correct += float((logits.argmax(1) == labels[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            kept = model if average is None else average.model(model)  # what a checkpoint of this epoch holds
+            kept = model if average is None else average.model(model, bn_batches(images, tc) if has_norms(model) else [])  # what a checkpoint of this epoch holds
             val_loss, val_acc = evaluate_loss(kept, val_split)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "elapsed": time.time() - t_start}

@@ -180,6 +180,15 @@ def test_weight_average_is_the_decayed_mean_keeps_pruned_zeros_and_is_what_the_c
     avg.update(lin)
     assert torch.allclose(avg.state["weight"], w0 + 0.25)  # 0.75 x w0 + 0.25 x (w0 + 1)
     assert torch.equal(avg.model(lin).weight, avg.state["weight"]) and not torch.equal(lin.weight, avg.state["weight"])
+    # batch norm: the averaged model's statistics are those of the given batches, not the average's
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    avg = WeightAverage(net, 0.5)
+    xs = [torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(3)]
+    refreshed = avg.model(net, xs)
+    feats = torch.cat([net[0](x) for x in xs]).detach()
+    assert torch.allclose(refreshed[1].running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not refreshed.training and refreshed[1].momentum == net[1].momentum
+    assert torch.equal(net[1].running_mean, torch.zeros(4))  # the trained model is untouched
 
     tr, va = learnable_split(8), learnable_split(2, seed=1)
     fl = train(named_config("paper"), tr, va, TrainConfig(epochs=1, batch=16), tmp_path / "f.pt", progress=False)
