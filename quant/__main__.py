@@ -103,6 +103,9 @@ def cmd_train(args) -> int:
         cfg = quantized_twin(cfg).validate()
     else:
         cfg = named_config(args.arch, args.config, sparsity=args.sparsity)
+    if args.teacher and args.distill is None:
+        args.distill = 0.5
+    tc = train_config(args, args.qat).validate()  # before the data: a bad value fails at once
     classes = _classes(args) or (init["class_names"] if init else None)
     tr = read_split(args.data, "train", classes)
     va = read_split(args.data, "val", tr.class_names)
@@ -114,9 +117,7 @@ def cmd_train(args) -> int:
         cfg = replace(cfg, num_classes=n, layers=[*cfg.layers[:-1], replace(cfg.layers[-1], out=n)]).validate()
     print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"
           + (f" ({tr.skipped + va.skipped} unreadable files skipped)" if tr.skipped + va.skipped else ""))
-    if args.teacher and args.distill is None:
-        args.distill = 0.5
-    ckpt = train(cfg, tr, va, train_config(args, args.qat), args.out, init=init, resume=args.resume,
+    ckpt = train(cfg, tr, va, tc, args.out, init=init, resume=args.resume,
                  init_record={"path": str(args.init), "sha256": checkpoint.file_hash(args.init)} if init is not None else None,
                  teachers=teachers or None,
                  teacher_records=[{"path": str(t), "sha256": checkpoint.file_hash(t)} for t in args.teacher or []] or None)

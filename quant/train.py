@@ -48,6 +48,18 @@ class TrainConfig:
     distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
     ema: float = 0.0  # decay per optimizer step of an exponential moving average of the weights (0: none)
 
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the option whose value is out of range; return self. The CLI
+        calls it before it reads the data, so a bad value fails at once."""
+        if not 0.0 <= self.distill <= 1.0 or self.distill_temp <= 0:
+            raise ConfigError(f"--distill {self.distill} / --distill-temp {self.distill_temp}: the weight must be in (0, 1], the temperature > 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"--ema {self.ema}: the decay per step must be in [0, 1), e.g. 0.99 (about 100 steps); 0 turns it off")
+        if not 0.0 < self.crop_scale <= 1.0 or not 0.0 <= self.cutmix <= 1.0:
+            raise ConfigError(f"--crop-scale {self.crop_scale} / --cutmix {self.cutmix}: the crop's smallest area fraction must be in "
+                              "(0, 1], the CutMix probability in [0, 1]")
+        return self
+
 
 def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate of one optimizer step: a function of the step alone, so a resume needs no scheduler state."""
@@ -307,13 +319,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     out = Path(out)
     if bool(teachers) != (tc.distill > 0):
         raise ConfigError("distillation needs both teachers and a weight: give --teacher CKPT with --distill ALPHA (0 < ALPHA <= 1), or neither")
-    if not 0.0 <= tc.distill <= 1.0 or tc.distill_temp <= 0:
-        raise ConfigError(f"--distill {tc.distill} / --distill-temp {tc.distill_temp}: the weight must be in (0, 1], the temperature > 0")
-    if not 0.0 <= tc.ema < 1.0:
-        raise ConfigError(f"--ema {tc.ema}: the decay per step must be in [0, 1), e.g. 0.99 (about 100 steps); 0 turns it off")
-    if not 0.0 < tc.crop_scale <= 1.0 or not 0.0 <= tc.cutmix <= 1.0:
-        raise ConfigError(f"--crop-scale {tc.crop_scale} / --cutmix {tc.cutmix}: the crop's smallest area fraction must be in "
-                          "(0, 1], the CutMix probability in [0, 1]")
+    tc.validate()
     teacher_models = load_teachers(teachers, [r.get("path", "?") for r in (teacher_records or [{}] * len(teachers))],
                                    train_split.class_names) if teachers else []
     resume_path = out.with_suffix(".resume.pt")

@@ -153,3 +153,14 @@ def test_qat_distilled_from_a_teacher_on_the_command_line(tiny, tmp_path, capsys
     assert main([*qat, "--teacher", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.pt")]) == 2
     one_line_error(capsys, "missing.pt")
     assert not (tmp_path / "no_teacher.pt").exists() and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("option, message", [(["--ema", "1.0"], "--ema 1.0: the decay per step must be in [0, 1)"),
+                                             (["--crop-scale", "0"], "--crop-scale 0.0 / --cutmix 0.0"),
+                                             (["--cutmix", "1.5"], "--crop-scale 1.0 / --cutmix 1.5")])
+def test_a_bad_training_option_is_refused_before_the_data_is_read(tmp_path, capsys, option, message):
+    """The data folder does not exist: the option's error, not the data's, is the one line."""
+    out = tmp_path / "f.pt"
+    assert train(tmp_path / "no_data", arch_file(tmp_path / "tiny.json", TINY), out, *option) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
