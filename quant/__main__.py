@@ -35,6 +35,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "to 64 px (e.g. 0.35; default 1.0, a plain 64-px crop of the 72-px image)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, metavar="P",
                    help="probability that a batch is CutMix-ed: a random box pasted from another image, labels mixed by area (e.g. 0.5)")
+    p.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA",
+                   help="mixup: every batch (that --cutmix leaves) is blended with a shuffled copy of itself, weight ~ Beta(ALPHA, "
+                        "ALPHA), the loss mixed the same way (e.g. 0.2; default 0, none)")
     p.add_argument("--distill", type=float, default=None, metavar="ALPHA",
                    help="with --teacher: weight of the distillation term (default 0.5); the loss is (1-ALPHA) x "
                         "cross-entropy + ALPHA x KL to the teachers' mean softmax at --distill-temp")

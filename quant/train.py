@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 for sgd
     crop_scale: float = 1.0  # smallest area fraction of the random resized crop (1.0: a plain 64-px crop of the 72-px image)
     cutmix: float = 0.0  # probability that a batch is CutMix-ed (a box from a shuffled partner, labels mixed by area)
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend with a shuffled partner, on the batches CutMix leaves (0: none)
     distill: float = 0.0  # weight of the teachers' term in the loss (knowledge distillation; needs teachers)
     distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
     ema: float = 0.0  # decay per optimizer step of an exponential moving average of the weights (0: none)
@@ -55,6 +56,8 @@ class TrainConfig:
             raise ConfigError(f"--distill {self.distill} / --distill-temp {self.distill_temp}: the weight must be in (0, 1], the temperature > 0")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"--ema {self.ema}: the decay per step must be in [0, 1), e.g. 0.99 (about 100 steps); 0 turns it off")
+        if not 0.0 <= self.mixup <= 10.0:
+            raise ConfigError(f"--mixup {self.mixup}: the Beta distribution's alpha must be in [0, 10], e.g. 0.2; 0 turns it off")
         if not 0.0 < self.crop_scale <= 1.0 or not 0.0 <= self.cutmix <= 1.0:
             raise ConfigError(f"--crop-scale {self.crop_scale} / --cutmix {self.cutmix}: the crop's smallest area fraction must be in "
                               "(0, 1], the CutMix probability in [0, 1]")
@@ -90,6 +93,15 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torc
     x = x.clone()
     x[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]
     return x, y[partner], 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """mixup (Zhang et al. 2018): blend every image with a shuffled partner, weight lam ~ Beta(alpha,
+    alpha) on its own. Returns the images, the partner labels and lam. lam is drawn by numpy from a
+    seed taken from `gen`, so a run stays a function of its generator (and --resume of its state)."""
+    partner = torch.randperm(x.shape[0], generator=gen)
+    lam = float(np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen))).beta(alpha, alpha))
+    return lam * x + (1.0 - lam) * x[partner], y[partner], lam
 
 
 def resized_crops(batch: torch.Tensor, gen: torch.Generator, min_area: float) -> torch.Tensor:
@@ -371,8 +383,13 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
                 x = augment(images[idx], gen, tc.crop_scale) if tc.augment else to_input(centre_crop(images[idx]))
                 y = labels[idx]
+                mixed = None
                 if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:
-                    x, y_b, keep = cutmix(x, y, gen)
+                    mixed = cutmix(x, y, gen)
+                elif tc.mixup:
+                    mixed = mixup(x, y, gen, tc.mixup)
+                if mixed is not None:
+                    x, y_b, keep = mixed
                     logits = model(x)
                     loss = (keep * nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
                             + (1 - keep) * nn.functional.cross_entropy(logits, y_b, label_smoothing=tc.label_smoothing))

@@ -109,6 +109,26 @@ def test_cutmix_pastes_one_box_and_weights_by_area():
     assert torch.equal(x[:, 0, 0, 0], torch.arange(4, dtype=torch.float32))  # the input is not changed in place
 
 
+def test_mixup_blends_each_image_with_its_partner_by_one_seeded_weight():
+    import torch
+    from quant.model import ConfigError
+    from quant.train import TrainConfig, mixup
+    x = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 4, 4).clone()
+    y = torch.arange(8)
+    lams = []
+    for _ in range(20):
+        mixed, y_b, lam = mixup(x, y, torch.Generator().manual_seed(len(lams)), 0.2)
+        lams.append(lam)
+        assert 0.0 <= lam <= 1.0 and mixed.shape == x.shape
+        # image i is lam x its own pixels + (1 - lam) x its partner's, and the partner's label is y_b[i]
+        assert torch.allclose(mixed[:, 0, 0, 0], lam * y.float() + (1 - lam) * y_b.float())
+    assert len(set(lams)) == 20 and sum(min(l, 1 - l) < 0.2 for l in lams) >= 10  # Beta(0.2, 0.2) sits near 0 and 1
+    again = mixup(x, y, torch.Generator().manual_seed(0), 0.2)
+    assert again[2] == lams[0] and torch.equal(again[1], mixup(x, y, torch.Generator().manual_seed(0), 0.2)[1])
+    with pytest.raises(ConfigError, match="--mixup -1"):
+        TrainConfig(mixup=-1.0).validate()
+
+
 def test_distill_loss_is_the_tempered_kl_to_the_teachers_mean_softmax():
     from torch import nn
     from quant.train import distill_loss

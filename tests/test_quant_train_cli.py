@@ -164,3 +164,10 @@ def test_a_bad_training_option_is_refused_before_the_data_is_read(tmp_path, caps
     assert train(tmp_path / "no_data", arch_file(tmp_path / "tiny.json", TINY), out, *option) == 2
     one_line_error(capsys, message)
     assert not out.exists()
+
+
+def test_mixup_trains_and_is_recorded(tiny, tmp_path):
+    data, arch, _ = tiny
+    out = tmp_path / "mix.pt"
+    assert train(data, arch, out, "--mixup", "0.2") == 0
+    assert checkpoint.load(out)["train"]["mixup"] == 0.2
