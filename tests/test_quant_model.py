@@ -116,6 +116,11 @@ def test_named_architectures_are_description_files():
     convs = [l for l in edge.layers if l.kind == "conv"]
     assert all(l.padding == "same" and l.bn and l.per_channel for l in convs)
     assert shapes(edge)[-4:] == [(128, 8, 8), (128, 1, 1), (128,), (5,)]
+    wide = named_config("edge-wide")  # edge's layers at other widths (README: 211,780 weights, within 2.5 Mbit)
+    assert [l.kind for l in wide.layers] == [l.kind for l in edge.layers]
+    assert [l.out for l in wide.layers if l.kind == "conv"] == [12, 32, 48, 64, 96, 128]
+    weights = sum(p.numel() for n, p in build(wide).named_parameters() if n.endswith("weight") and p.dim() > 1)
+    assert weights == 211_780 and weights * 8 + 2 * 12 * 64 * 64 * 8 <= 2.5e6
 
 
 def _arch(tmp_path, layers, **top):
