@@ -52,7 +52,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     from quant.model import arch_files
     p.add_argument("--arch", default="paper", metavar="NAME|FILE",
                    help=f"a named architecture ({', '.join(arch_files())}; paper: the seed CNN, paper-nopool2: without the second "
-                        "pool, vgg: 16-32-64, edge: same-padded convs with batch norm and global average pooling, edge-wide: edge at 12-32-48-64-96-128) or a "
+                        "pool, vgg: 16-32-64, edge: same-padded convs with batch norm and global average pooling, "
+                        "edge-wide: edge at 12-32-48-64-96-128) or a "
                         ".json/.yaml description file: {\"layers\": [{\"kind\": \"conv\", \"out\": 16, \"kernel\": 3, "
                         "\"padding\": \"same\", \"bn\": true, \"per_channel\": true}, {\"kind\": \"maxpool\", \"kernel\": 2}, ...]}; "
                         "kinds: conv, maxpool, avgpool, gap, flatten, linear")
