@@ -42,6 +42,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="with --teacher: weight of the distillation term (default 0.5); the loss is (1-ALPHA) x "
                         "cross-entropy + ALPHA x KL to the teachers' mean softmax at --distill-temp")
     p.add_argument("--distill-temp", type=float, default=d.distill_temp, metavar="T", help="distillation temperature (default %(default)s)")
+    p.add_argument("--erase", type=float, default=d.erase, metavar="P",
+                   help="random erasing: probability that a training image has one random box (2-33%% of its area) "
+                        "replaced by noise pixels (e.g. 0.5; default 0, none)")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights, updated each step with this "
                         "decay (e.g. 0.99: about the last 100 steps; default 0, the raw weights)")

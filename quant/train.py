@@ -48,6 +48,7 @@ class TrainConfig:
     distill: float = 0.0  # weight of the teachers' term in the loss (knowledge distillation; needs teachers)
     distill_temp: float = 4.0  # softmax temperature of the teachers' and the student's logits in that term
     ema: float = 0.0  # decay per optimizer step of an exponential moving average of the weights (0: none)
+    erase: float = 0.0  # probability that an image has one random box replaced by noise (random erasing; 0: none)
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the option whose value is out of range; return self. The CLI
@@ -58,6 +59,8 @@ class TrainConfig:
             raise ConfigError(f"--ema {self.ema}: the decay per step must be in [0, 1), e.g. 0.99 (about 100 steps); 0 turns it off")
         if not 0.0 <= self.mixup <= 10.0:
             raise ConfigError(f"--mixup {self.mixup}: the Beta distribution's alpha must be in [0, 10], e.g. 0.2; 0 turns it off")
+        if not 0.0 <= self.erase <= 1.0:
+            raise ConfigError(f"--erase {self.erase}: the probability that an image gets an erased box must be in [0, 1], e.g. 0.5; 0 turns it off")
         if not 0.0 < self.crop_scale <= 1.0 or not 0.0 <= self.cutmix <= 1.0:
             raise ConfigError(f"--crop-scale {self.crop_scale} / --cutmix {self.cutmix}: the crop's smallest area fraction must be in "
                               "(0, 1], the CutMix probability in [0, 1]")
@@ -119,6 +122,25 @@ def resized_crops(batch: torch.Tensor, gen: torch.Generator, min_area: float) ->
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = bw, cx, bh, cy
     grid = nn.functional.affine_grid(theta, [n, 3, SIZE, SIZE], align_corners=False)
     return nn.functional.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): with probability `p` each image of the float (N, C, H, W)
+    batch has one box (area fraction ~ U(0.02, 1/3), aspect ratio log-uniform in [0.3, 3.3]) at a
+    random place replaced by uniform noise pixels on the p/256 grid. Labels are untouched."""
+    n, c, h, w = x.shape
+    hit = torch.rand(n, generator=gen) < p
+    area = 0.02 + (1 / 3 - 0.02) * torch.rand(n, generator=gen)
+    aspect = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * math.log(3.3))
+    bh = (torch.sqrt(area * aspect) * h).round().clamp(1, h).long()
+    bw = (torch.sqrt(area / aspect) * w).round().clamp(1, w).long()
+    y0 = (torch.rand(n, generator=gen) * (h - bh + 1)).long()
+    x0 = (torch.rand(n, generator=gen) * (w - bw + 1)).long()
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows >= y0[:, None]) & (rows < (y0 + bh)[:, None]))[:, :, None]
+              & ((cols >= x0[:, None]) & (cols < (x0 + bw)[:, None]))[:, None, :] & hit[:, None, None])
+    noise = torch.randint(0, 256, x.shape, generator=gen).float() / 256.0
+    return torch.where(inside[:, None], noise, x)
 
 
 def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
@@ -382,6 +404,8 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
                 x = augment(images[idx], gen, tc.crop_scale) if tc.augment else to_input(centre_crop(images[idx]))
+                if tc.erase:
+                    x = random_erase(x, gen, tc.erase)
                 y = labels[idx]
                 mixed = None
                 if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:

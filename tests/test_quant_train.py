@@ -166,6 +166,28 @@ def test_qat_distilled_from_float_teachers_records_them_and_refuses_bad_settings
         train(qcfg, tr, va, qtc, tmp_path / "b.pt", init=fl, progress=False, teachers=[other])
 
 
+def test_random_erase_replaces_one_box_per_hit_image_with_noise_on_the_grid():
+    from quant.model import ConfigError
+    from quant.train import random_erase
+    x = torch.full((400, 3, 64, 64), -1.0)  # off the noise's [0, 255/256] range: every erased pixel shows
+    out = random_erase(x, torch.Generator().manual_seed(7), 0.5)
+    erased = (out != x).any(1)  # (N, H, W): all three channels of a pixel go together
+    assert torch.equal((out != x).all(1), erased)
+    hit = erased.flatten(1).any(1)
+    assert 140 < int(hit.sum()) < 260  # about half of the images
+    for i in torch.nonzero(hit).flatten().tolist():
+        rows, cols = torch.nonzero(erased[i].any(1)).flatten(), torch.nonzero(erased[i].any(0)).flatten()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert int(erased[i].sum()) == int(box)  # one solid rectangle
+        assert 0.01 <= float(box) / 4096 <= 0.36  # 2-33% of the area, up to rounding of its sides
+    noise = out[erased[:, None].expand_as(out)]
+    assert torch.equal(noise * 256, (noise * 256).round()) and noise.min() >= 0 and noise.max() < 1
+    assert torch.equal(out, random_erase(x, torch.Generator().manual_seed(7), 0.5))  # seeded
+    assert torch.equal(random_erase(x, torch.Generator().manual_seed(7), 0.0), x)
+    with pytest.raises(ConfigError, match="--erase 1.5"):
+        TrainConfig(erase=1.5).validate()
+
+
 def test_resized_crops_cover_a_box_of_at_least_the_smallest_area_and_keep_the_grid():
     from quant.model import ConfigError
     from quant.train import augment, resized_crops
