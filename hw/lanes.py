@@ -20,6 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memories import ROM_LATENCY, delay_line, delayed, pieces_of, rom
+from hw.pe import ecp5_dsp, mult18x18d
 from hw.requant import shift_layout
 
 MEMORIES = ("sparse_entries", "sparse_row_end", "sparse_rows", "sparse_shifts")  # each one list per lane
@@ -169,7 +170,12 @@ class SparseLane(wiring.Component):
         word = self._copy(m, xaddr)
         k = self.copy_width.bit_length() - 1
         sel = delayed(m, xaddr[:k], self.COPY_READ, "x_sel") if k else 0
-        m.d.sync += [x.eq(word[sel]), prod.eq(values[-1] * x)]
+        if ecp5_dsp(platform):  # x's and the value's registers, and prod, are the MULT18X18D's own (as in hw.pe)
+            x_in = Signal.like(x, name="x_in")
+            m.d.comb += x_in.eq(word[sel])
+            mult18x18d(m, x_in, values[-2], prod)
+        else:
+            m.d.sync += [x.eq(word[sel]), prod.eq(values[-1] * x)]
 
         acc = Signal(signed(accw))
         with m.If(s_acc.entry):

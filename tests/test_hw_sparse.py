@@ -207,3 +207,32 @@ def test_sparse_validates_widths_and_lanes():
         SparseEngine(2, 12, 8, ACC, 4, 17, [[0]], [[0]], [[0]])
     with pytest.raises(ValueError, match="sparse lanes must be"):
         SparseEngine(2, 12, 8, ACC, 4, 4, [[0]] * 17, [[0]] * 17, [[0]] * 17)
+
+
+def test_on_an_ecp5_each_lane_multiplies_in_a_mult18x18d_with_its_registers():
+    """For an ECP5 platform each lane's x and value registers and its product register are the
+    MULT18X18D's input and output registers (as in hw.pe: the placer may put the DSP across the
+    chip, and each route then gets a clock period): x's next word element and the value's
+    next-to-last stage go straight to the primitive. Off an ECP5 no lane holds a primitive."""
+    from amaranth.hdl import Fragment, Instance
+
+    class Ecp5:
+        family = "ecp5"
+
+    def mults(platform):
+        found, todo = [], [Fragment.get(_engine(_weights(np.random.default_rng(0), 12, 20), np.zeros(12, np.int64),
+                                                         5, 3, 4, 3)[1], platform)]
+        while todo:
+            for sub, *_ in todo.pop().subfragments:
+                (found if isinstance(sub, Instance) else todo).append(sub)
+        return [i for i in found if i.type == "MULT18X18D"]
+
+    lanes = mults(Ecp5())
+    assert len(lanes) == 3 and mults(None) == []
+    for mult in lanes:
+        assert {mult.parameters[k] for k in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK")} == {"CLK0"}
+        ports = {k: v for k, (v, _d) in mult.ports.items()}
+        a, b = ports["A0"].value, ports["B0"].value
+        assert (a.name, len(a)) == ("x_in", 9)  # the input element, one bit wider than the activation
+        assert b.name == "value_4" and len(b) == 5  # the value line's stage before the last (value_5)
+        assert [ports[f"B{i}"].start for i in range(18)] == [min(i, 4) for i in range(18)]  # sign-extended
