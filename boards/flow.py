@@ -133,7 +133,7 @@ def choose_array(plan, profile: BoardProfile, array: str | None):
     config = parse_array(array)
     if config is None:
         return auto_array(plan, profile)
-    fit = check_fit(accelerator_demand(plan, config.rows, config.cols, lanes=config.lanes), profile)
+    fit = check_fit(accelerator_demand(plan, config.rows, config.cols), profile)
     if not fit.fits:
         raise FitError(f"array {config}: {fit.message()}")
     return config, fit

@@ -2,7 +2,7 @@
 
 Exact for a pixel stream without gaps and a logits stream that is always ready (the tests check
 it against amaranth.sim). Utilisation of an array layer = dense MACs / (rows*cols) / cycles, the
-fraction of PE-cycles doing useful work; the sparse engine's is stored entries / (lanes * cycles).
+fraction of PE-cycles doing useful work; the sparse engine's is stored entries / cycles.
 """
 
 from __future__ import annotations

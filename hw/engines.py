@@ -89,9 +89,8 @@ class EngineSignature(wiring.Signature):
 @dataclass
 class Lowering:
     """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
-    the window generator's features, the engines whose shifts come per channel, the sparse
-    engine's lanes, and the plan-initialised memories' contents (by memory name), filled layer by
-    layer."""
+    the window generator's features, the engines whose shifts come per channel, and the
+    plan-initialised memories' contents (by memory name), filled layer by layer."""
 
     config: ArrayConfig
     acc_width: int
@@ -100,8 +99,7 @@ class Lowering:
     index_bits: int
     window: WindowFeatures
     per_channel: set[str]
-    images: dict[str, list] = field(default_factory=dict)
-    lanes: int = 1
+    images: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass

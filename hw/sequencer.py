@@ -23,7 +23,7 @@ from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.memories import banks_for, buffer_rows
 from hw.pool import PoolUnit
 from hw.requant import MAX_LEFT, shift_layout
-from hw.sparse import SparseUnit, auto_lanes
+from hw.sparse import SparseUnit
 from hw.stream_io import EmitUnit, LoadUnit
 from hw.window import WindowFeatures
 
@@ -67,8 +67,7 @@ class Schedule:
     value_bits: int
     index_bits: int
     window: WindowFeatures
-    images: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
-    lanes: int  # the sparse engine's
+    images: dict[str, list[int]]  # the plan-initialised memories' contents, by memory name
 
     @property
     def units(self) -> list[EngineUnit]:
@@ -138,9 +137,8 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     # the engines whose layers' shifts come per channel, from a memory beside the biases
     per_channel = {u.kind for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None
                    for u in [_unit_for(l)] if u is not None}
-    lanes = config.lanes or auto_lanes(layers)
     ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
-                   {name: [] for u in REGISTRY for name in u.memories}, lanes)
+                   {name: [] for u in REGISTRY for name in u.memories})
     passes = [Pass(LOAD, -1, "image", dst=0)]
     sizes, reads = [int(np.prod(plan.input_shape)), 0], [0, 0]
     cur, shape, signed = 0, tuple(plan.input_shape), False
@@ -179,7 +177,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
     addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, value_bits, index_bits,
-                    ctx.window, ctx.images, lanes)
+                    ctx.window, ctx.images)
 
 
 class Sequencer(wiring.Component):

@@ -23,8 +23,7 @@ def test_default_array_predicts_90_percent_on_the_convs():
     convs = [r for r in model["layers"] if r["name"].startswith("conv")]
     assert len(convs) == 2 and all(r["utilisation"] >= 0.9 for r in convs), convs
     sparse = next(r for r in model["layers"] if r["pass"] == "sparse")
-    # stored entries per lane-cycle: the input vector's copy and the rows' waits take the rest
-    assert sparse["lanes"] == 4 and sparse["utilisation"] >= 0.9
+    assert sparse["utilisation"] >= 0.95  # cycles close to the stored entries
 
 
 @pytest.mark.slow
