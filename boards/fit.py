@@ -258,7 +258,8 @@ def pick_array(demand_of: Callable[[int, int], Demand], profile: BoardProfile,
 
 def auto_array(plan, profile: BoardProfile):
     """`--array auto`: (ArrayConfig, FitResult) of the array whose accelerator for `plan` fits
-    `profile` with the fewest cycles per image (hw.cycles, exact), the fewest PEs among equals."""
+    `profile` with the fewest cycles per image in a stream (hw.cycles.period, exact), then the
+    lowest latency, the fewest PEs among equals."""
     import functools
 
     from hw.array import ArrayConfig
@@ -268,7 +269,7 @@ def auto_array(plan, profile: BoardProfile):
     sched = functools.lru_cache(maxsize=1)(lambda r, c: schedule(plan, ArrayConfig(r, c)))  # asked by quick, then cost
     quick = lambda r, c: accelerator_demand(plan, r, c, memories=False, sched=sched(r, c))
     (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile, quick_of=quick,
-                                   cost_of=lambda r, c: predict(sched(r, c))["total_cycles"])
+                                   cost_of=lambda r, c: (predict(sched(r, c))["period_cycles"], predict(sched(r, c))["total_cycles"]))
     return ArrayConfig(rows, cols), fit
 
 

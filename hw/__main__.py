@@ -32,7 +32,8 @@ def _plan(args):
 
 def _table(info: dict) -> str:
     lines = [f"array {info['array']}: {info['multipliers']} multipliers, "
-             f"{info['memory_bits_total'] / 1024:.1f} Kbit on chip, {info['total_cycles']} cycles per image (predicted)",
+             f"{info['memory_bits_total'] / 1024:.1f} Kbit on chip, {info['total_cycles']} cycles per image (latency), "
+             f"one image per {info['period_cycles']} cycles in a stream (predicted)",
              f"{'pass':7s} {'layer':24s} {'cycles':>9s} {'util':>7s} {'weight bits':>11s}"]
     for r in info["layers"]:
         util = f"{100 * r['utilisation']:6.2f}%" if "utilisation" in r else ""

@@ -89,8 +89,9 @@ class EngineSignature(wiring.Signature):
 @dataclass
 class Lowering:
     """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
-    the window generator's features, the engines whose shifts come per channel, and the
-    plan-initialised memories' contents (by memory name), filled layer by layer."""
+    the window generator's features, the engines whose shifts come per channel, the
+    plan-initialised memories' contents (by memory name), filled layer by layer, and the stored
+    entries of each layer the sparse engine runs (by layer index; hw.sparse.sparse_encoding)."""
 
     config: ArrayConfig
     acc_width: int
@@ -100,6 +101,7 @@ class Lowering:
     window: WindowFeatures
     per_channel: set[str]
     images: dict[str, list[int]] = field(default_factory=dict)
+    encoded: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,14 +23,15 @@ from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.memories import banks_for, buffer_rows
 from hw.pool import PoolUnit
 from hw.requant import MAX_LEFT, shift_layout
-from hw.sparse import SparseUnit
+from hw.sparse import SparseUnit, sparse_encoding
 from hw.stream_io import EmitUnit, LoadUnit
 from hw.window import WindowFeatures
 
 MAX_BITS = 8  # activation and weight widths the datapath is generated for
 
 LOAD, EMIT = LoadUnit(), EmitUnit()
-LAYER_UNITS: tuple[EngineUnit, ...] = (ArrayUnit(), PoolUnit(), SparseUnit())  # the engines that run plan layers
+SPARSE = SparseUnit()
+LAYER_UNITS: tuple[EngineUnit, ...] = (ArrayUnit(), PoolUnit(), SPARSE)  # the engines that run plan layers
 REGISTRY: tuple[EngineUnit, ...] = (LOAD, *LAYER_UNITS, EMIT)  # every engine, in pass order
 
 
@@ -46,6 +47,7 @@ class Pass:
     in_signed: bool = False
     cfg: dict = field(default_factory=dict)
     macs: int = 0  # dense MACs (array) or stored entries (sparse)
+    stage: int = 0  # the pipeline stage that runs it (Schedule.stages)
 
     @property
     def kind(self) -> str:
@@ -63,11 +65,33 @@ class Schedule:
     w_width: int
     acc_width: int
     addr_width: int
-    buffer_depths: tuple[int, int]
+    buffer_depths: tuple[int, ...]
     value_bits: int
     index_bits: int
     window: WindowFeatures
     images: dict[str, list[int]]  # the plan-initialised memories' contents, by memory name
+
+    @property
+    def stages(self) -> list[list[Pass]]:
+        """The passes of each pipeline stage, in order. Stage 0 is the image load; a stage hands
+        its output to the next through a buffer of its own (Schedule.handoffs)."""
+        return [[p for p in self.passes if p.stage == k] for k in range(self.passes[-1].stage + 1)]
+
+    @property
+    def handoffs(self) -> dict[int, tuple[int, int]]:
+        """Each buffer that carries an image from one stage to the next: buffer -> (writer stage,
+        reader stage). One image at a time: the writer's pass waits until the reader's pass has
+        read it (a full flag each)."""
+        out = {}
+        for p in self.passes:
+            if p.dst >= 0:
+                readers = {q.stage for q in self.passes if q.src == p.dst and q.unit.kind != "load"}
+                for r in readers - {p.stage}:
+                    out[p.dst] = (p.stage, r)
+        return out
+
+    def reader_stage(self, buffer: int) -> int:
+        return next(p.stage for p in self.passes if p.src == buffer and p.unit is not LOAD)
 
     @property
     def units(self) -> list[EngineUnit]:
@@ -112,8 +136,21 @@ def _check_types(i: int, l: Layer) -> None:
         raise refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
 
 
-def _unit_for(layer: Layer) -> EngineUnit | None:
+def _unit_for(layer: Layer, after_sparse: bool = False) -> EngineUnit | None:
+    """The engine that runs `layer`; a dense linear layer after a sparse one runs on the sparse
+    engine too (stored as all its nonzero weights), so the linear tail is one pipeline stage."""
+    if after_sparse and layer.kind == "linear":
+        return SPARSE
     return next((u for u in LAYER_UNITS if u.runs(layer)), None)
+
+
+def _units(layers: list[Layer]) -> list[EngineUnit | None]:
+    units, after = [], False
+    for l in layers:
+        u = _unit_for(l, after)
+        after = after or u is SPARSE
+        units.append(u)
+    return units
 
 
 def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
@@ -130,18 +167,36 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
     act_width = max([8] + [l.out.bits for l in layers if l.out is not None])
-    w_width = max([2] + [l.w_type.bits + (not l.w_type.signed) for l in compute if l.sparse is None])
-    value_bits = max([1] + [l.sparse.value_bits for l in compute if l.sparse is not None])
-    index_bits = max([1] + [l.sparse.index_bits for l in compute if l.sparse is not None])
+    units = _units(layers)
+    encoded = {i: sparse_encoding(l) for i, (l, u) in enumerate(zip(layers, units)) if u is SPARSE}
+    w_width = max([2] + [l.w_type.bits + (not l.w_type.signed) for l, u in zip(layers, units)
+                         if l.weight is not None and u is not SPARSE])
+    value_bits = max([1] + [e.value_bits for e in encoded.values()])
+    index_bits = max([1] + [e.index_bits for e in encoded.values()])
 
     # the engines whose layers' shifts come per channel, from a memory beside the biases
-    per_channel = {u.kind for l in layers if isinstance(l.shift, np.ndarray) and l.out is not None
-                   for u in [_unit_for(l)] if u is not None}
+    per_channel = {u.kind for l, u in zip(layers, units) if isinstance(l.shift, np.ndarray) and l.out is not None
+                   and u is not None}
     ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
-                   {name: [] for u in REGISTRY for name in u.memories})
+                   {name: [] for u in REGISTRY for name in u.memories}, encoded)
+    # Buffers: 0 holds the image (the load's stage hands it to the first layer's); each layer
+    # stage has a pair of its own between its passes and writes its last output into a new
+    # buffer that the next stage reads. A stage boundary lies where the engines change from the
+    # array's (and the pool's) to the sparse engine's, so the stages share no engine.
     passes = [Pass(LOAD, -1, "image", dst=0)]
-    sizes, reads = [int(np.prod(plan.input_shape)), 0], [0, 0]
-    cur, shape, signed = 0, tuple(plan.input_shape), False
+    sizes, reads = [int(np.prod(plan.input_shape))], [0]
+
+    def new_buffer() -> int:
+        sizes.append(0)
+        reads.append(0)
+        return len(sizes) - 1
+
+    runs = [(i, l, u) for i, (l, u) in enumerate(zip(layers, units)) if l.kind != "flatten"]
+    stage_of = []
+    for j, (i, l, u) in enumerate(runs):
+        prev = runs[j - 1][2] if j else None
+        stage_of.append(1 if j == 0 else stage_of[-1] + (u is SPARSE and prev is not SPARSE))
+    cur, shape, signed, pair = 0, tuple(plan.input_shape), False, []
     for i, l in enumerate(layers):
         _check_types(i, l)
         if min(l.out_shape) <= 0:
@@ -156,23 +211,38 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
         if l.kind == "flatten":
             shape = tuple(l.out_shape)
             continue
-        unit = _unit_for(l)
+        unit = units[i]
         if unit is None:
             raise refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, linear are)")
+        j = next(j for j, r in enumerate(runs) if r[0] == i)
+        stage = stage_of[j]
+        if j == 0 or stage != stage_of[j - 1]:
+            pair = []  # the stage's own buffers, made as its passes need them (two at most)
         low = unit.lower(i, l, ctx)
-        passes.append(Pass(unit, i, l.name, src=cur, dst=-1 if last else 1 - cur, in_signed=signed, cfg=low.cfg,
-                           macs=low.macs))
+        if last:
+            dst = -1
+        elif stage_of[j + 1] != stage:
+            dst = new_buffer()  # the handoff to the next stage
+        else:
+            dst = next((b for b in pair if b != cur), None)
+            if dst is None:
+                dst = new_buffer()
+                pair.append(dst)
+        passes.append(Pass(unit, i, l.name, src=cur, dst=dst, in_signed=signed, cfg=low.cfg, macs=low.macs,
+                           stage=stage))
         reads[cur] = max(reads[cur], low.top)
         shape = tuple(l.out_shape)
         if not last:
-            cur = 1 - cur
+            cur = dst
             sizes[cur] = max(sizes[cur], int(np.prod(l.out_shape)))
             signed = l.out.signed
-    passes.append(Pass(EMIT, len(layers), "logits", src=cur))
+    passes.append(Pass(EMIT, len(layers), "logits", src=-1, dst=-1, stage=passes[-1].stage))
+    used = sorted({p.src for p in passes if p.src >= 0} | {p.dst for p in passes if p.dst >= 0})
+    assert used == list(range(len(sizes))), (used, len(sizes))
 
     # a vector read at `top` touches bank rows up to (top >> log2 banks) + 1
     banks = banks_for(config.cols)
-    depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in (0, 1))
+    depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in range(len(sizes)))
     consts = [v for p in passes for v in p.unit.address_constants(p)]
     counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
     addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
@@ -181,48 +251,71 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
 
 
 class Sequencer(wiring.Component):
-    """IDLE until `start`; then per pass: constants into `cfg`, one-cycle `go[kind]`, wait for
-    `finished[kind]`. `done` pulses after the last pass (the logits emitter)."""
+    """One pipeline stage's passes, one image at a time: IDLE until its input is there (stage 0:
+    `start`; the others: `in_full`, their input buffer holds an image); then per pass: constants
+    into `cfg`, one-cycle `go[kind]`, wait for `finished[kind]`. A pass that writes the next
+    stage's input buffer first waits until `out_full` is low (the next stage has read the image
+    before). `took` pulses as the pass reading the input buffer finishes, `filled` as the pass
+    writing the output buffer does; `done` as the stage's last pass does. `dst` is `none` (no
+    buffer, the logits memory included) while no pass runs."""
 
-    def __init__(self, sched: Schedule, layouts: dict[str, data.StructLayout]):
-        self.sched, self.layouts = sched, layouts
-        engines = sched.engines
+    def __init__(self, sched: Schedule, layouts: dict[str, data.StructLayout], stage: int):
+        self.sched, self.stage = sched, stage
+        self.passes = sched.stages[stage]
+        engines = sorted({p.kind for p in self.passes}, key=sched.engines.index)
+        self.layouts = {k: v for k, v in layouts.items() if k in engines}
+        self.engines = engines
         nlayers = len(sched.plan.layers)
+        self.none = len(sched.buffer_depths)
         super().__init__({
             "start": In(1),
+            "in_full": In(1),
+            "out_full": In(1),
             "busy": Out(1),
             "done": Out(1),
+            "took": Out(1),
+            "filled": Out(1),
             "go": Out(data.StructLayout({e: 1 for e in engines})),
             "finished": In(data.StructLayout({e: 1 for e in engines})),
-            "cfg": Out(data.StructLayout(layouts)),
+            "cfg": Out(data.StructLayout(self.layouts)),
             "kind": Out(data.StructLayout({e: 1 for e in engines})),  # one-hot: the running engine
-            "src": Out(1),
-            "dst": Out(2),  # 0/1: that buffer, 2: the logits memory
+            "src": Out(range(max(1, self.none))),
+            "dst": Out(range(self.none + 1)),
             "in_signed": Out(1),
             "layer": Out(range(nlayers + 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        passes = self.sched.passes
-        for e in self.sched.engines:
+        passes, handoffs = self.passes, self.sched.handoffs
+        for e in self.engines:
             m.d.sync += self.go[e].eq(0)
+        dst = Signal(range(self.none + 1), init=self.none)
+        m.d.comb += self.dst.eq(dst)
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(self.start if self.stage == 0 else self.in_full):
                     m.next = "P0"
             for i, p in enumerate(passes):
+                feeds = handoffs.get(p.dst, (None,))[0] == self.stage
                 with m.State(f"P{i}"):
                     m.d.comb += self.busy.eq(1)
-                    m.d.sync += [self.go[p.kind].eq(1), self.src.eq(p.src), self.dst.eq(2 if p.dst < 0 else p.dst),
-                                 self.in_signed.eq(p.in_signed), self.layer.eq(max(p.layer, 0)),
-                                 *(self.kind[e].eq(e == p.kind) for e in self.sched.engines)]
-                    if p.kind in self.layouts:
-                        m.d.sync += self.cfg[p.kind].eq(self.layouts[p.kind].const(p.cfg))
-                    m.next = f"R{i}"
+                    with m.If(~self.out_full if feeds else 1):
+                        m.d.sync += [self.go[p.kind].eq(1), self.src.eq(max(p.src, 0)),
+                                     dst.eq(self.none if p.dst < 0 else p.dst),
+                                     self.in_signed.eq(p.in_signed), self.layer.eq(max(p.layer, 0)),
+                                     *(self.kind[e].eq(e == p.kind) for e in self.engines)]
+                        if p.kind in self.layouts:
+                            m.d.sync += self.cfg[p.kind].eq(self.layouts[p.kind].const(p.cfg))
+                        m.next = f"R{i}"
                 with m.State(f"R{i}"):
                     m.d.comb += self.busy.eq(1)
                     with m.If(self.finished[p.kind]):
+                        m.d.sync += dst.eq(self.none)
+                        if i == 0 and self.stage > 0:
+                            m.d.comb += self.took.eq(1)
+                        if feeds:
+                            m.d.comb += self.filled.eq(1)
                         if i + 1 < len(passes):
                             m.next = f"P{i + 1}"
                         else:

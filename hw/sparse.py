@@ -124,9 +124,18 @@ class SparseEngine(wiring.Component):
         return m
 
 
+def sparse_encoding(layer):
+    """The stored entries of a linear layer the sparse engine runs: its own (a P-layer), or, for
+    a dense layer after a P-layer, its nonzero weights in the encoding that stores fewest bits."""
+    if layer.sparse is not None:
+        return layer.sparse
+    from export.encoding import encode_best
+    return encode_best(layer.weight, layer.w_type.bits + (not layer.w_type.signed))
+
+
 class SparseUnit(EngineUnit):
-    """P-layers (linear layers stored sparse): one stored entry per cycle, ROM_LATENCY + 1 cycles
-    of overhead per row."""
+    """P-layers (linear layers stored sparse), and the dense linear layers after one: one stored
+    entry per cycle, ROM_LATENCY + 1 cycles of overhead per row."""
 
     kind = "sparse"
     memories = ("sparse_entries", "sparse_row_end", "sparse_biases", "sparse_shifts")
@@ -136,7 +145,7 @@ class SparseUnit(EngineUnit):
 
     def lower(self, i, layer, ctx) -> Lowered:
         """The layer's entries, row ends and biases appended to the shared memories; its bases."""
-        sp, img, vb, ib = layer.sparse, ctx.images, ctx.value_bits, ctx.index_bits
+        sp, img, vb, ib = ctx.encoded[i], ctx.images, ctx.value_bits, ctx.index_bits
         base_e, base_r = len(img["sparse_entries"]), len(img["sparse_row_end"])
         img["sparse_entries"] += [((int(v) & ((1 << vb) - 1)) << ib) | int(d) for v, d in zip(sp.values, sp.deltas)]
         img["sparse_row_end"] += [base_e + int(e) for e in sp.row_ptr[1:]]

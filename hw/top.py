@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.back import verilog
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -28,42 +28,58 @@ from hw.sequencer import Schedule, Sequencer, schedule
 from quant.atomic import atomic_write_text
 
 
+def trace_signature(s: Schedule, nlayers: int) -> wiring.Signature:
+    cols = s.config.cols
+    return wiring.Signature({
+        "valid": Out(1),
+        "layer": Out(range(nlayers + 1)),
+        "addr": Out(s.addr_width),
+        "count": Out(range(cols + 1)),
+        "data": Out(unsigned(cols * s.act_width)),
+    })
+
+
+def trace_name(stage: int) -> str:
+    """The trace port of a layer stage (1, 2, ...): `trace`, `trace1`, ..."""
+    return "trace" if stage == 1 else f"trace{stage - 1}"
+
+
 class Accelerator(wiring.Component):
     def __init__(self, plan: Plan, config: ArrayConfig = ArrayConfig()):
         self.plan, self.config = plan, config
         self.sched = s = schedule(plan, config)
-        cols = config.cols
-        super().__init__({
+        ports = {
             "pixels": In(stream.Signature(unsigned(8))),
             "logits": Out(stream.Signature(signed(32))),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
             "cycles": Out(32),
-            "trace": Out(wiring.Signature({
-                "valid": Out(1),
-                "layer": Out(range(len(plan.layers) + 1)),
-                "addr": Out(s.addr_width),
-                "count": Out(range(cols + 1)),
-                "data": Out(unsigned(cols * s.act_width)),
-            })),
-        })
-        self.buffers = [ActivationBuffer(cols, d, s.act_width, s.addr_width) for d in s.buffer_depths]
+        }
+        for k in range(1, len(s.stages)):
+            ports[trace_name(k)] = Out(trace_signature(s, len(plan.layers)))
+        super().__init__(ports)
+        self.buffers = [ActivationBuffer(config.cols, d, s.act_width, s.addr_width) for d in s.buffer_depths]
         self.engines = {u.kind: u.build(s) for u in s.units}
         self.layouts = {k: e.signature.cfg for k, e in self.engines.items() if e.signature.cfg is not None}
 
-    def using(self, bus: str, flow=True) -> list[str]:
+    def using(self, bus: str, flow=True, stage: int | None = None) -> list[str]:
         """The engines whose signature has `bus`: "reads", "writes", or "logit" (`flow` Out: the
-        engine drives it, In: it takes it)."""
-        return [n for n, e in self.engines.items() if getattr(e.signature, bus) == flow]
+        engine drives it, In: it takes it); with `stage`, those of that pipeline stage."""
+        kinds = None if stage is None else {p.kind for p in self.sched.stages[stage]}
+        return [n for n, e in self.engines.items() if getattr(e.signature, bus) == flow and (kinds is None or n in kinds)]
 
     def elaborate(self, platform):
         m = Module()
         s, cols, aw = self.sched, self.config.cols, self.sched.addr_width
-        seq = m.submodules.seq = Sequencer(s, self.layouts)
+        seqs = [Sequencer(s, self.layouts, k) for k in range(len(s.stages))]
+        stage_of = {p.kind: p.stage for p in s.passes}
+        for k, seq in enumerate(seqs):
+            m.submodules[f"seq{k}"] = seq
         for i, buf in enumerate(self.buffers):
             m.submodules[f"buf{i}"] = buf
         for name, e in self.engines.items():
+            seq = seqs[stage_of[name]]
             m.submodules[name] = e
             m.d.comb += [e.start.eq(seq.go[name]), seq.finished[name].eq(e.done)]
             if name in self.layouts:
@@ -72,53 +88,76 @@ class Accelerator(wiring.Component):
             for port in e.signature.external:
                 wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(e, port))
 
-        # one read bus: the running engine's address to both buffers, the source's data back
-        readers = self.using("reads")
-        raddr = Signal(aw)
-        for n in readers:
-            with m.If(seq.kind[n]):
-                m.d.comb += raddr.eq(self.engines[n].raddr)
-        rdata = Signal(data.ArrayLayout(signed(s.act_width + 1), cols))
-        for c in range(cols):
-            raw = Mux(seq.src, self.buffers[1].rdata[c], self.buffers[0].rdata[c])
-            m.d.comb += rdata[c].eq(Mux(seq.in_signed, raw.as_signed(), raw))
-        for buf in self.buffers:
-            m.d.comb += buf.raddr.eq(raddr)
-        for n in readers:
-            m.d.comb += self.engines[n].rdata.eq(rdata)
+        # the images between stages: a full flag per handoff buffer, set as the writing stage's
+        # pass ends, cleared as the reading stage's first pass ends
+        full = {}
+        for b, (w, r) in s.handoffs.items():
+            full[b] = f = Signal(name=f"full{b}")
+            with m.If(seqs[w].filled):
+                m.d.sync += f.eq(1)
+            with m.If(seqs[r].took):
+                m.d.sync += f.eq(0)
+            m.d.comb += [seqs[w].out_full.eq(f), seqs[r].in_full.eq(f)]
+        busy = Signal()
+        m.d.comb += [busy.eq(seqs[0].busy | full.get(0, 0)), self.busy.eq(busy), seqs[0].start.eq(self.start & ~busy)]
 
-        # one write bus: the running engine's (registered) write to the destination buffer, in a
-        # register (the engines and the buffers' banks are far apart)
-        wr = Signal(write_layout(aw, cols, s.act_width))
-        m.d.sync += wr.valid.eq(0)
-        for n in self.using("writes"):
-            with m.If(seq.kind[n]):
-                m.d.sync += wr.eq(self.engines[n].wr)
-        for i, buf in enumerate(self.buffers):
-            m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == i)), buf.writing.eq(seq.dst == i)]
-        logit = Signal(logit_layout(aw, s.acc_width))
-        for n in self.using("logit", Out):
-            with m.If(seq.kind[n]):
-                m.d.comb += logit.eq(self.engines[n].logit)
-        for n in self.using("logit", In):
-            m.d.comb += self.engines[n].logit.eq(logit)
+        writer = {p.dst: p.stage for p in s.passes if p.dst >= 0}
+        reader = {p.src: p.stage for p in s.passes if p.src >= 0}
+        for k, seq in enumerate(seqs):
+            # one read bus per stage: its running engine's address to the buffers it reads, the
+            # source's data back
+            readers = self.using("reads", stage=k)
+            mine = [b for b in range(len(self.buffers)) if reader.get(b) == k]
+            if readers:
+                raddr = Signal(aw, name=f"raddr{k}")
+                for n in readers:
+                    with m.If(seq.kind[n]):
+                        m.d.comb += raddr.eq(self.engines[n].raddr)
+                rdata = Signal(data.ArrayLayout(signed(s.act_width + 1), cols), name=f"rdata{k}")
+                for c in range(cols):
+                    raw = self.buffers[mine[0]].rdata[c]
+                    for b in mine[1:]:
+                        raw = Mux(seq.src == b, self.buffers[b].rdata[c], raw)
+                    m.d.comb += rdata[c].eq(Mux(seq.in_signed, raw.as_signed(), raw))
+                for b in mine:
+                    m.d.comb += self.buffers[b].raddr.eq(raddr)
+                for n in readers:
+                    m.d.comb += self.engines[n].rdata.eq(rdata)
 
-        # the trace: layer outputs, not the writes of an engine that reads no layer (the image load)
-        traced = wr.valid
-        for n in self.using("writes"):
-            if n not in readers:
-                traced = traced & ~seq.kind[n]
-        m.d.sync += [self.trace.valid.eq(traced), self.trace.layer.eq(seq.layer),
-                     self.trace.addr.eq(wr.addr), self.trace.count.eq(wr.count), self.trace.data.eq(wr.data)]
+            # one write bus per stage: the running engine's (registered) write to the destination
+            # buffer, in a register (the engines and the buffers' banks are far apart)
+            writers = self.using("writes", stage=k)
+            if writers:
+                wr = Signal(write_layout(aw, cols, s.act_width), name=f"wr{k}")
+                m.d.sync += wr.valid.eq(0)
+                for n in writers:
+                    with m.If(seq.kind[n]):
+                        m.d.sync += wr.eq(self.engines[n].wr)
+                for b, buf in enumerate(self.buffers):
+                    if writer.get(b) == k:
+                        m.d.comb += [buf.wr.eq(wr), buf.wr.valid.eq(wr.valid & (seq.dst == b)), buf.writing.eq(seq.dst == b)]
+                if k > 0:  # the trace: layer outputs, not the image load's writes
+                    trace = getattr(self, trace_name(k))
+                    m.d.sync += [trace.valid.eq(wr.valid), trace.layer.eq(seq.layer), trace.addr.eq(wr.addr),
+                                 trace.count.eq(wr.count), trace.data.eq(wr.data)]
+            logit = Signal(logit_layout(aw, s.acc_width), name=f"logit{k}")
+            for n in self.using("logit", Out, stage=k):
+                with m.If(seq.kind[n]):
+                    m.d.comb += logit.eq(self.engines[n].logit)
+            for n in self.using("logit", In, stage=k):
+                m.d.comb += self.engines[n].logit.eq(logit)
 
-        # start / busy / done / cycles
-        m.d.comb += [seq.start.eq(self.start), self.busy.eq(seq.busy)]
-        count = Signal(32)
-        m.d.sync += [self.done.eq(seq.done), count.eq(count + 1)]
-        with m.If(self.start & ~seq.busy):
-            m.d.sync += count.eq(1)
-        with m.If(seq.done):
-            m.d.sync += self.cycles.eq(count + 1)
+        # done / cycles: an image's start-to-done count, its start time kept in a small queue (each
+        # stage and each handoff buffer holds one image at most)
+        depth = 1 << (2 * len(seqs) - 1).bit_length()
+        now, head = Signal(32), Signal(32)
+        starts = Array(Signal(32, name=f"start_time{i}", reset_less=True) for i in range(depth))
+        wp, rp = Signal(range(depth)), Signal(range(depth))
+        m.d.sync += [now.eq(now + 1), head.eq(starts[rp]), self.done.eq(seqs[-1].done)]
+        with m.If(seqs[0].start):
+            m.d.sync += [starts[wp].eq(now), wp.eq(wp + 1)]
+        with m.If(seqs[-1].done):
+            m.d.sync += [self.cycles.eq(now - head + 1), rp.eq(rp + 1)]
         return m
 
 
@@ -150,4 +189,4 @@ def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:
     model = predict(top.sched)
     files += write_testbench(plan, out_dir, timeout_cycles=2 * model["total_cycles"] + 1000)
     return {**resources(plan, config, top.sched), "files": files, "layers": model["layers"],
-            "total_cycles": model["total_cycles"], "seconds": round(time.monotonic() - t0, 2)}
+            "total_cycles": model["total_cycles"], "period_cycles": model["period_cycles"], "seconds": round(time.monotonic() - t0, 2)}

@@ -80,7 +80,7 @@ def run_accelerator(dut, image: np.ndarray, **kwargs):
 
 
 def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list | None = None,
-               poke_start: bool = False):
+               poke_start: bool = False, spans: list | None = None):
     """Stream each (C, H, W) image in HWC order after a `start` pulse, collect its logits and
     trace; returns [(logits, cycles, writes)] per image, images back to back in one simulation.
 
@@ -88,15 +88,20 @@ def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list
     `writes` is every trace record: (layer, addr, [values...]) as raw unsigned elements.
     With `passes` (a list), appends (kind, cycles) per engine run, counted as hw.cycles does.
     `poke_start` pulses `start` again while the accelerator is busy (it must be ignored).
+    Each image starts as soon as `busy` is low, so images overlap in the pipeline's stages; with
+    `spans` (a list), appends each image's (start cycle, done cycle) on one count.
     """
     classes, width = dut.sched.num_classes, dut.sched.act_width
     results = [{"logits": [], "cycles": None, "writes": []} for _ in images]
+    started, now = [], [0]  # the images started; the collector's cycle count
 
     async def feeder(ctx):
         for image in images:
             while ctx.get(dut.busy):
                 await ctx.tick()
             ctx.set(dut.start, 1)
+            results[len(started)]["start_at"] = now[0]
+            started.append(1)
             await ctx.tick()
             ctx.set(dut.start, 0)
             hwc = np.transpose(image, (1, 2, 0)).reshape(-1)
@@ -116,32 +121,51 @@ def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list
             await ctx.tick()
 
     engines = list(dut.engines.items())
+    from hw.top import trace_name
+    stages = dut.sched.stages
+    traces = [getattr(dut, trace_name(k)) for k in range(1, len(stages))]
+    stage_engines = [[e for kind, e in engines if any(p.kind == kind for p in st)] for st in stages[1:]]
+    fields = ("valid", "layer", "addr", "count", "data")
 
     async def collector(ctx):
-        began = {}
-        for result in results:
-            for n in range(max_cycles):
-                if passes is not None:
-                    for kind, e in engines:
-                        if ctx.get(e.start):
-                            began[kind] = n
-                        if ctx.get(e.done):
-                            passes.append((kind, n - began.pop(kind) + 2))
-                ready = not (rng is not None and rng.random() < 0.4)
-                ctx.set(dut.logits.ready, 1 if ready else 0)
-                _, _, valid, payload, done, cycles, tv, tl, ta, tc, td = await ctx.tick().sample(
-                    dut.logits.valid, dut.logits.payload, dut.done, dut.cycles,
-                    dut.trace.valid, dut.trace.layer, dut.trace.addr, dut.trace.count, dut.trace.data)
+        # the images are in flight together: a stage's trace write belongs to the image whose pass
+        # that stage's engines last started (passes of a stage run in order, one image at a time)
+        began, starts = {}, [0] * len(traces)
+        logits_seen = done_seen = 0
+        for n in range(max_cycles):
+            now[0] = n
+            if done_seen == len(images):
+                return
+            if passes is not None:
+                for kind, e in engines:
+                    if ctx.get(e.start):
+                        began[kind] = n
+                    if ctx.get(e.done):
+                        passes.append((kind, n - began.pop(kind) + 2))
+            ready = not (rng is not None and rng.random() < 0.4)
+            ctx.set(dut.logits.ready, 1 if ready else 0)
+            _, _, valid, payload, done, cycles, *tr = await ctx.tick().sample(
+                dut.logits.valid, dut.logits.payload, dut.done, dut.cycles,
+                *(getattr(t, f) for t in traces for f in fields),
+                *(e.start for es in stage_engines for e in es))
+            go = tr[5 * len(traces):]
+            for k in range(len(traces)):
+                tv, tl, ta, tc, td = tr[5 * k:5 * k + 5]
                 if tv:
                     vals = [(int(td) >> (i * width)) & ((1 << width) - 1) for i in range(int(tc))]
-                    result["writes"].append((int(tl), int(ta), vals))
-                if valid and ready:
-                    result["logits"].append(int(payload))
-                if done:
-                    result["cycles"] = int(cycles)
-                    break
-            else:
-                raise AssertionError(f"no done within {max_cycles} cycles")
+                    results[(starts[k] - 1) // len(stages[k + 1])]["writes"].append((int(tl), int(ta), vals))
+            at = 0
+            for k, es in enumerate(stage_engines):
+                starts[k] += sum(bool(v) for v in go[at:at + len(es)])
+                at += len(es)
+            if valid and ready:
+                results[logits_seen // classes]["logits"].append(int(payload))
+                logits_seen += 1
+            if done:
+                results[done_seen]["cycles"] = int(cycles)
+                results[done_seen]["done_at"] = n
+                done_seen += 1
+        raise AssertionError(f"{done_seen} of {len(images)} done within {max_cycles} cycles")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -152,6 +176,8 @@ def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list
     for r in results:
         assert len(r["logits"]) == classes, f"got {len(r['logits'])} logits, want {classes}"
         out.append((np.array(r["logits"], dtype=np.int64), r["cycles"], r["writes"]))
+    if spans is not None:
+        spans += [(r["start_at"], r["done_at"]) for r in results]
     return out
 
 

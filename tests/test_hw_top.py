@@ -13,7 +13,7 @@ import pytest
 from export import reference
 from export.plan import IntType, Layer
 from hw.array import ArrayConfig
-from hw.cycles import predict
+from hw.cycles import predict, stream
 from hw.inventory import Inventory, Port
 from hw.sequencer import UnsupportedPlan, schedule
 from hw.top import Accelerator, generate, resources
@@ -138,6 +138,42 @@ def test_two_images_back_to_back_ignore_start_while_busy():
         assert cycles == predict(dut.sched)["total_cycles"]
 
 
+
+@pytest.mark.parametrize("array,seed", [("2x3", 3), ("1x1", 5)])
+def test_images_overlap_in_the_stages_bit_exact_as_the_stream_model_says(array, seed):
+    """Image i+1 is loaded and computed while image i is in later stages; every image's logits and
+    layers equal the reference, and every `done` comes when hw.cycles.stream says."""
+    rng = np.random.default_rng(seed)
+    plan = random_plan(rng, shape=(3, 10, 10))
+    dut = Accelerator(plan, ArrayConfig.parse(array))
+    assert [[p.kind for p in st] for st in dut.sched.stages] == [
+        ["load"], ["array", "pool", "array", "pool"], ["sparse", "sparse", "emit"]]
+    images = [random_image(rng, plan) for _ in range(4)]
+    spans: list = []
+    results = run_images(dut, images, spans=spans, max_cycles=200_000)
+    for image, (logits, _, writes) in zip(images, results):
+        outs = reference.run(plan, image)
+        assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
+        np.testing.assert_array_equal(logits, outs[-1])
+    model = stream(dut.sched, len(images))
+    assert [d for _, d in spans] == [done + 1 for _, done in model]  # the top's `done` is registered
+    assert all(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))  # they do overlap
+    assert results[0][1] == predict(dut.sched)["total_cycles"]
+    period = spans[-1][1] - spans[-2][1]
+    assert period < predict(dut.sched)["total_cycles"]
+
+
+def test_a_plan_without_sparse_layers_has_two_stages_and_streams():
+    rng = np.random.default_rng(11)
+    plan = vocab_plan(rng, pad2=(1, 1, 1, 1))
+    plan = replace(plan, layers=[replace(l, cls="NP", sparse=None) for l in plan.layers])
+    dut = Accelerator(plan, ArrayConfig(2, 2))
+    assert len(dut.sched.stages) == 2 and dut.sched.stages[1][-1].kind == "emit"
+    images = [random_image(rng, plan) for _ in range(3)]
+    spans: list = []
+    for image, (logits, _, _) in zip(images, run_images(dut, images, spans=spans, max_cycles=400_000)):
+        np.testing.assert_array_equal(logits, reference.logits(plan, image))
+    assert [d for _, d in spans] == [done + 1 for _, done in stream(dut.sched, len(images))]
 
 def test_sparse_logits_layer_and_dense_hidden_layer():
     """The logits from the sparse engine, and a dense (NP) hidden linear layer on the array."""
