@@ -60,7 +60,7 @@ def measure(name: str, ckpt: Path, board: str, array: str | None, n: int, data: 
             "effective_macs": s["effective_macs"], "dsp_multipliers": s["dsp_multipliers"],
             "dsp_bound_images_per_second_at_100mhz": s["dsp_bound_images_per_second"], "dsp_efficiency": s["dsp_efficiency"],
             "sim_cycles_per_cpu_second": s["sim_cycles_per_cpu_second"],
-            "passes": [{k: r.get(k) for k in ("pass", "name", "cycles", "utilisation")} for r in model["layers"]]}
+            "passes": [{k: r.get(k) for k in ("pass", "name", "cycles", "utilisation", "lanes")} for r in model["layers"]]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"simulator {r['sim_cycles_per_cpu_second'] / 1e6:.2f} M cycles per CPU second")
             for ps in r["passes"]:
                 util = f"{ps['utilisation']:.1%}" if ps["utilisation"] is not None else "-"
-                print(f"    {ps['pass']:7s} {ps['name'][:44]:44s} {ps['cycles']:>9,} cycles  utilisation {util}")
+                lanes = f" on {ps['lanes']} lanes" if ps["lanes"] else ""
+                print(f"    {ps['pass']:7s} {ps['name'][:44]:44s} {ps['cycles']:>9,} cycles  utilisation {util}{lanes}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0 if all(r["bit_exact"] == r["images"] for r in rows) else 1

@@ -294,24 +294,30 @@ def memories_of(design) -> tuple[MemoryNeed, ...]:
                             single_port=m.read_ports + m.write_ports == 1) for m in inventory(design))
 
 
-def accelerator_demand(plan, rows: int, cols: int, *, memories: bool = True, sched=None) -> Demand:
-    """What hw.top's accelerator for `plan` on a rows x cols array needs (memories from hw's
-    inventory, by elaboration); `sched`, when given, is hw's schedule for that array."""
+def accelerator_demand(plan, rows: int, cols: int, *, lanes: int | None = None, memories: bool = True,
+                       sched=None) -> Demand:
+    """What hw.top's accelerator for `plan` on a rows x cols array with `lanes` sparse lanes (None:
+    hw's choice) needs (memories from hw's inventory, by elaboration); `sched`, when given, is hw's
+    schedule for that array."""
     from hw.array import ArrayConfig
     from hw.top import Accelerator, resources
 
-    config = ArrayConfig(rows, cols)
+    config = ArrayConfig(rows, cols, lanes)
     res = resources(plan, config, sched)
     acc_width = res["acc_width"]
     # per PE: accumulator, shadow register, operand registers and their muxes, about 6 LUTs per
     # accumulator bit (measured: the paper model on 10x9 took 16.9k ECP5 LUTs with 26-bit sums)
     logic = rows * cols * LUTS_PER_PE_ACC_BIT * acc_width + BASE_LOGIC_LUTS
+    logic += max(0, res["sparse_lanes"] - 1) * LUTS_PER_SPARSE_LANE
     mems = memories_of(Accelerator(plan, config)) if memories else ()
     return Demand(mems, res["multipliers"], (res["act_width"] + 1, _w_width(plan)), logic)
 
 
 LUTS_PER_PE_ACC_BIT = 6
-BASE_LOGIC_LUTS = 2500  # sequencer, window generator, requantizers, pool, sparse engine, UART
+BASE_LOGIC_LUTS = 2500  # sequencer, window generator, requantizers, pool, a one-lane sparse engine, UART
+# measured: yosys synth_ecp5 of the paper model's sparse engine alone, 1,097 LUT4s on one lane and
+# 2,260 on four (a CCU2C counted as two), 388 per added lane
+LUTS_PER_SPARSE_LANE = 390
 
 
 def _w_width(plan) -> int:

@@ -17,7 +17,8 @@ its convs have 10 and 20 output channels (rows = 10 wastes none) and 62- and 27-
 rows (cols = 9 tiles them as 7x9 = 63 and 3x9 = 27), so the convs keep ~98%% and ~99.9%% of the
 90 multipliers busy, within an ECP5-85F's 156 DSPs. auto: of the arrays whose accelerator passes
 --board's fit check, the one with the fewest predicted cycles per image for this model (fewer PEs
-among equals)."""
+among equals). RxC/L also sets the sparse engine's lanes (1..16; default: one per 2048
+stored entries of the largest pruned layer, at most 4)."""
 
 
 def _plan(args):

@@ -2,8 +2,9 @@
 
 Exact for a pixel stream without gaps and a logits stream that is always ready (the tests check
 it against amaranth.sim): predict() per pass and per image (latency), stream() per image of a
-stream in which the pipeline's stages overlap images, period() its steady state. Utilisation of an array layer = dense MACs / (rows*cols) / cycles, the
-fraction of PE-cycles doing useful work; the sparse engine's is stored entries / cycles.
+stream in which the pipeline's stages overlap images, period() its steady state. Utilisation of an
+array layer = dense MACs / (rows*cols) / cycles, the fraction of PE-cycles doing useful work; the
+sparse engine's is stored entries / (lanes * cycles).
 """
 
 from __future__ import annotations

@@ -89,9 +89,10 @@ class EngineSignature(wiring.Signature):
 @dataclass
 class Lowering:
     """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
-    the window generator's features, the engines whose shifts come per channel, the
-    plan-initialised memories' contents (by memory name), filled layer by layer, and the stored
-    entries of each layer the sparse engine runs (by layer index; hw.sparse.sparse_encoding)."""
+    the window generator's features, the engines whose shifts come per channel, the sparse
+    engine's lanes, the plan-initialised memories' contents (by memory name), filled layer by
+    layer, and the stored entries of each layer the sparse engine runs (by layer index;
+    hw.sparse.sparse_encoding)."""
 
     config: ArrayConfig
     acc_width: int
@@ -100,7 +101,8 @@ class Lowering:
     index_bits: int
     window: WindowFeatures
     per_channel: set[str]
-    images: dict[str, list[int]] = field(default_factory=dict)
+    images: dict[str, list] = field(default_factory=dict)
+    lanes: int = 1
     encoded: dict = field(default_factory=dict)
 
 

@@ -23,7 +23,7 @@ from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.memories import banks_for, buffer_rows
 from hw.pool import PoolUnit
 from hw.requant import MAX_LEFT, shift_layout
-from hw.sparse import SparseUnit, sparse_encoding
+from hw.sparse import SparseUnit, auto_lanes, sparse_encoding
 from hw.stream_io import EmitUnit, LoadUnit
 from hw.window import WindowFeatures
 
@@ -69,7 +69,8 @@ class Schedule:
     value_bits: int
     index_bits: int
     window: WindowFeatures
-    images: dict[str, list[int]]  # the plan-initialised memories' contents, by memory name
+    images: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
+    lanes: int  # the sparse engine's
 
     @property
     def stages(self) -> list[list[Pass]]:
@@ -177,8 +178,9 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     # the engines whose layers' shifts come per channel, from a memory beside the biases
     per_channel = {u.kind for l, u in zip(layers, units) if isinstance(l.shift, np.ndarray) and l.out is not None
                    and u is not None}
+    lanes = config.lanes or auto_lanes(layers)
     ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
-                   {name: [] for u in REGISTRY for name in u.memories}, encoded)
+                   {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded)
     # Buffers: 0 holds the image (the load's stage hands it to the first layer's); each layer
     # stage has a pair of its own between its passes and writes its last output into a new
     # buffer that the next stage reads. A stage boundary lies where the engines change from the
@@ -247,7 +249,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
     addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, value_bits, index_bits,
-                    ctx.window, ctx.images)
+                    ctx.window, ctx.images, lanes)
 
 
 class Sequencer(wiring.Component):

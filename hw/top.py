@@ -162,12 +162,13 @@ class Accelerator(wiring.Component):
 
 
 def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule | None = None) -> dict:
-    """What a board must hold: memory bits per memory, multipliers (the engines').
-    `sched`, when given, is `schedule(plan, config)` already made."""
+    """What a board must hold: memory bits per memory, multipliers (the engines'), the sparse
+    engine's lanes (0 without one). `sched`, when given, is `schedule(plan, config)` already made."""
     s = sched or schedule(plan, config)
     bits = s.memory_bits
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
             "multipliers": sum(u.multipliers(s) for u in s.units),
+            "sparse_lanes": s.lanes if "sparse" in s.engines else 0,
             "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}
 
 

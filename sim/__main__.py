@@ -1,6 +1,6 @@
 """`python -m sim run`: the accelerator RTL under Verilator against ONNX Runtime on real images.
 
-    python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC|auto [--board B]]
+    python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC[/L]|auto [--board B]]
                       --json FILE [--clock-mhz 100]
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders")
     r.add_argument("--split", required=True, choices=("train", "val", "test"))
     r.add_argument("--limit", type=int, help="at most N images, classes taken in turn")
-    r.add_argument("--array", default=None, help="systolic array RxC, or auto: the one that fits --board with the "
-                                                 "fewest predicted cycles per image (default: the hardware's default)")
+    r.add_argument("--array", default=None, help="systolic array RxC (RxC/L: with L sparse lanes), or auto: the one "
+                                                 "that fits --board with the fewest predicted cycles per image "
+                                                 "(default: the hardware's default)")
     r.add_argument("--board", default=DEFAULT_BOARD, help="the board --array auto fits, and whose multipliers give "
                    "dsp_bound_images_per_second (default %(default)s)")
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")

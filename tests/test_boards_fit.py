@@ -108,7 +108,7 @@ def test_auto_array_is_the_fastest_accelerator_that_fits(tmp_path, capsys):
     plan = random_plan(np.random.default_rng(4))
     config, message = array_for(plan, "auto", "icebreaker")
     assert message.startswith("fits icebreaker")
-    cycles = lambda r, c: predict(schedule(plan, ArrayConfig(r, c)))["total_cycles"]
+    cycles = lambda r, c: (lambda m: (m["period_cycles"], m["total_cycles"]))(predict(schedule(plan, ArrayConfig(r, c))))
     fitting = [(r, c) for r, c in candidate_arrays() if r * c <= 7
                and check_fit(accelerator_demand(plan, r, c), get_profile("icebreaker")).fits]
     best = min(cycles(r, c) for r, c in fitting)
@@ -137,3 +137,22 @@ def test_an_edge_sized_activation_buffer_takes_one_block_per_piece():
     assert len(margin) == 40 and sorted({m.depth for m in margin}) == [3, 2048]
     r = check_fit(Demand(margin, multipliers=0), get_profile("ulx3s-85f"))
     assert r.checks[0].need == 32 and sum(p == "lut" for p in r.placement.values()) == 8
+
+
+def test_sparse_lanes_count_in_the_demand():
+    """Each sparse lane adds a multiplier, its logic and its memories (entries, row ends, rows and
+    its copy of the input vector, from hw's inventory)."""
+    import numpy as np
+
+    from boards.fit import LUTS_PER_SPARSE_LANE, accelerator_demand
+    from tests.hw_helpers import random_plan
+
+    plan = random_plan(np.random.default_rng(4), density=0.6)
+    one, three = accelerator_demand(plan, 2, 2, lanes=1), accelerator_demand(plan, 2, 2, lanes=3)
+    assert three.multipliers == one.multipliers + 2
+    assert three.logic_luts == one.logic_luts + 2 * LUTS_PER_SPARSE_LANE
+    lane_mems = {m.name for m in three.memories if m.name.startswith("sparse.lane")}
+    assert lane_mems == {f"sparse.lane{l}.{n}" for l in range(3) for n in ("entries", "row_end", "rows", "copy")}
+    copy = next(m for m in three.memories if m.name == "sparse.lane2.copy")
+    assert not copy.initialised and not copy.single_port
+    assert accelerator_demand(plan, 2, 2).multipliers == one.multipliers  # a small layer: one lane

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from export import reference  # noqa: E402
 from export.testing import materialize, model_specs, random_images  # noqa: E402
 from hw.array import ArrayConfig  # noqa: E402
-from hw.cycles import predict  # noqa: E402
+from hw.cycles import predict, stream  # noqa: E402
 from hw.top import Accelerator  # noqa: E402
 from tests.hw_helpers import first_mismatch, run_images, vocabulary_specs  # noqa: E402
 
@@ -42,8 +42,10 @@ def _check(tmp_path, spec, array):
     _, plan = materialize(spec, tmp_path)
     images = random_images(plan, 2, seed=spec.seed)
     dut = Accelerator(plan, ArrayConfig.parse(array))
-    for image, (logits, cycles, writes) in zip(images, run_images(dut, images)):
+    model = stream(dut.sched, len(images))  # the images overlap in the stages
+    assert model[0][1] + 1 == predict(dut.sched)["total_cycles"]
+    for image, (logits, cycles, writes), (start, done) in zip(images, run_images(dut, images), model):
         outs = reference.run(plan, image)
         assert first_mismatch(plan, outs, writes, dut.sched.act_width) is None
         np.testing.assert_array_equal(logits, outs[-1])
-        assert cycles == predict(dut.sched)["total_cycles"]
+        assert cycles == done - start + 1
