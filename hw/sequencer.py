@@ -1,11 +1,13 @@
-"""From a plan to a schedule of passes, and the sequencer that steps through it.
+"""From a plan to a schedule of passes in pipeline stages, and the sequencer that steps a stage.
 
 `schedule(plan, config)` is all the static work, in Python: it refuses what the hardware cannot
 run (one line naming the layer and what to change), picks the datapath widths, hands each layer
 to the engine unit that runs it (REGISTRY, hw.engines) for its pass's constants and memory
-contents, and sizes the buffers and addresses. The `Sequencer` is a generated FSM, two states per
-pass: load the pass's constants into registers, then start its engine and wait for its `done`.
-No descriptor memory: the constants are the FSM's outputs.
+contents, groups the passes into stages that share no engine (the image load; the array and pool
+layers; the sparse layers and the logits out), and sizes the buffers and addresses. Each stage
+has a `Sequencer`, a generated FSM with two states per pass: load the pass's constants into
+registers, then start its engine and wait for its `done`. No descriptor memory: the constants
+are the FSM's outputs. The stages work on different images at once.
 """
 
 from __future__ import annotations

@@ -1,14 +1,22 @@
-"""The accelerator top level: engines, ping-pong buffers and sequencer for one plan.
+"""The accelerator top level: engines, buffers and one sequencer per pipeline stage for one plan.
 
 Interface (the contract sim/ and boards/ build against): `pixels` (uint8, one image, H*W*C
 transfers in HWC order), `logits` (signed 32, class 0 first), `start` / `busy` / `done`,
-`cycles` (start to done, latched at done), and `trace`, a registered copy of every activation
-buffer write of a layer output: `layer` (plan index), `addr` (flat (C, H, W) address of element
-0), `count` valid elements, `data` (`count` elements of `act_width` bits, element i at bits
-[i*act_width, (i+1)*act_width), two's complement for signed layers).
+`cycles`, and per layer stage a trace port (`trace`, `trace1`, ...).
+- `start` (one cycle) begins an image; it is taken only while `busy` is low, i.e. the image
+  buffer is free and the load idle. Images overlap: the next may start long before the last is
+  done, and each stage works on one image at a time (hw.sequencer.Schedule.stages).
+- `done` pulses once per image, in start order, after its last logit; `cycles` (from the cycle
+  after) is that image's start-to-done count.
+- A trace port is a registered copy of every activation-buffer write of a layer output by that
+  stage: `layer` (plan index), `addr` (flat (C, H, W) address of element 0), `count` valid
+  elements, `data` (`count` elements of `act_width` bits, element i at bits
+  [i*act_width, (i+1)*act_width), two's complement for signed layers).
 
-The engines are the schedule's units' (hw.engines), wired by what their signatures use: one read
-bus, one write bus, one logit bus, and their external streams to the ports of the same name.
+The engines are the schedule's units' (hw.engines), wired by what their signatures use: per stage
+one read bus, one write bus and one logit bus, and their external streams to the ports of the same
+name. A buffer between two stages carries one image: a full flag, set as the writer's pass ends
+and cleared as the reader's first pass ends, holds back the other side.
 """
 
 from __future__ import annotations
