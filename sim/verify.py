@@ -52,10 +52,11 @@ def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | Non
 
     latency_cycles: the accelerator's own start-to-done count of one image (the mean; it does not
     depend on the pixels). throughput: images / simulator cycles from the first image's `start` to
-    the last image's `done`, the harness's gaps between images included; None unless every image
-    ran without error. dsp_bound_images_per_second: `multipliers` x the clock / `effective_macs`
-    (dense MACs of the array layers, stored entries of the sparse ones), the rate a board whose every
-    multiplier did one useful MAC per cycle would reach; dsp_efficiency: throughput over it."""
+    the last image's `done`; the testbench starts each image as soon as `busy` allows, so images
+    overlap as far as the hardware lets them; None unless every image ran without error.
+    dsp_bound_images_per_second: `multipliers` x the clock / `effective_macs` (dense MACs of the
+    array layers, stored entries of the sparse ones), the rate a board whose every multiplier did
+    one useful MAC per cycle would reach; dsp_efficiency: throughput over it."""
     cycles = [r["cycles"] for r in records if r["cycles"] is not None]
     spans = [(r.get("start_cycle"), r.get("done_cycle")) for r in records]
     ok = bool(records) and all(r["error"] is None for r in records) and all(a is not None and b is not None for a, b in spans)

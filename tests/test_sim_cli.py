@@ -67,10 +67,11 @@ def test_run_writes_the_summary(tmp_path, capsys):
     c = s["cycles"]
     assert 0 < c["min"] <= c["mean"] <= c["max"]
     assert s["images_per_second"] == pytest.approx(100e6 / c["mean"])
-    assert s["sim_cycles_per_second"] > 0 and s["sim_cycles"] >= 3 * c["min"]
-    # the stream: one image after another, so throughput is below 1/latency by the harness's gaps only
+    # the stream: each image starts as soon as the accelerator takes it, so the stream lasts at least
+    # one image's latency, and at most three (one after another) and the harness's gaps
     assert s["latency_cycles"] == c["mean"] and s["stream_images"] == 3
-    assert 3 * c["min"] <= s["stream_cycles"] <= 3 * c["max"] + 3 * 16
+    assert c["max"] <= s["stream_cycles"] <= 3 * c["max"] + 3 * 16
+    assert s["sim_cycles_per_second"] > 0 and s["sim_cycles"] >= s["stream_cycles"]
     assert s["throughput_images_per_second"] == pytest.approx(3 * 100e6 / s["stream_cycles"], rel=1e-3)
     assert s["dsp_multipliers"] == 156 and s["effective_macs"] == 4_652_942  # ULX3S-85F; the bundled plan
     assert s["dsp_bound_images_per_second"] == pytest.approx(156 * 100e6 / 4_652_942, rel=1e-3)

@@ -1,5 +1,6 @@
 """sim.runner and sim.testbench on the PixelSums fixture (tests/sim_helpers.py), not the accelerator:
-the build cache, the stream protocol corners (pixel bubbles, logits back-pressure), timeouts."""
+the build cache, the stream protocol corners (pixel bubbles, logits back-pressure), timeouts, and
+images streamed back to back into a pipelined design, traced on two trace ports."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from sim import runner
 from hw.inventory import INVENTORY_FILE, Inventory, Port
-from sim.harness import HarnessError, harness_verilog
+from sim.harness import REQUIRED, HarnessError, harness_verilog
+from sim.verify import stream_figures
 from sim_helpers import pixel_sums_expected, write_pixel_sums
 
 SHAPE, CLASSES = (3, 8, 8), 5
@@ -32,6 +34,14 @@ def rtl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(rtl, cache):
     return runner.build(rtl, PIXELS, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory, cache):
+    """The fixture with its load and its back as two pipeline stages (and a `trace1` port)."""
+    d = tmp_path_factory.mktemp("pixelsums-pipelined")
+    write_pixel_sums(d, SHAPE, CLASSES, compute_cycles=200, pipelined=True)
+    return runner.build(d, PIXELS, cache_dir=cache)
 
 
 def test_second_build_comes_from_the_cache(rtl, cache, built):
@@ -90,6 +100,62 @@ def test_a_timeout_is_a_clear_error_and_the_next_image_starts_clean(built, tmp_p
     # after a reset, the second image gets exactly as far as the first
     m = re.fullmatch(rf"timeout: no logits and no `done` within 50 cycles \(took (\d+) of {PIXELS} pixels\)", errors[0])
     assert m and 0 < int(m.group(1)) < PIXELS and errors[1] == errors[0], errors
+
+
+@pytest.mark.parametrize("gaps,backpressure", [(False, False), (True, True)])
+def test_images_stream_into_a_pipelined_design(piped, tmp_path, gaps, backpressure):
+    """Image i+1 starts while image i is still in the back stage: the stream's throughput beats
+    1/latency, which it cannot if the testbench waited for each `done` before the next `start`."""
+    images = np.random.default_rng(3).integers(0, 256, (4, *SHAPE), dtype=np.uint8)
+    res = runner.simulate(piped, images, CLASSES, tmp_path, timeout_cycles=10_000, gaps=gaps,
+                          backpressure=backpressure, trace_file=tmp_path / "trace.txt")
+    recs = res.images
+    assert [r["error"] for r in recs] == [None] * len(images)
+    assert [r["logits"] for r in recs] == [pixel_sums_expected(img, CLASSES).tolist() for img in images]
+    starts, dones = [r["start_cycle"] for r in recs], [r["done_cycle"] for r in recs]
+    assert all(a < b for a, b in zip(starts, dones)) and starts == sorted(starts) and dones == sorted(dones)
+    assert all(nxt < done for nxt, done in zip(starts[1:], dones)), (starts, dones)  # overlapped
+    assert all(r["cycles"] >= 1 + PIXELS + 201 + CLASSES and r["sim_cycles"] >= r["cycles"] for r in recs)
+    f = stream_figures(recs, 100.0)
+    assert f["stream_cycles"] < len(images) * min(r["cycles"] for r in recs), f
+    # both trace ports reach the file: every pixel as layer 0, every logit as layer 1
+    lines = [l.split() for l in (tmp_path / "trace.txt").read_text().splitlines()]
+    assert sum(l[0] == "0" for l in lines) == len(images) * PIXELS
+    logits = [int(d, 16) - (1 << 32) * (int(d, 16) >> 31) for layer, _, count, d in lines if layer == "1"]
+    assert logits == [v for r in recs for v in r["logits"]]
+
+
+def test_a_timeout_in_a_stream_is_each_images_error(piped, tmp_path):
+    """The back stage outlasts the timeout: every image times out after the next one has started,
+    and after each reset the stream resumes at the next image, never hangs."""
+    images = np.zeros((3, *SHAPE), dtype=np.uint8)
+    res = runner.simulate(piped, images, CLASSES, tmp_path, timeout_cycles=300)
+    assert [r["index"] for r in res.images] == [0, 1, 2]
+    assert [r["error"] for r in res.images] == [
+        f"timeout: no logits and no `done` within 300 cycles (took {PIXELS} of {PIXELS} pixels)"] * 3
+
+
+def fake_ports(*groups: str, missing: str | None = None) -> dict[str, Port]:
+    """The ports sim/ requires, and a trace port group per name in `groups` (less `missing`)."""
+    ports = {n: Port(d, w) for n, (d, w) in REQUIRED.items()}
+    for g in groups:
+        for f, width in (("valid", 1), ("layer", 3), ("addr", 10), ("count", 2), ("data", 16)):
+            ports[f"{g}__{f}"] = Port("output", width)
+    ports.pop(missing, None)
+    return ports
+
+
+def test_harness_writes_every_trace_group():
+    text = harness_verilog(fake_ports("trace", "trace1", "trace2"), 12)
+    for g in ("trace", "trace1", "trace2"):
+        assert (f"if (trace_fd != 0 && {g}__valid)\n      $fwrite(trace_fd, \"%0d %0d %0d %h\\n\", "
+                f"{g}__layer, {g}__addr, {g}__count, {g}__data);") in text
+    assert text.count("$fwrite") == 3
+    assert harness_verilog(fake_ports("trace"), 12).count("$fwrite") == 1
+    with pytest.raises(HarnessError, match="no port `trace__valid`"):
+        harness_verilog(fake_ports("trace1"), 12)
+    with pytest.raises(HarnessError, match="no port `trace2__data`"):
+        harness_verilog(fake_ports("trace", "trace2", missing="trace2__data"), 12)
 
 
 def test_harness_refuses_a_design_without_the_port_shape():
