@@ -174,7 +174,7 @@ def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule |
     engine's lanes (0 without one). `sched`, when given, is `schedule(plan, config)` already made."""
     s = sched or schedule(plan, config)
     bits = s.memory_bits
-    return {"memory_bits": bits, "memory_bits_total": sum(bits.values()),
+    return {"memory_bits": bits, "memory_bits_total": sum(bits.values()), "buffers": list(s.buffer_depths),
             "multipliers": sum(u.multipliers(s) for u in s.units),
             "sparse_lanes": s.lanes if "sparse" in s.engines else 0,
             "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}

@@ -42,7 +42,8 @@ def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
     assert rep["requested_mhz"] == pytest.approx(12.0, rel=1e-3)
     mean = rep["cycles"]["measured"]["mean"]
     assert rep["images_per_second"] == pytest.approx(rep["fmax_mhz"] * 1e6 / mean, rel=1e-3)
-    assert rep["cycles"]["predicted"] == mean  # hw's cycle model is exact for the plain stream
+    # hw's cycle model is exact: the first image runs alone; the next ones overlap it and wait in stages
+    assert rep["cycles"]["predicted"] == rep["cycles"]["measured"]["min"] <= mean
     assert 0 < rep["utilisation"] <= 1
     assert rep["resources"]["used_vs_available"]["luts"]["available"] == 5280
     assert on_disk["resources"]["fit_estimate"]["fits"] and on_disk["array"] == rep["array"]
