@@ -34,12 +34,13 @@ def test_vgg_through_export_and_hw(tmp_path, capsys):
     kinds = [l.split()[1] for l in out.splitlines() if l.split() and l.split()[0].isdigit()]  # the per-layer table
     assert kinds == ["conv2d", "conv2d", "maxpool"] * 3 + ["flatten", "linear", "linear"], out
     assert "P-layer encoding" in out  # vgg's hidden layer is pruned
-    # hw takes vgg (valid stride-1 convs, 2x2 max-pools): 6 conv passes, 3 pools, the sparse and the logits layer
+    # hw takes vgg (valid stride-1 convs, 2x2 max-pools): 6 conv passes, 3 pools, the sparse and the
+    # logits layer (dense, after a P-layer: on the sparse engine, in the same stage)
     assert hw_main(["generate", "--onnx", str(onnx), "--out", str(tmp_path / "rtl")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "rtl" / "accelerator.v").is_file()
     passes = [l.split()[0] for l in out.splitlines()[2:] if l.split()[0] in ("array", "pool", "sparse")]
-    assert passes == ["array", "array", "pool"] * 3 + ["sparse", "array"], out
+    assert passes == ["array", "array", "pool"] * 3 + ["sparse", "sparse"], out
 
 
 VOCABULARY = [{"kind": "conv", "out": 4, "kernel": 3, "padding": "same", "bn": True, "per_channel": True, "stride": 2},
