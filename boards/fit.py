@@ -269,7 +269,7 @@ def auto_array(plan, profile: BoardProfile):
     sched = functools.lru_cache(maxsize=1)(lambda r, c: schedule(plan, ArrayConfig(r, c)))  # asked by quick, then cost
     quick = lambda r, c: accelerator_demand(plan, r, c, memories=False, sched=sched(r, c))
     (rows, cols), fit = pick_array(lambda r, c: accelerator_demand(plan, r, c), profile, quick_of=quick,
-                                   cost_of=lambda r, c: (predict(sched(r, c))["period_cycles"], predict(sched(r, c))["total_cycles"]))
+                                   cost_of=lambda r, c: (lambda m: (m["period_cycles"], m["total_cycles"]))(predict(sched(r, c))))
     return ArrayConfig(rows, cols), fit
 
 

@@ -93,9 +93,6 @@ class Schedule:
                     out[p.dst] = (p.stage, r)
         return out
 
-    def reader_stage(self, buffer: int) -> int:
-        return next(p.stage for p in self.passes if p.src == buffer and p.unit is not LOAD)
-
     @property
     def units(self) -> list[EngineUnit]:
         """The engine units the passes use, in REGISTRY order."""
