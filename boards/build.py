@@ -34,6 +34,8 @@ TAIL_LINES = 4
 # nextpnr can fail to converge on a congested placement and then runs for hours; the paper
 # model's place-and-route takes 7-9 minutes with router1 on the ECP5-85F
 PNR_TIMEOUT_S = 1800.0
+# the project's root: `python -m boards.netlist` runs from the build folder, installed or not
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 # the paper model's synthesis takes about 70 s and packing seconds: these only stop a hung tool
 SYNTH_TIMEOUT_S = 1800.0
 PACK_TIMEOUT_S = 600.0
@@ -56,6 +58,7 @@ class Stage:
     log: str
     outputs: list[str] = field(default_factory=list)  # written under a temporary name, renamed on success
     timeout_s: float | None = None  # stop the tool after this long (a hung tool, a router that does not converge)
+    env: dict[str, str] = field(default_factory=dict)  # set for this stage only (a Python step's PYTHONPATH)
 
 
 @dataclass
@@ -127,13 +130,17 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1,
         if size is None:
             raise ValueError(f"{profile.name}: cannot derive nextpnr's device option from part {profile.part}")
         speed = str(profile.platform_class().speed)
+        # the block RAMs' read registers into their own output registers (boards.netlist)
+        outreg = Stage("outreg", [sys.executable, "-m", "boards.netlist", f"{name}.json", f"{name}_outreg.json"],
+                       "outreg.log", [f"{name}_outreg.json"], PACK_TIMEOUT_S, env={"PYTHONPATH": PROJECT_ROOT})
         pnr = Stage("place+route", [
             env["NEXTPNR_ECP5"], f"--{size.group(1)}k", "--package", profile.package, "--speed", speed,
-            "--json", f"{name}.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
+            "--json", f"{name}_outreg.json", "--lpf", f"{name}.lpf", "--textcfg", f"{name}.config",
             "--report", "report.json", "--seed", str(seed), "--timing-allow-fail", "--router", "router1", *ECP5_PLACER],
             "pnr.log", [f"{name}.config", "report.json"], pnr_timeout_s)
         pack = Stage("pack", [env["ECPPACK"], "--input", f"{name}.config", "--bit", f"{name}.bit"],
                      "pack.log", [f"{name}.bit"], PACK_TIMEOUT_S)
+        return [synth, outreg, pnr, pack]
     elif profile.toolchain == "ice40":
         pnr = Stage("place+route", [
             env["NEXTPNR_ICE40"], f"--{profile.part.lower().removeprefix('ice40')}",
@@ -195,7 +202,8 @@ def run_stage(stage: Stage, cwd: Path, progress: Progress = print_progress, hear
 
     with open(log, "wb") as f:
         returncode = run_bounded(_argv_with_tmp_outputs(stage), f, log, what=stage.name, timeout_s=stage.timeout_s,
-                                 hint=TIMEOUT_HINTS.get(stage.name, ""), tick=tick, cwd=cwd, env=tool_environment())
+                                 hint=TIMEOUT_HINTS.get(stage.name, ""), tick=tick, cwd=cwd,
+                                 env={**tool_environment(), **stage.env})
     elapsed = time.monotonic() - start
     if returncode != 0:
         over = _overfull(log)
@@ -255,7 +263,8 @@ def build(top: Elaboratable, profile: BoardProfile, build_dir: str | Path, *, na
 def _write_build_script(build_dir: Path, name: str, todo: list[Stage]) -> None:
     """The exact commands the flow runs, to redo the build by hand."""
     lines = ["#!/bin/sh", "# Rebuild the bitstream with the same commands the flow ran.", "set -e"]
-    lines += [f"{shlex.join(st.argv)} > {st.log} 2>&1" for st in todo]
+    lines += ["".join(f"{k}={shlex.quote(v)} " for k, v in st.env.items()) + f"{shlex.join(st.argv)} > {st.log} 2>&1"
+              for st in todo]
     atomic_write_text(build_dir / f"build_{name}.sh", "\n".join(lines) + "\n")
 
 

@@ -173,6 +173,15 @@ class EngineUnit:
     def multipliers(self, s: Schedule) -> int:
         return 0
 
+    def write_elements(self, s: Schedule) -> int:
+        """The most elements one of its buffer writes carries: a vector of `cols`, or 1."""
+        return s.config.cols
+
+    def read_aligned(self, s: Schedule) -> int | None:
+        """None: its buffer reads take `cols` elements from any address; n: only rdata[0:n], from
+        multiples of n (hw.memories.ActivationBuffer's narrow ports)."""
+        return None
+
     def build(self, s: Schedule) -> wiring.Component:
         """The engine for schedule `s`, its signature an EngineSignature."""
         raise NotImplementedError

@@ -161,12 +161,25 @@ class ActivationBuffer(wiring.Component):
     read-write port, which a block RAM takes as it is; with separate read and write addresses
     yosys put collision logic between the ECP5 block's output and its register (10.2 ns), and
     single-ported banks are also what iCE40 SPRAM can hold.
+
+    Narrow ports, for buffers whose engines need no more: `write_cols` 1 (every write is one
+    element: the image load, the sparse engine) drops the write crossbar, each bank taking
+    `wr.data[0]`; `read_aligned` n (every read is at a multiple of n, a power of two <= the banks:
+    the sparse engine's copy) returns rdata[0:n] through an n-way rotator instead of `cols`
+    `banks`-way ones (rdata[n:] is 0). The 16-bank crossbars were a quarter of the simulator's work.
     """
 
-    def __init__(self, cols: int, depth: int, width: int, addr_width: int):
+    def __init__(self, cols: int, depth: int, width: int, addr_width: int, *, write_cols: int | None = None,
+                 read_aligned: int | None = None):
         if not 1 <= cols <= 16:
             raise ValueError(f"cols must be 1..16, got {cols}")
         self.cols, self.width, self.banks = cols, width, banks_for(cols)
+        self.write_cols = cols if write_cols is None else write_cols
+        if self.write_cols not in (1, cols):
+            raise ValueError(f"write_cols must be 1 or cols ({cols}), got {write_cols}")
+        if read_aligned is not None and not (read_aligned & (read_aligned - 1) == 0 and 1 <= read_aligned <= min(cols, self.banks)):
+            raise ValueError(f"read_aligned must be a power of two <= {cols}, got {read_aligned}")
+        self.read_aligned = read_aligned
         self.rows = buffer_rows(depth, cols)
         if addr_width < (self.rows * self.banks - 1).bit_length():
             raise ValueError(f"addr_width {addr_width} cannot address {self.rows * self.banks} elements")
@@ -189,7 +202,7 @@ class ActivationBuffer(wiring.Component):
         # beside the banks' data: each column's rotator select in its own register (one shared
         # phase register drove every rotator mux: ~400 loads, 14 ns of routing on the ECP5)
         sel = []
-        if lb:
+        if lb and self.read_aligned is None:
             rphase_3 = delayed(m, rphase, 3, "rphase")
             for c in range(self.cols):
                 sel.append(Signal(lb, name=f"rsel{c}"))
@@ -208,7 +221,10 @@ class ActivationBuffer(wiring.Component):
             m.d.comb += col.eq((b - wphase)[:lb] if lb else 0)
             wa, wd, we = (Signal.like(ra, name=f"waddr{b}"),
                           Signal(self.width, name=f"wdata{b}", reset_less=True), Signal(name=f"wen{b}"))
-            m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
+            if self.write_cols == 1:  # one element per write: bank b takes it when the address is in b
+                m.d.sync += [wa.eq(wrow), wd.eq(self.wr.data[0]), we.eq(self.wr.valid & (wphase == b) & (self.wr.count != 0))]
+            else:
+                m.d.sync += [wa.eq(wrow + (b < wphase)), wd.eq(wdata[col]), we.eq(self.wr.valid & (col < self.wr.count))]
             writing = Signal(name=f"writing{b}")  # one copy per bank: it drives the bank's address mux
             addr = Signal.like(ra, name=f"addr{b}")
             m.d.sync += writing.eq(self.writing)
@@ -222,12 +238,21 @@ class ActivationBuffer(wiring.Component):
                 m.d.comb += [rd.addr.eq(addr[:pb]), wp.addr.eq(addr[:pb]), wp.data.eq(wd),
                              wp.en.eq(we & (wa[pb:] == i) if pieces > 1 else we)]
                 q = Signal(self.width, name=f"bank{b}_{i}_q", reset_less=True)
-                m.d.sync += q.eq(rd.data)
+                m.d.sync += q.eq(rd.data)  # on an ECP5, the block's own output register (boards.netlist)
                 held.append(q)
             piece = delayed(m, ra[pb:], 2, f"rpiece{b}") if pieces > 1 else 0
             out = Signal(self.width, name=f"rdata{b}", reset_less=True)
             m.d.sync += out.eq(Array(held)[piece] if pieces > 1 else held[0])
             outs.append(out)
+        if self.read_aligned is not None and lb:
+            # element c of an aligned read sits in bank phase + c, phase a multiple of n: an n-way choice
+            n = self.read_aligned
+            k = (n - 1).bit_length()
+            group = delayed(m, rphase[k:], 4, "rgroup") if lb > k else 0
+            for c in range(n):
+                choices = [outs[g * n + c] for g in range(self.banks // n)]
+                m.d.sync += self.rdata[c].eq(Array(choices)[group] if len(choices) > 1 else choices[0])
+            return m
         rdata = Array(outs)
         for c in range(self.cols):
             m.d.sync += self.rdata[c].eq(rdata[sel[c]] if lb else outs[0])

@@ -241,6 +241,12 @@ class SparseUnit(EngineUnit):
     def address_constants(self, p) -> list[int]:
         return [p.cfg["words_m1"] + 1] + [v for lane in p.cfg["lanes"] for v in lane.values()]
 
+    def write_elements(self, s) -> int:
+        return 1  # one requantized row sum per write
+
+    def read_aligned(self, s) -> int | None:
+        return copy_width(s.config.cols)  # the copy into the lanes: words of copy_width, from 0
+
     def multipliers(self, s) -> int:
         return s.lanes
 

@@ -105,6 +105,9 @@ class LoadUnit(EngineUnit):
         c, h, w = s.plan.input_shape
         return c * h * w
 
+    def write_elements(self, s) -> int:
+        return 1  # a pixel per write
+
     def build(self, s) -> PixelLoader:
         return PixelLoader(s.plan.input_shape, s.config.cols, s.addr_width, s.act_width)
 

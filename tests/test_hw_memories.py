@@ -40,6 +40,51 @@ def test_buffer_vector_writes_and_reads(cols, depth, width):
     sim.run()
 
 
+@pytest.mark.parametrize("cols,depth,write_cols,aligned", [(9, 300, 1, 8), (9, 300, 9, 8), (9, 300, 1, None),
+                                                         (4, 70, 1, 2), (2, 1100, 1, 1), (9, 300, 9, 1)])
+def test_narrow_ports(cols, depth, write_cols, aligned):
+    """One-element writes (write_cols 1) at every address, and aligned reads of `aligned` elements
+    at every multiple (or full reads anywhere), against a flat array; rdata past an aligned read is 0."""
+    rng = np.random.default_rng(depth + cols)
+    dut = ActivationBuffer(cols, depth, 8, 11, write_cols=write_cols, read_aligned=aligned)
+    model = np.zeros(dut.rows * dut.banks, dtype=np.int64)
+    n = cols if aligned is None else aligned
+
+    async def bench(ctx):
+        ctx.set(dut.writing, 1)
+        await ctx.tick()
+        for _ in range(2 * depth):
+            addr = int(rng.integers(0, depth - write_cols))
+            count = int(rng.integers(0, write_cols + 1))  # 0: a valid write of nothing
+            vals = rng.integers(0, 256, size=cols)
+            ctx.set(dut.wr, dut.wr.shape().const({"valid": 1, "addr": addr, "count": count, "data": [int(v) for v in vals]}))
+            model[addr:addr + count] = vals[:count]
+            await ctx.tick()
+        ctx.set(dut.wr.valid, 0)
+        ctx.set(dut.writing, 0)
+        step = 1 if aligned is None else aligned
+        for addr in range(0, depth - n, step):
+            ctx.set(dut.raddr, addr)
+            await ctx.tick().repeat(READ_LATENCY)
+            got = [ctx.get(dut.rdata[c]) for c in range(cols)]
+            assert got[:n] == list(model[addr:addr + n]), f"read at {addr}"
+            assert got[n:] == [0] * (cols - n), f"past the aligned read at {addr}"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_narrow_ports_validate():
+    with pytest.raises(ValueError, match="write_cols must be 1 or cols"):
+        ActivationBuffer(9, 100, 8, 10, write_cols=4)
+    with pytest.raises(ValueError, match="read_aligned must be a power of two"):
+        ActivationBuffer(9, 100, 8, 10, read_aligned=3)
+    with pytest.raises(ValueError, match="read_aligned must be a power of two"):
+        ActivationBuffer(4, 100, 8, 10, read_aligned=8)
+
+
 def test_banks_are_a_power_of_two():
     assert [banks_for(c) for c in (1, 2, 3, 9, 16)] == [1, 2, 4, 16, 16]
 
