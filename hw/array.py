@@ -69,7 +69,7 @@ class ArrayConfig:
 class SystolicArray(wiring.Component):
     """rows x cols PEs with aligned inputs and outputs; the skew lives inside.
 
-    Operands `a`, `w` arrive in one cycle and their `en/first/last/nrows` in the same cycle (they
+    Operands `a`, `w` arrive in one cycle and their `en/last/nrows` in the same cycle (they
     are delayed ACC_DELAY - 1 cycles inside to meet the products); rows from `nrows` on (the padding of the
     last channel group) stay idle. Sums start from 0 (the engine adds the bias). PE(0, 0) takes
     the sum of operands presented in cycle t at the end of cycle t + `ACC_DELAY`; PE(r, c) r + c
@@ -104,7 +104,7 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), c)),
             "w": In(data.ArrayLayout(signed(w_width), r)),
-            "en": In(1), "first": In(1), "last": In(1), "nrows": In(range(r + 1)),
+            "en": In(1), "last": In(1), "nrows": In(range(r + 1)),
             "shift": In(1), "drain_rows": In(range(r + 1)),
             "out": Out(data.ArrayLayout(signed(acc_width), c)),
         })
@@ -117,12 +117,12 @@ class SystolicArray(wiring.Component):
         def skewed(value, cycles, name, reset_less=True):
             return delayed(m, value, cycles, name, reset_less=reset_less)
 
-        ctrl = data.StructLayout({"en": 1, "first": 1, "last": 1})
+        ctrl = data.StructLayout({"en": 1, "last": 1})
         for r in range(rows):
             w_in = skewed(self.w[r], r, f"w_r{r}")
             ctrl_in = Signal(ctrl, name=f"ctrl_in{r}")
             live = self.nrows > r
-            m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.first.eq(self.first), ctrl_in.last.eq(self.last & live)]
+            m.d.comb += [ctrl_in.en.eq(self.en & live), ctrl_in.last.eq(self.last & live)]
             c_in = skewed(ctrl_in, r + self.ACC_DELAY - 1, f"ctrl_r{r}", reset_less=False)
             shift_in = Signal(name=f"shift_in{r}")
             m.d.comb += shift_in.eq(self.shift & (self.drain_rows > r))
@@ -134,12 +134,10 @@ class SystolicArray(wiring.Component):
                 else:
                     m.d.comb += pe.a.eq(pes[r - 1][c].a_out)
                 if c == 0:
-                    m.d.comb += [pe.w.eq(w_in), pe.en.eq(c_in.en),
-                                 pe.first.eq(c_in.first), pe.last.eq(c_in.last)]
+                    m.d.comb += [pe.w.eq(w_in), pe.en.eq(c_in.en), pe.last.eq(c_in.last)]
                 else:
                     left = pes[r][c - 1]
-                    m.d.comb += [pe.w.eq(left.w_out), pe.en.eq(left.en_out),
-                                 pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
+                    m.d.comb += [pe.w.eq(left.w_out), pe.en.eq(left.en_out), pe.last.eq(left.last_out)]
                 m.d.comb += pe.shift.eq(shift[c])  # row r's own shift register for column c
                 if r + 1 < rows:
                     m.d.comb += pe.shadow_in.eq(pes[r + 1][c].shadow)
@@ -212,14 +210,14 @@ class ArrayEngine(wiring.Component):
         wdata = rom(m, "weights", rows * ww, self.weight_words, w_addr)
         m.d.comb += [gen.start.eq(self.start), gen.cfg.eq(self.cfg.win), self.raddr.eq(act_addr)]
 
-        tile = data.StructLayout({"valid": 1, "first": 1, "last": 1, "out_addr": unsigned(aw), "b_addr": unsigned(aw),
+        tile = data.StructLayout({"valid": 1, "last": 1, "out_addr": unsigned(aw), "b_addr": unsigned(aw),
                                   "ncols": range(cols + 1), "nrows": range(rows + 1)})
         # s[0]: the output registers; s[ROM_LATENCY]: the weights answer, then wait in registers
         # beside the activations. s[READ_LATENCY + 1]: activations answer; operands registered
         # (the array's inputs). The array takes the sums ACC_DELAY cycles later, and the drain may
         # start drain_wait after that.
         s0 = Signal(tile)
-        m.d.comb += [s0.valid.eq(gen.valid), s0.first.eq(gen.first), s0.last.eq(gen.last),
+        m.d.comb += [s0.valid.eq(gen.valid), s0.last.eq(gen.last),
                      s0.out_addr.eq(gen.out_addr), s0.b_addr.eq(gen.b_addr), s0.ncols.eq(gen.ncols), s0.nrows.eq(gen.nrows)]
         stages = delay_line(m, s0, self.tile_stages(self.config), "s")
         s_ops, s_drain = stages[1 + READ_LATENCY], stages[-1]
@@ -231,7 +229,7 @@ class ArrayEngine(wiring.Component):
         else:
             m.d.sync += arr.a.eq(self.rdata)
         m.d.sync += [arr.w[r].eq(wq[r * ww:(r + 1) * ww].as_signed()) for r in range(rows)]
-        m.d.comb += [arr.en.eq(s_ops.valid), arr.first.eq(s_ops.first), arr.last.eq(s_ops.last), arr.nrows.eq(s_ops.nrows)]
+        m.d.comb += [arr.en.eq(s_ops.valid), arr.last.eq(s_ops.last), arr.nrows.eq(s_ops.nrows)]
 
         # drain: one output channel (array row) per cycle through the requantizers
         left, addr, ncols = Signal(range(rows + 1)), Signal(aw), Signal(range(cols + 1))

@@ -23,6 +23,7 @@ from hw.memories import ROM_LATENCY, delay_line, delayed, pieces_of, rom
 from hw.pe import ecp5_dsp, mult18x18d
 from hw.requant import shift_layout
 
+COPY_SLICE = 18  # bits per memory of a lane's input-vector copy (one ECP5 DP16KD port)
 MEMORIES = ("sparse_entries", "sparse_row_end", "sparse_rows", "sparse_shifts")  # each one list per lane
 
 
@@ -101,22 +102,31 @@ class SparseLane(wiring.Component):
         cycles later. One address per piece: the write's while a word is written, else the read's."""
         k = self.copy_width.bit_length() - 1
         width = self.copy_width * (self.act_width + 1)
-        depth, pieces, pb = pieces_of(self.copy_words, width)
+        ew = self.act_width + 1
+        per = max(1, COPY_SLICE // ew)  # elements per slice
+        depth, pieces, pb = pieces_of(self.copy_words, min(width, per * ew))
         wa, wd, we = (Signal.like(self.copy.addr, name="copy_waddr"), Signal(width, name="copy_wdata", reset_less=True),
                       Signal(name="copy_wen"))
         m.d.sync += [wa.eq(self.copy.addr), wd.eq(self.copy.data), we.eq(self.copy.valid)]
         ra = xaddr[k:]
         addr = Signal(max(len(wa), len(ra)), name="copy_addr")
         m.d.comb += addr.eq(Mux(we, wa, ra))
+        # each piece in slices of at most COPY_SLICE bits: a wider single-address memory became an
+        # ECP5 PDPW16KD (separate 36-bit write and read ports), and yosys put collision logic
+        # between the block and its register (the worst path on 10x9/2: 98.6 MHz); an 18-bit
+        # slice is one DP16KD port, its register the block's own (boards.netlist)
         held = []
         for i in range(pieces):
-            mem = m.submodules[f"copy{i}" if pieces > 1 else "copy"] = Memory(
-                shape=unsigned(width), depth=min(depth, self.copy_words - i * depth), init=[])
-            rd, wp = mem.read_port(), mem.write_port()
-            m.d.comb += [rd.addr.eq(addr[:pb]), wp.addr.eq(addr[:pb]), wp.data.eq(wd),
-                         wp.en.eq(we & (wa[pb:] == i) if pieces > 1 else we)]
+            en = we & (wa[pb:] == i) if pieces > 1 else we
             q = Signal(width, name=f"copy{i}_q", reset_less=True)
-            m.d.sync += q.eq(rd.data)
+            for j, lo in enumerate(range(0, width, per * ew)):
+                hi = min(width, lo + per * ew)
+                name = f"copy{i}" if pieces > 1 else "copy"
+                mem = m.submodules[f"{name}_{j}"] = Memory(
+                    shape=unsigned(hi - lo), depth=min(depth, self.copy_words - i * depth), init=[])
+                rd, wp = mem.read_port(), mem.write_port()
+                m.d.comb += [rd.addr.eq(addr[:pb]), wp.addr.eq(addr[:pb]), wp.data.eq(wd[lo:hi]), wp.en.eq(en)]
+                m.d.sync += q[lo:hi].eq(rd.data)
             held.append(q)
         word = Signal(data.ArrayLayout(signed(self.act_width + 1), self.copy_width), name="copy_word", reset_less=True)
         m.d.sync += word.eq(Array(held)[delayed(m, ra[pb:], 2, "copy_piece")] if pieces > 1 else held[0])

@@ -10,7 +10,7 @@ while the previous one drains out through the shadow chain.
 
 from __future__ import annotations
 
-from amaranth import ClockSignal, Instance, Module, Mux, Signal, signed
+from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,8 +46,10 @@ def mult18x18d(m: Module, a, w, product) -> None:
 class PE(wiring.Component):
     """Four stages. The operands `a`, `w` are registered (and handed on as `a_out`, `w_out`);
     `prod` <= a*w, registered once more (`prod_q`); two cycles after the operands their
-    `en/first/last` arrive and are registered like the operands (`*_out`); then with `en`,
-    acc <= (first ? 0 : acc) + prod_q, and with `last` the sum also goes to `shadow`. So the sum
+    `en/last` arrive and are registered like the operands (`*_out`); then with `en`,
+    acc <= acc + prod_q, and with `last` the sum goes to `shadow` and acc restarts from 0 (the
+    flip-flops' synchronous reset, as on `rst`: no restart mux in front of the adder, and a tile
+    always ends with `last`, so the next one starts from 0). So the sum
     of operands present at the inputs in cycle t is taken at the end of cycle t + 3. The second
     product register is for the ECP5, whose multipliers sit in a few rows across the chip: for an
     ECP5 platform the pair becomes the registers inside the MULT18X18D (mult18x18d()). `shift`
@@ -64,14 +66,12 @@ class PE(wiring.Component):
             "a": In(signed(a_width)),
             "w": In(signed(w_width)),
             "en": In(1),
-            "first": In(1),
             "last": In(1),
             "shift": In(1),
             "shadow_in": In(signed(acc_width)),
             "a_out": Out(signed(a_width)),
             "w_out": Out(signed(w_width)),
             "en_out": Out(1),
-            "first_out": Out(1),
             "last_out": Out(1),
             "acc": Out(signed(acc_width)),
             "shadow": Out(signed(acc_width)),
@@ -84,7 +84,7 @@ class PE(wiring.Component):
         acc, shadow = Signal.like(self.acc, reset_less=True), Signal.like(self.shadow, reset_less=True)
         m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.acc.eq(acc), self.shadow.eq(shadow)]
         m.d.sync += [a.eq(self.a), w.eq(self.w),
-                     self.en_out.eq(self.en), self.first_out.eq(self.first), self.last_out.eq(self.last)]
+                     self.en_out.eq(self.en), self.last_out.eq(self.last)]
         prod_q = Signal(signed(self.a_width + self.w_width), reset_less=True)
         if ecp5_dsp(platform):
             mult18x18d(m, a, w, prod_q)
@@ -92,11 +92,13 @@ class PE(wiring.Component):
             prod = Signal.like(prod_q, reset_less=True)
             m.d.sync += [prod.eq(a * w), prod_q.eq(prod)]
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(self.first_out, 0, acc) + prod_q)
+        m.d.comb += total.eq(acc + prod_q)
         with m.If(self.shift):
             m.d.sync += shadow.eq(self.shadow_in)
         with m.If(self.en_out):
             m.d.sync += acc.eq(total)
             with m.If(self.last_out):
-                m.d.sync += shadow.eq(total)
+                m.d.sync += [shadow.eq(total), acc.eq(0)]
+        with m.If(ResetSignal()):
+            m.d.sync += acc.eq(0)  # acc has no reset of its own (reset_less); an image cut short leaves no partial sum
         return m

@@ -12,7 +12,7 @@ are the FSM's outputs. The stages work on different images at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from amaranth import Module, Signal
@@ -154,7 +154,32 @@ def _units(layers: list[Layer]) -> list[EngineUnit | None]:
 
 
 def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
-    """Check `plan` against the hardware and compute every constant of every pass."""
+    """Check `plan` against the hardware and compute every constant of every pass.
+
+    Without lanes in `config`, the sparse engine gets the fewest lanes (up to hw.sparse.auto_lanes)
+    with which its stage is not the pipeline's slowest: more would cost logic, block RAM and
+    place-and-route time without making a stream faster (on 10x9 the paper model's array stage
+    takes 59k cycles an image and one lane 47k; on 10x14 the array stage takes 40k, so two)."""
+    if config.lanes is not None:
+        return _schedule(plan, config)
+    most = auto_lanes(plan.layers)
+    for n in range(1, most):
+        s = _schedule(plan, replace(config, lanes=n))
+        if not _sparse_bound(s):
+            return replace(s, config=config)
+    return replace(_schedule(plan, replace(config, lanes=most)), config=config)
+
+
+def _sparse_bound(s: Schedule) -> bool:
+    """Whether a stage with a sparse pass is slower than every other stage."""
+    from hw.cycles import pass_cycles
+
+    cyc = [(sum(pass_cycles(p, s) for p in st), any(p.kind == "sparse" for p in st)) for st in s.stages]
+    slowest = max(c for c, _ in cyc)
+    return any(sp and c == slowest for c, sp in cyc) and sum(c == slowest for c, _ in cyc) == 1
+
+
+def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     layers = plan.layers
     if len(plan.input_shape) != 3:
         raise UnsupportedPlan(f"input shape {plan.input_shape}: the accelerator takes one (C, H, W) image")
@@ -177,7 +202,7 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     # the engines whose layers' shifts come per channel, from a memory beside the biases
     per_channel = {u.kind for l, u in zip(layers, units) if isinstance(l.shift, np.ndarray) and l.out is not None
                    and u is not None}
-    lanes = config.lanes or auto_lanes(layers)
+    lanes = config.lanes
     ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
                    {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded)
     # Buffers: 0 holds the image (the load's stage hands it to the first layer's); each layer

@@ -141,7 +141,7 @@ def test_an_edge_sized_activation_buffer_takes_one_block_per_piece():
 
 def test_sparse_lanes_count_in_the_demand():
     """Each sparse lane adds a multiplier, its logic and its memories (entries, row ends, rows and
-    its copy of the input vector, from hw's inventory)."""
+    its copy of the input vector in 18-bit slices, from hw's inventory)."""
     import numpy as np
 
     from boards.fit import LUTS_PER_SPARSE_LANE, accelerator_demand
@@ -152,7 +152,7 @@ def test_sparse_lanes_count_in_the_demand():
     assert three.multipliers == one.multipliers + 2
     assert three.logic_luts == one.logic_luts + 2 * LUTS_PER_SPARSE_LANE
     lane_mems = {m.name for m in three.memories if m.name.startswith("sparse.lane")}
-    assert lane_mems == {f"sparse.lane{l}.{n}" for l in range(3) for n in ("entries", "row_end", "rows", "copy")}
-    copy = next(m for m in three.memories if m.name == "sparse.lane2.copy")
+    assert lane_mems == {f"sparse.lane{l}.{n}" for l in range(3) for n in ("entries", "row_end", "rows", "copy_0")}
+    copy = next(m for m in three.memories if m.name == "sparse.lane2.copy_0")
     assert not copy.initialised and not copy.single_port
     assert accelerator_demand(plan, 2, 2).multipliers == one.multipliers  # a small layer: one lane

@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""PE and SystolicArray under amaranth.sim against numpy: operand hand-off, restart from 0 on
-`first`, accumulate (wrapping at acc_width), capture on `last`, drain through the shadow chain while the next tile
+"""PE and SystolicArray under amaranth.sim against numpy: operand hand-off, accumulate (wrapping
+at acc_width), capture on `last` and restart from 0, drain through the shadow chain while the next tile
 accumulates, with the array's skew hidden behind aligned inputs and outputs."""
 
 import numpy as np
@@ -20,28 +20,28 @@ def test_pe_accumulates_and_captures():
     async def bench(ctx):
         acc = shadow = prod = prod_q = 0
         ops = (0, 0)  # the operand registers (a_out, w_out)
-        ctl = (0, 0, 0)  # en, first, last registers
+        ctl = (0, 0)  # en, last registers
         for _ in range(steps):
             a, w = int(rng.integers(-256, 256)), int(rng.integers(-8, 8))
             sin = int(rng.integers(-5000, 5000))
-            en, first, last, shift = (int(v) for v in rng.random(4) < (0.8, 0.2, 0.2, 0.3))
+            en, last, shift = (int(v) for v in rng.random(3) < (0.8, 0.2, 0.3))
             for sig, v in ((dut.a, a), (dut.w, w), (dut.shadow_in, sin), (dut.en, en),
-                           (dut.first, first), (dut.last, last), (dut.shift, shift)):
+                           (dut.last, last), (dut.shift, shift)):
                 ctx.set(sig, v)
             await ctx.tick()
-            r_en, r_first, r_last = ctl
-            total = wrap((0 if r_first else acc) + prod_q)  # the product of the operands three cycles back
+            r_en, r_last = ctl
+            total = wrap(acc + prod_q)  # the product of the operands three cycles back
             prod, prod_q = ops[0] * ops[1], prod
             if shift:
                 shadow = sin
             if r_en:
                 acc = total
                 if r_last:
-                    shadow = total
-            ops, ctl = (a, w), (en, first, last)
+                    shadow, acc = total, 0
+            ops, ctl = (a, w), (en, last)
             assert ctx.get(dut.acc) == acc and ctx.get(dut.shadow) == shadow
             assert (ctx.get(dut.a_out), ctx.get(dut.w_out)) == ops
-            assert (ctx.get(dut.en_out), ctx.get(dut.first_out), ctx.get(dut.last_out)) == ctl
+            assert (ctx.get(dut.en_out), ctx.get(dut.last_out)) == ctl
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -83,7 +83,6 @@ def test_array_tiles_and_drain(rows, cols, k):
                     ctx.set(dut.a[c], int(a[t, s, c]))
                 for r in range(rows):
                     ctx.set(dut.w[r], int(w[t, s, r]))
-                ctx.set(dut.first, s == 0)
                 ctx.set(dut.last, s == k - 1)
             ctx.set(dut.shift, any(d <= cycle < d + rows for d in drain0))
             for t, d in enumerate(drain0):
@@ -130,3 +129,33 @@ def test_on_an_ecp5_the_product_registers_are_the_mult18x18d_registers():
     assert all(ports[n].value in (1,) for n in ("SIGNEDA", "SIGNEDB", "CE0")) and ports["RST0"].value == 0
     assert ecp5_dsp(Ecp5()) and not ecp5_dsp(None)
     assert instances(PE(9, 5, 20), None) == []
+
+
+def test_a_reset_clears_a_partial_sum():
+    """A tile cut short by `rst` (no `last`) leaves no partial sum in the accumulator: acc has no
+    reset of its own, so the PE clears it on `rst` (the next tile would otherwise add to it)."""
+    from amaranth import ClockDomain, Module
+
+    m = Module()
+    m.domains.sync = cd = ClockDomain("sync")
+    dut = m.submodules.pe = PE(9, 5, 20)
+
+    async def bench(ctx):
+        ctx.set(dut.a, 7)
+        ctx.set(dut.w, 3)
+        ctx.set(dut.en, 1)
+        await ctx.tick().repeat(6)
+        assert ctx.get(dut.acc) != 0
+        ctx.set(dut.en, 0)
+        await ctx.tick().repeat(3)  # the pipeline's en has drained
+        held = ctx.get(dut.acc)
+        assert held != 0
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        assert ctx.get(dut.acc) == 0
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
