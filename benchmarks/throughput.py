@@ -34,7 +34,7 @@ from sim.verify import verify
 
 MODELS = {"paper": BUNDLED_QAT, "edge": BUNDLED_DIR / "edge_qat.pt"}
 # Fmax of the last bitstream-rtl run of each model and array on the ULX3S-85F (README, "FPGA")
-MEASURED_FMAX = {("paper", "10x9"): (100.48, "README: bitstream-rtl, array 10x9, 2026-11-26"),
+MEASURED_FMAX = {("paper", "10x9"): (110.69, "README: bitstream-rtl, array 10x9 (pipelined, 1 lane), 2026-12-03"),
                  ("edge", "16x8"): (78.72, "README: bitstream-rtl --array auto (16x8), 2026-12-01")}
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
 
