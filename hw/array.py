@@ -35,7 +35,8 @@ AVERAGES = ("avgpool", "globalavgpool")  # pools the array runs as convs (as_con
 @dataclass(frozen=True)
 class ArrayConfig:
     """rows: output channels in parallel; cols: output pixels of one row in parallel; lanes: the
-    sparse engine's lanes (None: the schedule picks, hw.sparse.auto_lanes)."""
+    sparse engine's lanes (None: the schedule picks the fewest that keep the sparse stage off the
+    pipeline's critical path, at most hw.sparse.auto_lanes)."""
 
     rows: int = 10
     cols: int = 9

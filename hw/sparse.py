@@ -24,13 +24,14 @@ from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, delayed, done_w
 from hw.requant import LATENCY as REQUANT_LATENCY, Requantizer, requant_layout, shift_word
 
 MAX_LANES = 16
-DEFAULT_LANES = 2  # the most lanes the schedule picks by itself (the paper model's sparse stage then keeps pace with a 10x14 array stage)
+DEFAULT_LANES = 2  # the most lanes the schedule picks by itself (the paper model's sparse stage then keeps pace with a 10x14 array stage; on 10x9 one does)
 LANE_ENTRIES = 2048  # entries per lane the schedule asks for before adding one (8-bit entries: one ECP5 block)
 
 
 def auto_lanes(layers) -> int:
-    """The lanes the schedule picks: one per LANE_ENTRIES entries of the largest P-layer, at
-    most DEFAULT_LANES and no more than its rows."""
+    """The most lanes the schedule picks (hw.sequencer.schedule takes the fewest up to this that
+    keep the sparse stage off the critical path): one per LANE_ENTRIES entries of the largest
+    P-layer, at most DEFAULT_LANES and no more than its rows."""
     sparse = [l.sparse for l in layers if l.sparse is not None]
     if not sparse:
         return 1
