@@ -9,6 +9,21 @@ from amaranth.sim import Simulator
 from hw.memories import READ_LATENCY, ActivationBuffer, banks_for
 
 
+async def write_random(ctx, dut, rng, model, *, writes: int, top: int, counts: tuple[int, int]):
+    """`writes` vector writes of counts[0]..counts[1] random bytes at addresses below `top`, into
+    the buffer and into `model`; `writing` raised one cycle ahead of the first and lowered after."""
+    ctx.set(dut.writing, 1)
+    await ctx.tick()
+    for _ in range(writes):
+        addr, count = int(rng.integers(0, top)), int(rng.integers(counts[0], counts[1] + 1))
+        vals = rng.integers(0, 256, size=dut.cols)
+        ctx.set(dut.wr, dut.wr.shape().const({"valid": 1, "addr": addr, "count": count, "data": [int(v) for v in vals]}))
+        model[addr:addr + count] = vals[:count]
+        await ctx.tick()
+    ctx.set(dut.wr.valid, 0)
+    ctx.set(dut.writing, 0)
+
+
 @pytest.mark.parametrize("cols,depth,width", [(1, 70, 8), (3, 70, 8), (4, 70, 8), (9, 70, 8), (2, 1100, 20)])
 def test_buffer_vector_writes_and_reads(cols, depth, width):
     """The last case has banks of 550 rows of 20 bits: two block-deep pieces (512 + 38) per bank."""
@@ -18,16 +33,7 @@ def test_buffer_vector_writes_and_reads(cols, depth, width):
     usable = depth - cols
 
     async def bench(ctx):
-        ctx.set(dut.writing, 1)  # one cycle ahead of the first write
-        await ctx.tick()
-        for _ in range(depth):
-            addr, count = int(rng.integers(0, usable)), int(rng.integers(1, cols + 1))
-            vals = rng.integers(0, 256, size=cols)
-            ctx.set(dut.wr, dut.wr.shape().const({"valid": 1, "addr": addr, "count": count, "data": [int(v) for v in vals]}))
-            model[addr:addr + count] = vals[:count]
-            await ctx.tick()
-        ctx.set(dut.wr.valid, 0)
-        ctx.set(dut.writing, 0)
+        await write_random(ctx, dut, rng, model, writes=depth, top=usable, counts=(1, cols))
         for addr in list(range(usable)) + list(rng.integers(0, usable, size=20)):
             ctx.set(dut.raddr, int(addr))
             await ctx.tick().repeat(READ_LATENCY)
@@ -51,17 +57,8 @@ def test_narrow_ports(cols, depth, write_cols, aligned):
     n = cols if aligned is None else aligned
 
     async def bench(ctx):
-        ctx.set(dut.writing, 1)
-        await ctx.tick()
-        for _ in range(2 * depth):
-            addr = int(rng.integers(0, depth - write_cols))
-            count = int(rng.integers(0, write_cols + 1))  # 0: a valid write of nothing
-            vals = rng.integers(0, 256, size=cols)
-            ctx.set(dut.wr, dut.wr.shape().const({"valid": 1, "addr": addr, "count": count, "data": [int(v) for v in vals]}))
-            model[addr:addr + count] = vals[:count]
-            await ctx.tick()
-        ctx.set(dut.wr.valid, 0)
-        ctx.set(dut.writing, 0)
+        # count 0: a valid write of nothing
+        await write_random(ctx, dut, rng, model, writes=2 * depth, top=depth - write_cols, counts=(0, write_cols))
         step = 1 if aligned is None else aligned
         for addr in range(0, depth - n, step):
             ctx.set(dut.raddr, addr)
