@@ -1,4 +1,6 @@
-"""The open FPGA toolchain, stage by stage: yosys, nextpnr, ecppack/icepack (YoWASP builds).
+"""The open FPGA toolchain, stage by stage: yosys, nextpnr, ecppack/icepack (YoWASP builds); on
+an ECP5 the `outreg` step (boards.netlist) between yosys and nextpnr puts each block RAM's read
+register into the block.
 
 amaranth-boards turns the design into RTLIL plus the board's pin and clock constraints; this
 module then runs each tool itself so that every stage gets its own log, progress with elapsed
