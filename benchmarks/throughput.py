@@ -35,6 +35,7 @@ from sim.verify import verify
 MODELS = {"paper": BUNDLED_QAT, "edge": BUNDLED_DIR / "edge_qat.pt"}
 # Fmax of the last bitstream-rtl run of each model and array on the ULX3S-85F (README, "FPGA")
 MEASURED_FMAX = {("paper", "10x9"): (110.69, "README: bitstream-rtl, array 10x9 (pipelined, 1 lane), 2026-12-03"),
+                 ("edge", "10x9"): (109.37, "README: bitstream-rtl --checkpoint edge_qat.pt, array 10x9 (pipelined), 2026-12-03"),
                  ("edge", "16x8"): (78.72, "README: bitstream-rtl --array auto (16x8), 2026-12-01")}
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
 
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} on {args.board}, array {r['array']}: bit-exact {r['bit_exact']}/{r['images']}; "
                   f"latency {r['latency_cycles']:,.0f} cycles, throughput {r['throughput_cycles_per_image']:,.0f} cycles/image; "
                   f"{r['images_per_second_at_100mhz']:,.1f} images/s at 100 MHz, "
-                  f"{r['images_per_second_at_fmax'] or 0:,.1f} at the last measured Fmax {r['fmax_mhz'] or 'n/a (not built on this array)'} MHz; "
-                  f"DSP bound {r['dsp_bound_images_per_second_at_100mhz']:,.0f} images/s at 100 MHz "
+                  + (f"{r['images_per_second_at_fmax']:,.1f} at the last measured Fmax {r['fmax_mhz']} MHz; " if r['fmax_mhz']
+                     else "no measured Fmax on this array; ")
+                  + f"DSP bound {r['dsp_bound_images_per_second_at_100mhz']:,.0f} images/s at 100 MHz "
                   f"({r['dsp_multipliers']} multipliers, {r['effective_macs']:,} effective MACs): efficiency {r['dsp_efficiency']:.1%}; "
                   f"simulator {r['sim_cycles_per_cpu_second'] / 1e6:.2f} M cycles per CPU second")
             for ps in r["passes"]:
