@@ -34,6 +34,10 @@ DSP_MAX_BITS = {"ecp5": (18, 18), "ice40": (16, 16), "vendor": (25, 18)}
 # nextpnr then fails; only the vendor tools fall back to LUTs
 DSP_ONLY = {"ecp5", "ice40"}
 LUT_BUDGET = 0.8  # of the part's LUTs; the rest for routing slack, UART and glue logic
+# logic cells per estimated LUT4, by toolchain: an iCE40 flip-flop without a LUT in front takes a
+# cell of its own (measured: the tiny test model on a 2x3 array, 4,869 UP5K cells where the
+# estimate said 3,940 LUT4s, and no legal placement at 92%)
+CELLS_PER_LUT = {"ice40": 1.24}
 
 
 @dataclass(frozen=True)
@@ -154,10 +158,11 @@ def check_fit(demand: Demand, profile: BoardProfile, *, knobs: bool = True) -> F
         on_dsp = min(demand.multipliers, profile.dsps) if _dsp_can_take(demand.mult_bits, tc) else 0
         in_luts = demand.multipliers - on_dsp
         checks.append(Check("multipliers on DSPs", on_dsp, profile.dsps, "DSPs"))
-    luts = demand.logic_luts + in_luts * demand.mult_bits[0] * demand.mult_bits[1]
+    luts = round((demand.logic_luts + in_luts * demand.mult_bits[0] * demand.mult_bits[1]) * CELLS_PER_LUT.get(tc, 1.0))
     if luts:
         what = f"logic + {in_luts} multipliers beyond the DSPs" if in_luts else "logic"
-        checks.append(Check(f"LUTs for {what} (estimate)", luts, int(profile.luts * LUT_BUDGET), "LUT4s"))
+        unit = "logic cells" if tc in CELLS_PER_LUT else "LUT4s"
+        checks.append(Check(f"LUTs for {what} (estimate)", luts, int(profile.luts * LUT_BUDGET), unit))
     result = FitResult(profile.name, profile.part, checks, placement)
     if knobs and not result.fits:
         result.knobs = _knobs(demand, profile, result)

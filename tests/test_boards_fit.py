@@ -156,3 +156,18 @@ def test_sparse_lanes_count_in_the_demand():
     copy = next(m for m in three.memories if m.name == "sparse.lane2.copy_0")
     assert not copy.initialised and not copy.single_port
     assert accelerator_demand(plan, 2, 2).multipliers == one.multipliers  # a small layer: one lane
+
+
+def test_an_ice40_counts_logic_cells():
+    """On an iCE40 the logic estimate is in cells, CELLS_PER_LUT per LUT4 (a flip-flop without a
+    LUT takes a cell of its own); an ECP5 keeps LUT4s. 3,600 LUT4s fit the UP5K's 80% budget
+    (4,224) as LUT4s, not as 4,464 cells."""
+    from boards.fit import CELLS_PER_LUT
+
+    demand = Demand((), multipliers=1, logic_luts=3600)
+    up5k = check_fit(demand, get_profile("icebreaker"))
+    logic = next(c for c in up5k.checks if c.resource.startswith("LUTs for logic"))
+    assert logic.need == round(3600 * CELLS_PER_LUT["ice40"]) == 4464 and logic.unit == "logic cells"
+    assert not up5k.fits
+    ecp5 = next(c for c in check_fit(demand, get_profile("ulx3s-12f")).checks if c.resource.startswith("LUTs for logic"))
+    assert ecp5.need == 3600 and ecp5.unit == "LUT4s"

@@ -22,11 +22,10 @@ def export_main(argv):
     return main(argv)
 
 
-@pytest.mark.slow  # a known regression, README "Known limits": the pipelined design does not place on the UP5K
 def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
     """Checkpoint -> ONNX -> plan -> fit (auto array) -> Verilog -> Verilator vs ORT -> bitstream -> report.
-    Since the pipeline stages (2026-12-03) the tiny model's design synthesises to 5,173 of the UP5K's
-    5,280 LCs and nextpnr finds no legal placement: opt-in (-m slow) until the stages' logic shrinks."""
+    The fit check counts an iCE40's logic cells (boards.fit.CELLS_PER_LUT): with LUT4s alone it
+    picked a 2x3 array for the pipelined design, 4,869 of the UP5K's 5,280 cells, which did not place."""
     out = tmp_path / "out"
     lines = []
     rep = bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="auto", limit=3, out=out, say=lines.append)
@@ -57,7 +56,8 @@ def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
     # the stream at the achieved Fmax against the UP5K's 8 multipliers, and the host CPU beside it
     assert rep["throughput_images_per_second"] == pytest.approx(
         rep["stream_images"] * rep["fmax_mhz"] * 1e6 / rep["stream_cycles"], rel=1e-3)
-    assert rep["stream_cycles"] >= rep["stream_images"] * rep["latency_cycles"]
+    # the stages overlap images: a stream of n takes at least one image's latency, at most n of them
+    assert rep["cycles"]["predicted"] < rep["stream_cycles"] <= rep["stream_images"] * rep["cycles"]["predicted"]
     assert 0 < rep["dsp_efficiency"] and rep["host_onnxruntime"]["batch"] == 64
     assert rep["host_onnxruntime"]["images_per_second"] > 0
 
@@ -137,7 +137,7 @@ def test_a_failing_simulation_stops_the_background_build(tiny_ckpt, tmp_path, mo
 
     monkeypatch.setattr(sim.verify, "verify", broken)
     with pytest.raises(RuntimeError, match="simulator exploded"):
-        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x2", limit=1, out=tmp_path / "out",
+        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", limit=1, out=tmp_path / "out",
                       say=lambda line: None)
     time.sleep(2)
     children = subprocess.run(["pgrep", "-P", str(__import__("os").getpid())], capture_output=True, text=True).stdout
