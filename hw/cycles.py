@@ -12,7 +12,7 @@ from __future__ import annotations
 from hw.engines import PASS_SETUP, START
 from hw.sequencer import Pass, Schedule
 
-__all__ = ["PASS_SETUP", "START", "pass_cycles", "pass_memory_bits", "predict", "stream"]
+__all__ = ["PASS_SETUP", "START", "pass_cycles", "pass_memory_bits", "predict", "stage_cycles", "stream"]
 
 
 def pass_cycles(p: Pass, s: Schedule) -> int:
@@ -25,6 +25,11 @@ def pass_memory_bits(p: Pass, s: Schedule) -> int:
     return p.unit.memory_bits(p, s)
 
 
+def stage_cycles(s: Schedule) -> list[list[int]]:
+    """Each pipeline stage's passes' cycles (Schedule.stages), in order."""
+    return [[pass_cycles(p, s) for p in st] for st in s.stages]
+
+
 def stream(s: Schedule, images: int, gap: int = 0) -> list[tuple[int, int]]:
     """Each image's (start, done) cycle in a stream of `images`, the first `start` at cycle 0 and
     each next one `gap` cycles after `busy` falls; `done` is the cycle the last stage's sequencer
@@ -35,7 +40,7 @@ def stream(s: Schedule, images: int, gap: int = 0) -> list[tuple[int, int]]:
     after idling a cycle; the pass that writes the next stage's buffer waits until the reader's
     first pass has ended for the image before. `busy` falls as the first layer stage's first
     pass ends (the image buffer is free again)."""
-    cyc = [[pass_cycles(p, s) for p in st] for st in s.stages]
+    cyc = stage_cycles(s)
     last = len(cyc) - 1
     took = [[0] * images for _ in cyc]  # a stage's first pass ends (its input is read)
     end = [[0] * images for _ in cyc]  # its last pass ends

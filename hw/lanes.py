@@ -119,9 +119,9 @@ class SparseLane(wiring.Component):
         for i in range(pieces):
             en = we & (wa[pb:] == i) if pieces > 1 else we
             q = Signal(width, name=f"copy{i}_q", reset_less=True)
+            name = f"copy{i}" if pieces > 1 else "copy"
             for j, lo in enumerate(range(0, width, per * ew)):
                 hi = min(width, lo + per * ew)
-                name = f"copy{i}" if pieces > 1 else "copy"
                 mem = m.submodules[f"{name}_{j}"] = Memory(
                     shape=unsigned(hi - lo), depth=min(depth, self.copy_words - i * depth), init=[])
                 rd, wp = mem.read_port(), mem.write_port()

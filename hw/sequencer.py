@@ -172,9 +172,9 @@ def schedule(plan: Plan, config: ArrayConfig) -> Schedule:
 
 def _sparse_bound(s: Schedule) -> bool:
     """Whether a stage with a sparse pass is slower than every other stage."""
-    from hw.cycles import pass_cycles
+    from hw.cycles import stage_cycles
 
-    cyc = [(sum(pass_cycles(p, s) for p in st), any(p.kind == "sparse" for p in st)) for st in s.stages]
+    cyc = [(sum(c), any(p.kind == "sparse" for p in st)) for c, st in zip(stage_cycles(s), s.stages)]
     slowest = max(c for c, _ in cyc)
     return any(sp and c == slowest for c, sp in cyc) and sum(c == slowest for c, _ in cyc) == 1
 
