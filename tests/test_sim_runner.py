@@ -163,6 +163,17 @@ def test_harness_refuses_a_design_without_the_port_shape():
         harness_verilog({"clk": Port("input", 1), "rst": Port("input", 1)}, 12)
 
 
+def test_harness_keeps_the_reset_off_the_simulators_input_logic():
+    """Verilator re-evaluates, at every time step, all logic that a VPI-writable signal reaches:
+    the accelerator's reset reaches every flip-flop's next state, so it comes from a harness
+    flip-flop, and only the testbench's four inputs are writable."""
+    text = harness_verilog(fake_ports("trace"), 12)
+    assert "    .rst(rst_q)," in text and "always @(posedge clk) rst_q <= rst;" in text
+    writable = re.findall(r"(\w+) /\*verilator public_flat_rw\*/", text)
+    assert sorted(writable) == ["load", "logits__ready", "rst", "start"]
+    assert text.count("public_flat_rd") == 8  # clk and the outputs the testbench reads
+
+
 def test_harness_ports_come_from_the_inventory_and_match_the_verilog(rtl):
     """accelerator.json's ports (from the component's signature) are the Verilog module's ports."""
     ports = Inventory.load(rtl / INVENTORY_FILE).ports
