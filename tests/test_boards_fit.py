@@ -2,7 +2,8 @@
 
 import pytest
 
-from boards.fit import (Demand, FitError, MemoryNeed, blocks_for, candidate_arrays, check_fit,
+import boards.fit as fit_module
+from boards.fit import (DSP_BUDGET, Demand, FitError, MemoryNeed, blocks_for, candidate_arrays, check_fit,
                         pick_array)
 from boards.profiles import get_profile
 
@@ -37,7 +38,7 @@ def test_a_miss_says_by_how_much_and_which_knob_helps():
     assert "more pruning or fewer weight bits" in msg and "fc1_weights" in msg
     assert "another board" not in msg or "ulx3s-85f" in msg
 
-    many = check_fit(Demand((MemoryNeed("w", 8, 512, True),), multipliers=100), get_profile("icebreaker"))
+    many = check_fit(Demand((MemoryNeed("w", 8, 512, True),), multipliers=90), get_profile("icebreaker"))  # within the 85F's DSP budget
     assert not many.fits and "a smaller array" in many.message() and "ulx3s-85f" in many.message()
 
 
@@ -75,9 +76,31 @@ def test_open_toolchains_need_a_dsp_per_multiplier_vivado_falls_back_to_luts():
     assert arty.fits and any("10 multipliers beyond the DSPs" in c.resource for c in arty.checks)
 
 
-def test_pick_array_with_a_cost_takes_the_cheapest_that_fits_fewer_pes_then_squarest_on_a_tie():
+def test_an_ecp5_design_may_use_only_the_dsp_budget():
+    """The paper model's arrays on the ULX3S-85F (156 DSPs): 10x9 (91 multipliers with the sparse
+    engine's) fits; 10x12 (121) and 10x14 (142), which nextpnr did not place and route, do not, and
+    --array auto takes the fastest within the budget. Without an ECP5 budget auto took 10x14."""
+    from boards.fit import accelerator_demand, auto_array
+    from export.compile import default_plan
+    from hw.array import ArrayConfig
+
+    plan, board = default_plan(), get_profile("ulx3s-85f")
+    assert DSP_BUDGET["ecp5"] < 121 / 156
+    assert check_fit(accelerator_demand(plan, 10, 9), board).fits
+    for rows, cols, need in ((10, 12, 121), (10, 14, 142)):
+        miss = check_fit(accelerator_demand(plan, rows, cols), board)
+        budget = int(156 * DSP_BUDGET["ecp5"])
+        assert not miss.fits and (f"of the part's 156: more do not place and route) needs {need} DSPs, "
+                                  f"the LFE5U-85F has {budget}") in miss.message(), miss.message()
+        assert "a smaller array" in miss.message()
+    config, fit = auto_array(plan, board)
+    assert config == ArrayConfig(10, 9) and fit.fits
+
+
+def test_pick_array_with_a_cost_takes_the_cheapest_that_fits_fewer_pes_then_squarest_on_a_tie(monkeypatch):
     """`--array auto` ranks by predicted cycles: here more than 4 rows buy nothing."""
-    board = get_profile("ulx3s-12f")  # 28 DSPs
+    monkeypatch.setattr(fit_module, "DSP_BUDGET", {})  # all 28 DSPs: the ranking, not the budget
+    board = get_profile("ulx3s-12f")
     asked = []
 
     def demand(r, c, too_big=()):
