@@ -7,8 +7,8 @@ they need from the ONNX file alone.
 
 from __future__ import annotations
 
-import io
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from quant import checkpoint
 from quant.atomic import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+OPSET = 13  # Brevitas's default for the standard ONNX managers, stated so it does not warn
 
 
 def export(ckpt_path: str | Path | None, out: str | Path) -> Path:
@@ -37,13 +38,18 @@ def export_model(model: torch.nn.Module, meta: dict[str, str], out: str | Path) 
     """QCDQ-export a quantized `quant.model.Net` with a dynamic batch; check it; write it atomically."""
     from brevitas.export import export_onnx_qcdq
     x = torch.zeros(1, *model.config.in_shape)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
+    # A real file, not a BytesIO: Brevitas re-reads the export from `export_path` to run its
+    # onnxoptimizer passes (Constant nodes to initializers) and writes the result back there. From a
+    # buffer it read nothing (the position was at the end), the optimizer printed "unable to parse
+    # input model" on every export and the passes never ran. (Its QCDQ manager returns None, so
+    # export_path=None gives nothing back.) Same plan either way: checked on both bundled models.
+    with tempfile.TemporaryDirectory(prefix="cnn-codesign-onnx-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx_qcdq(model.eval(), args=x, export_path=buf, dynamo=False, input_names=[INPUT_NAME],
-                         output_names=[OUTPUT_NAME],
+        raw = Path(tmp) / "model.onnx"
+        export_onnx_qcdq(model.eval(), args=x, export_path=str(raw), dynamo=False, input_names=[INPUT_NAME],
+                         output_names=[OUTPUT_NAME], opset_version=OPSET,
                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
+        proto = onnx.load(str(raw))
     meta = {"input_scale": "0.00390625", "model_config": json.dumps(model.config.to_dict()),
             "producer": "cnn-codesign export", **meta}
     del proto.metadata_props[:]
