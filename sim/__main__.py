@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from boards.fit import array_for
     from boards.profiles import get_profile
     from export.compile import compile_onnx, default_onnx
+    from hw.sequencer import schedule
     from quant.atomic import atomic_write_text
     from quant.data import load_split
     from sim.golden import expected_logits, names_classes
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     array = str(config)
     if fit:
         print(f"--array auto: {array} ({fit})", file=sys.stderr)
+    schedule(plan, config)  # a layer the hardware refuses is named now, before the images and ONNX Runtime
     images, labels, names = load_split(args.data, args.split, limit=args.limit)  # limit is per class there
     if args.limit is not None:
         images, labels = balanced(images, labels, args.limit)

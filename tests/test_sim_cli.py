@@ -30,6 +30,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "s.json").exists()
 
 
+def test_a_layer_the_hardware_refuses_is_named_before_the_images_are_read(tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx_builders import vocab_graph
+
+    # stride 17: export compiles it, the window generator makes strides up to 16
+    onnx.save(vocab_graph(np.ones((2, 3, 3, 3)), [0, 0], in_shape=(3, 64, 64), stride=17), str(tmp_path / "m.onnx"))
+    (tmp_path / "val" / "cat").mkdir(parents=True)  # no images: reading them would fail with another message
+    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "m.onnx"),
+                 "--json", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: layer 0 'conv' (conv2d): stride 17: the window generator makes strides up to 16"], err
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_ctrl_c_is_exit_130_and_no_json(tmp_path, capsys, monkeypatch):
     import export.compile
 
