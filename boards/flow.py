@@ -144,12 +144,11 @@ def rtl_images(plan, data: str | None, split: str, n: int, seed: int):
     if data is None:
         rng = np.random.default_rng(seed)
         return rng.integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8), None, f"{n} random images (seed {seed})"
-    from quant.data import load_split
+    from quant.data import check_model_input, load_split
 
+    check_model_input(plan.input_shape, "the model")
     per_class = math.ceil(n / max(1, len(plan.class_names) or 1))
     images, labels, names = load_split(data, split, limit=per_class)
-    if images.shape[1:] != tuple(plan.input_shape):
-        raise BoardError(f"{data}: images are {images.shape[1:]}, the model takes {tuple(plan.input_shape)}")
     if plan.class_names:
         unknown = [c for c in names if c not in plan.class_names]
         if unknown:

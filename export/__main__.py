@@ -50,11 +50,12 @@ def brevitas_agreement(ckpt_path, onnx_path, data, split, limit=None) -> dict:
 
     from export.ort import golden_session, run_logits
     from quant import checkpoint
-    from quant.data import load_split
+    from quant.data import check_model_input, load_split
     from quant.train import predict
+    model = checkpoint.model_from(checkpoint.load(ckpt_path))
+    check_model_input(model.config.in_shape, ckpt_path)
     x, _, _ = load_split(data, split, limit)
     ort_logits = run_logits(golden_session(onnx_path), x)
-    model = checkpoint.model_from(checkpoint.load(ckpt_path))
     with torch.no_grad():
         bl = predict(model, x).numpy()
     return {"images": len(x), "same_class": int((bl.argmax(1) == ort_logits.argmax(1)).sum()),
@@ -79,8 +80,9 @@ def cmd_plan(args) -> int:
 def cmd_check(args) -> int:
     from export.check import compare
     from export.compile import compile_onnx
-    from quant.data import load_split
+    from quant.data import check_model_input, load_split
     plan = compile_onnx(args.model)
+    check_model_input(plan.input_shape, args.model)
     x, _, _ = load_split(args.data, args.split, args.limit)
     res = compare(args.model, plan, x, progress=True)
     print(f"reference == ONNX Runtime on every layer: {res.exact}/{res.images} {args.split} images")

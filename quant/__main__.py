@@ -87,7 +87,7 @@ def train_config(args, qat: bool):
 
 def cmd_train(args) -> int:
     from quant import checkpoint
-    from quant.data import read_split
+    from quant.data import check_model_input, read_split
     from dataclasses import replace
 
     from quant.model import ConfigError, ModelConfig, apply_overrides, named_config, quantized_twin
@@ -114,6 +114,7 @@ def cmd_train(args) -> int:
         args.distill = 0.5
     tc = train_config(args, args.qat).validate()  # before the data: a bad value fails at once
     classes = _classes(args) or (init["class_names"] if init else None)
+    check_model_input(cfg.in_shape, f"architecture {cfg.arch!r}")
     tr = read_split(args.data, "train", classes)
     va = read_split(args.data, "val", tr.class_names)
     if init is not None and tr.class_names != init["class_names"]:

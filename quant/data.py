@@ -202,6 +202,16 @@ def centre_crop(images: np.ndarray, size: int = SIZE) -> np.ndarray:
     return images[..., t:t + size, l:l + size]
 
 
+def check_model_input(shape, model) -> None:
+    """Refuse, before any image is read, a model whose input is not what this loader makes: 3 x SIZE x
+    SIZE RGB centre crops. `model` names it in the message (a path, or the architecture)."""
+    shape = tuple(int(s) for s in shape)
+    if shape != (3, SIZE, SIZE):
+        raise DataError(f"{model} takes {'x'.join(map(str, shape))} images (C x H x W), but the data loader makes "
+                        f"3x{SIZE}x{SIZE} RGB centre crops, so only a model with a 3x{SIZE}x{SIZE} input runs on --data "
+                        f"(in an architecture file: \"in_shape\": [3, {SIZE}, {SIZE}])")
+
+
 def load_split(data: str | Path, split: str, limit: int | None = None,
                classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """uint8 (N, 3, 64, 64) centre-cropped images, labels and class names of one split."""

@@ -19,7 +19,7 @@ import torch
 
 from quant import checkpoint
 from quant.atomic import atomic_write_text
-from quant.data import read_split
+from quant.data import check_model_input, read_split
 from quant.model import ConfigError, ModelConfig, named_config, quantized_twin
 from quant.train import TrainConfig, train
 
@@ -67,6 +67,7 @@ def run_experiment(data: str | Path, out: str | Path, quick: bool = False, seed:
             raise ConfigError(f"{manifest_path}: this folder holds another experiment (arch {old.get('arch')}, quick "
                               f"{old.get('quick')}, seed {old.get('seed')}); choose another --out")
         manifest = old
+    check_model_input(base_cfg.in_shape, f"architecture {base_cfg.arch!r}")
     tr = read_split(data, "train")
     va = read_split(data, "val", tr.class_names)
     if quick:  # a smoke test: a few batches, a couple of epochs

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from export.compile import compile_onnx, default_onnx
     from hw.sequencer import schedule
     from quant.atomic import atomic_write_text
-    from quant.data import load_split
+    from quant.data import check_model_input, load_split
     from sim.golden import expected_logits, names_classes
     from sim.verify import verify
 
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if fit:
         print(f"--array auto: {array} ({fit})", file=sys.stderr)
     schedule(plan, config)  # a layer the hardware refuses is named now, before the images and ONNX Runtime
+    check_model_input(plan.input_shape, onnx_path)
     images, labels, names = load_split(args.data, args.split, limit=args.limit)  # limit is per class there
     if args.limit is not None:
         images, labels = balanced(images, labels, args.limit)

@@ -19,6 +19,20 @@ def test_onnx_out_under_a_regular_file_is_one_line_exit_2(tmp_path):
     assert f"error: {tmp_path / 'afile'}: Not a directory" in out.stderr
 
 
+def test_check_of_a_model_with_another_input_is_one_line_exit_2(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx_builders import vocab_graph
+
+    onnx.save(vocab_graph(np.ones((2, 3, 3, 3)), [0, 0], in_shape=(3, 32, 32), stride=2), str(tmp_path / "m32.onnx"))
+    data = split_dataset(tmp_path / "data")
+    out = _export("check", str(tmp_path / "m32.onnx"), "--data", str(data), "--split", "val")
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        f"error: {tmp_path / 'm32.onnx'} takes 3x32x32 images (C x H x W), but the data loader makes 3x64x64 RGB centre "
+        'crops, so only a model with a 3x64x64 input runs on --data (in an architecture file: "in_shape": [3, 64, 64])'
+    ], out.stderr
+
+
 def test_check_prints_each_skipped_file_as_one_warning_line(bundled_onnx, tmp_path):
     data = split_dataset(tmp_path / "data")
     (data / "val" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")

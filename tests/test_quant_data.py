@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant.data import DEFAULT_CLASSES, DataError, centre_crop, drawn_split, load_image, read_split
+from quant.data import DEFAULT_CLASSES, DataError, centre_crop, check_model_input, drawn_split, load_image, read_split
 from quant_helpers import class_images, split_dataset, write_image
 
 
@@ -187,3 +187,10 @@ def test_decompression_bombs_are_skipped_and_named(tmp_path, monkeypatch, size):
     with pytest.warns(UserWarning, match="huge.png: too large to decode"):
         tr = read_split(tmp_path, "train")
     assert tr.skipped == 1 and len(tr) == 20
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (3, 32, 32), (3, 64, 72)])
+def test_a_model_input_the_loader_does_not_make_is_refused_by_name(shape):
+    check_model_input((3, 64, 64), "m.onnx")  # what the loader makes
+    with pytest.raises(DataError, match=rf"^m\.onnx takes {'x'.join(map(str, shape))} images .* makes 3x64x64 RGB"):
+        check_model_input(shape, "m.onnx")

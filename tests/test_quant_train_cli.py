@@ -166,6 +166,14 @@ def test_a_bad_training_option_is_refused_before_the_data_is_read(tmp_path, caps
     assert not out.exists()
 
 
+def test_an_architecture_with_another_input_is_refused_before_the_data_is_read(tmp_path, capsys):
+    out = tmp_path / "f.pt"
+    arch = arch_file(tmp_path / "small.json", TINY, in_shape=[3, 32, 32])
+    assert train(tmp_path / "no_data", arch, out) == 2
+    one_line_error(capsys, "architecture 'small' takes 3x32x32 images (C x H x W), but the data loader makes 3x64x64")
+    assert not out.exists()
+
+
 def test_mixup_trains_and_is_recorded(tiny, tmp_path):
     data, arch, _ = tiny
     out = tmp_path / "mix.pt"

@@ -45,6 +45,21 @@ def test_a_layer_the_hardware_refuses_is_named_before_the_images_are_read(tmp_pa
     assert not (tmp_path / "s.json").exists()
 
 
+def test_a_model_input_the_data_loader_does_not_make_is_one_line_before_the_images(tmp_path, capsys):
+    import numpy as np
+    import onnx
+    from onnx_builders import vocab_graph
+
+    onnx.save(vocab_graph(np.ones((2, 1, 3, 3)), [0, 0], in_shape=(1, 16, 16), stride=2), str(tmp_path / "grey.onnx"))
+    (tmp_path / "val" / "cat").mkdir(parents=True)  # no images: reading them would fail with another message
+    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "grey.onnx"),
+                 "--json", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'grey.onnx'} takes 1x16x16 images (C x H x W), "
+                                               "but the data loader makes 3x64x64 RGB"), err
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_ctrl_c_is_exit_130_and_no_json(tmp_path, capsys, monkeypatch):
     import export.compile
 
