@@ -21,8 +21,8 @@ from onnx import numpy_helper
 from export.kinds import HANDLERS
 from export.plan import IntType, Plan
 from export.kinds.weighted import bias_ints
-from export.walker import (Act, CompileError, Pending, QConst, Walker, check_bound, check_zero_point, int_type_of,
-                           pow2_exp, where)
+from export.walker import (Act, CompileError, Pending, QConst, Walker, attrs, check_bound, check_zero_point,
+                           int_type_of, pow2_exp, where)
 
 __all__ = ["CompileError", "compile_model", "compile_onnx", "default_onnx", "default_plan"]
 
@@ -50,7 +50,7 @@ def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> P
         out = node.output[0]
         if op == "Constant":
             w.consts[out] = numpy_helper.to_array(node.attribute[0].t)
-        elif all(i in w.consts or i == "" for i in ins) and op in ("Clip", "DequantizeLinear", "QuantizeLinear", "Cast", "Identity"):
+        elif all(i in w.consts or i == "" for i in ins) and op in ("Clip", "DequantizeLinear", "QuantizeLinear", "Cast", "Identity", "Transpose"):
             _fold(w, node)
         elif op == "QuantizeLinear":
             src = ins[0]
@@ -169,6 +169,12 @@ def _fold(w: Walker, node: onnx.NodeProto) -> None:
         w.consts[out] = (x.astype(np.float64) * 2.0 ** e.reshape(e.shape + (1,) * (x.ndim - e.ndim) if e.ndim else ())).astype(np.float32)
     elif op == "QuantizeLinear":
         raise CompileError(f"{where(node)}: quantizes a constant at run time; export weights as integers with DequantizeLinear")
+    elif op == "Transpose":  # a QuantLinear without bias exports DequantizeLinear(W) -> Transpose -> MatMul
+        perm = attrs(node).get("perm") or list(reversed(range(x.ndim)))
+        w.consts[out] = np.transpose(x, perm)
+        q = w.qconsts.get(ins[0])
+        if q is not None and x.ndim == 2:  # a per-channel scale stays with its output channel (MatMul's axis 1)
+            w.qconsts[out] = QConst(np.transpose(q.q, perm), q.exp, q.itype)
     else:
         w.consts[out] = x
 

@@ -39,22 +39,30 @@ def _brevitas_net(variant: int) -> nn.Module:
         body = [conv(3, 6, 5, 2, 2, True), act(), nn.AvgPool2d(4), requant(), conv(6, 4, 2, 1, 0, False), act(),
                 nn.AdaptiveAvgPool2d(1), requant(), nn.Flatten(), head(4)]
         shape = (3, 17, 17)
-    else:  # asymmetric-free "same" 3x3, a 3x3 max-pool, per-channel everywhere before the head
+    elif variant == 1:  # asymmetric-free "same" 3x3, a 3x3 max-pool, per-channel everywhere before the head
         body = [conv(2, 5, 3, 1, 1, True), act(), nn.MaxPool2d(3), conv(5, 8, 3, 1, 1, True), act(),
                 nn.AvgPool2d(2), requant(), nn.Flatten(), head(8 * 2 * 2)]
         shape = (2, 12, 12)
+    else:  # no bias anywhere: a bias-less QuantLinear exports DequantizeLinear(W) -> Transpose -> MatMul
+        body = [conv(3, 4, 3, 2, 1, True), act(), nn.Flatten(),
+                qnn.QuantLinear(4 * 5 * 5, 6, bias=False, weight_quant=PerChannel, return_quant_tensor=True), act(),
+                qnn.QuantLinear(6, 3, bias=False, weight_quant=Int8WeightPerTensorFixedPoint)]
+        body[0] = qnn.QuantConv2d(3, 4, 3, stride=2, padding=1, bias=False, return_quant_tensor=True, weight_quant=PerChannel)
+        shape = (3, 9, 9)
     net = nn.Sequential(qnn.QuantIdentity(act_quant=Image, return_quant_tensor=True), *body)
     net.shape = shape
     return net
 
 
-@pytest.mark.parametrize("variant, batch", [(0, "fixed"), (1, "dynamic")])
+@pytest.mark.parametrize("variant, batch", [(0, "fixed"), (1, "dynamic"), (2, "dynamic")])
 def test_a_plain_brevitas_model_compiles_and_checks(tmp_path, variant, batch):
     from brevitas.export import export_onnx_qcdq
     torch.manual_seed(variant)
     net = _brevitas_net(variant)
-    with torch.no_grad():  # channel scales 2^6 apart in the first conv
+    with torch.no_grad():  # channel scales 2^6 apart in the first conv (and in variant 2's hidden linear layer)
         net[1].weight[0] /= 64
+        if variant == 2:
+            net[4].weight[0] /= 64
     net.train()
     with torch.no_grad():
         for _ in range(3):
@@ -68,7 +76,11 @@ def test_a_plain_brevitas_model_compiles_and_checks(tmp_path, variant, batch):
                          input_names=["image"], output_names=["logits"], **kw)
     plan = compile_onnx(path)
     kinds = [l.kind for l in plan.layers]
-    assert "avgpool" in kinds and plan.class_names == ["0", "1", "2"]
+    assert ("avgpool" in kinds if variant < 2 else kinds.count("linear") == 2) and plan.class_names == ["0", "1", "2"]
+    if variant == 2:
+        assert all(not l.bias.any() for l in plan.layers if l.weight is not None)
+        hidden = plan.layers[2].w_exps  # the hidden layer's per-channel scales survive the transpose
+        assert hidden is not None and hidden.max() - hidden.min() >= 6
     first = plan.layers[0]
     assert first.w_exps is not None and first.w_exps.max() - first.w_exps.min() >= 6
     res = compare(path, plan, random_images(plan, 5, seed=variant))
