@@ -105,6 +105,9 @@ def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> P
                                "fold it into the convolution before QAT (`python -m quant train --qat --init FLOAT.pt` does)")
         elif op in HANDLERS:
             HANDLERS[op].compile(w, node)
+        elif op in ("Softmax", "LogSoftmax", "Sigmoid") and ins[0] in w.pending:
+            raise CompileError(f"{where(node)}: a {op} after the logits layer; export the model without it: the "
+                               f"accelerator returns the integer logits, whose argmax is the class (apply {op} on the host)")
         else:
             raise CompileError(f"{where(node)}: not supported here (inputs {ins}); the compiler knows QuantizeLinear/"
                                f"DequantizeLinear/Clip, Relu, Add (bias), {', '.join(HANDLERS)} in the QCDQ pattern")

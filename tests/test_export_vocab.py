@@ -134,3 +134,13 @@ def test_per_channel_logits_layer_is_refused():
             n.attribute.append(onnx.helper.make_attribute("axis", 0))
     with pytest.raises(CompileError, match="per-channel weight scales"):
         compile_model(m)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "Sigmoid"])
+def test_a_softmax_after_the_logits_is_refused_with_what_to_do(op):
+    m = vocab_graph(np.ones((2, 1, 3, 3), np.int8), [0, 0], in_shape=(1, 3, 3))
+    g = m.graph
+    g.output[0].name = "probs"
+    g.node.append(onnx.helper.make_node(op, ["logits"], ["probs"], name="head", **({"axis": 1} if op == "Softmax" else {})))
+    with pytest.raises(CompileError, match=rf"'head' \({op}\): a {op} after the logits layer; export the model without it"):
+        compile_model(m)
