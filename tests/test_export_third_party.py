@@ -87,3 +87,108 @@ def test_a_plain_brevitas_model_compiles_and_checks(tmp_path, variant, batch):
     assert res.exact == res.images == 5, res.mismatches[:1]
     ref = compare(path, plan, random_images(plan, 2, seed=9))
     assert ref.exact == 2
+
+
+def _pattern_net(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """Small plain-Brevitas models with what users write: patterns the chain takes (exact) and ones
+    it refuses. The eleventh session ran larger versions of these through `sim run --onnx`."""
+    import brevitas.nn as qnn
+    from brevitas.inject.enum import ScalingImplType
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
+                                Uint8ActPerTensorFixedPoint)
+
+    class Image(Uint8ActPerTensorFixedPoint):
+        scaling_impl_type = ScalingImplType.CONST
+        scaling_const = 1.0
+        max_val = 1.0
+
+    class W4(Int8WeightPerTensorFixedPoint):
+        bit_width = 4
+
+    class A4(Uint8ActPerTensorFixedPoint):
+        bit_width = 4
+
+    def conv(ci, co, k=3, stride=1, pad=1, bias=True, wq=Int8WeightPerTensorFixedPoint, **kw):
+        return qnn.QuantConv2d(ci, co, k, stride=stride, padding=pad, bias=bias, bias_quant=Int32Bias if bias else None,
+                               weight_quant=wq, return_quant_tensor=True, **kw)
+
+    act = lambda q=Uint8ActPerTensorFixedPoint: qnn.QuantReLU(act_quant=q, return_quant_tensor=True)
+    requant = lambda q=Uint8ActPerTensorFixedPoint: qnn.QuantIdentity(act_quant=q, return_quant_tensor=True)
+    head = lambda n, bias=True, wq=Int8WeightPerTensorFixedPoint: qnn.QuantLinear(
+        n, 3, bias=bias, weight_quant=wq, bias_quant=Int32Bias if bias else None)
+    gap = lambda: [nn.AdaptiveAvgPool2d(1), requant(), nn.Flatten()]
+
+    class ViewFlatten(nn.Module):  # x.view(x.size(0), -1): Shape/Gather/Concat/Reshape in the graph
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(qnn.QuantIdentity(act_quant=Image, return_quant_tensor=True), conv(3, 4, stride=2),
+                                      act(), nn.MaxPool2d(2))
+            self.fc = head(4 * 4 * 4)
+
+        def forward(self, x):
+            x = self.body(x)
+            return self.fc(x.view(x.size(0), -1))
+
+    if name == "view_flatten":
+        return ViewFlatten(), (3, 16, 16)
+    body = {
+        "4bit_5x5_1x1": [conv(3, 6, 5, pad=2, wq=W4), act(A4), nn.MaxPool2d(2), conv(6, 4, 1, pad=0, wq=W4), act(A4),
+                         nn.MaxPool2d(2), nn.Flatten(), qnn.QuantLinear(4 * 4 * 4, 8, bias=True, weight_quant=W4,
+                                                                       bias_quant=Int32Bias, return_quant_tensor=True),
+                         act(A4), head(8, wq=W4)],
+        "signed_between_layers": [conv(3, 4, stride=2), act(), conv(4, 4, stride=2), requant(Int8ActPerTensorFixedPoint),
+                                  conv(4, 4), act(), *gap(), head(4)],
+        "signed_max_pool_no_bias": [conv(3, 4, stride=2, bias=False), requant(Int8ActPerTensorFixedPoint), nn.MaxPool2d(2),
+                                    conv(4, 4), act(), *gap(), head(4, bias=False)],
+        "depthwise": [conv(3, 4), act(), conv(4, 4, groups=4), act(), *gap(), head(4)],
+        "dilated": [conv(3, 4, pad=2, dilation=2), act(), *gap(), head(4)],
+        "rectangular_kernel": [conv(3, 4, (3, 1), pad=(1, 0)), act(), *gap(), head(4)],
+        "padded_max_pool": [conv(3, 4, stride=2), act(), nn.MaxPool2d(3, 2, padding=1), *gap(), head(4)],
+        "relu_after_pool": [conv(3, 4), requant(Int8ActPerTensorFixedPoint), nn.MaxPool2d(2), act(), *gap(), head(4)],
+        "softmax_at_the_end": [conv(3, 4, stride=2), act(), *gap(), head(4), nn.Softmax(dim=1)],
+        "overlapping_max_pool": [conv(3, 4, stride=2), act(), nn.MaxPool2d(2, 1), nn.MaxPool2d(7), requant(),
+                                 nn.Flatten(), head(4)],
+    }[name]
+    return nn.Sequential(qnn.QuantIdentity(act_quant=Image, return_quant_tensor=True), *body), (3, 16, 16)
+
+
+@pytest.mark.parametrize("name, opset, refused", [
+    ("4bit_5x5_1x1", 13, None),
+    ("signed_between_layers", 17, None),
+    ("signed_max_pool_no_bias", 13, None),
+    ("view_flatten", 13, None),
+    ("depthwise", 13, r"\(Conv\): group=4 is not supported; use ordinary \(groups=1\) convolutions"),
+    ("dilated", 13, r"\(Conv\): dilation \[2, 2\] is not supported; use dilation 1"),
+    ("rectangular_kernel", 13, r"\(Conv\): only square 2-D kernels are supported"),
+    ("padded_max_pool", 13, r"\(MaxPool\): padding/ceil_mode/dilation/unequal strides are not supported"),
+    ("relu_after_pool", 13, r"\(Relu\): not supported here"),
+    ("softmax_at_the_end", 13, r"\(Softmax\): a Softmax after the logits layer; export the model without it"),
+    ("overlapping_max_pool", 13, r"\(maxpool\): max-pool 2x2 stride 1: the pool engine makes k x k stride k"),
+])
+def test_what_users_write_is_compiled_exactly_or_refused_by_name(tmp_path, name, opset, refused):
+    from brevitas.export import export_onnx_qcdq
+
+    from export.walker import CompileError
+    from hw.array import ArrayConfig
+    from hw.engines import UnsupportedPlan
+    from hw.sequencer import schedule
+    torch.manual_seed(0)
+    net, shape = _pattern_net(name)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(8, *shape))
+    net.eval()
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx_qcdq(net, args=torch.zeros(1, *shape), export_path=str(path), dynamo=False, opset_version=opset,
+                         input_names=["image"], output_names=["logits"])
+    if refused is None:
+        plan = compile_onnx(path)
+        schedule(plan, ArrayConfig())  # the hardware takes it too
+        res = compare(path, plan, random_images(plan, 4, seed=1))
+        assert res.exact == res.images == 4, res.mismatches[:1]
+    else:
+        with pytest.raises((CompileError, UnsupportedPlan), match=refused):
+            schedule(compile_onnx(path), ArrayConfig())
