@@ -30,33 +30,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "s.json").exists()
 
 
-def test_a_layer_the_hardware_refuses_is_named_before_the_images_are_read(tmp_path, capsys):
-    import numpy as np
-    import onnx
-    from onnx_builders import vocab_graph
-
+@pytest.mark.parametrize("in_shape, stride, message", [
     # stride 17: export compiles it, the window generator makes strides up to 16
-    onnx.save(vocab_graph(np.ones((2, 3, 3, 3)), [0, 0], in_shape=(3, 64, 64), stride=17), str(tmp_path / "m.onnx"))
-    (tmp_path / "val" / "cat").mkdir(parents=True)  # no images: reading them would fail with another message
-    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "m.onnx"),
-                 "--json", str(tmp_path / "s.json")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: layer 0 'conv' (conv2d): stride 17: the window generator makes strides up to 16"], err
-    assert not (tmp_path / "s.json").exists()
-
-
-def test_a_model_input_the_data_loader_does_not_make_is_one_line_before_the_images(tmp_path, capsys):
+    ((3, 64, 64), 17, "error: layer 0 'conv' (conv2d): stride 17: the window generator makes strides up to 16"),
+    # a grey 16x16 input: not what the data loader makes
+    ((1, 16, 16), 2, "error: {model} takes 1x16x16 images (C x H x W), but the data loader makes 3x64x64 RGB"),
+])
+def test_a_model_the_chain_refuses_is_one_line_before_the_images_are_read(tmp_path, capsys, in_shape, stride, message):
     import numpy as np
     import onnx
     from onnx_builders import vocab_graph
 
-    onnx.save(vocab_graph(np.ones((2, 1, 3, 3)), [0, 0], in_shape=(1, 16, 16), stride=2), str(tmp_path / "grey.onnx"))
+    model = tmp_path / "m.onnx"
+    onnx.save(vocab_graph(np.ones((2, in_shape[0], 3, 3)), [0, 0], in_shape=in_shape, stride=stride), str(model))
     (tmp_path / "val" / "cat").mkdir(parents=True)  # no images: reading them would fail with another message
-    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "grey.onnx"),
-                 "--json", str(tmp_path / "s.json")]) == 2
+    assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(model), "--json", str(tmp_path / "s.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'grey.onnx'} takes 1x16x16 images (C x H x W), "
-                                               "but the data loader makes 3x64x64 RGB"), err
+    assert len(err) == 1 and err[0].startswith(message.format(model=model)), err
     assert not (tmp_path / "s.json").exists()
 
 
