@@ -105,7 +105,7 @@ def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> P
                                "fold it into the convolution before QAT (`python -m quant train --qat --init FLOAT.pt` does)")
         elif op in HANDLERS:
             HANDLERS[op].compile(w, node)
-        elif op in ("Softmax", "LogSoftmax", "Sigmoid") and ins[0] in w.pending:
+        elif op in ("Softmax", "LogSoftmax", "Sigmoid") and ins[0] in w.pending and out in {o.name for o in g.output}:
             raise CompileError(f"{where(node)}: a {op} after the logits layer; export the model without it: the "
                                f"accelerator returns the integer logits, whose argmax is the class (apply {op} on the host)")
         else:
