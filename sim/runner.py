@@ -42,6 +42,10 @@ MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutine
 TEST_MODULE = "sim.testbench"
 # each command of a build (verilate, then the C++ compile) is stopped after this long: a hung compiler
 BUILD_TIMEOUT_S = 1800.0
+# compiled simulators the cache keeps (about 2 MB each with their Verilog), the least recently used
+# removed first; SIM_CACHE_ENTRIES overrides it. An unfinished build's folder goes after a day.
+CACHE_ENTRIES = 64
+STALE_BUILD_S = 86400.0
 
 
 def default_cache_dir() -> Path:
@@ -146,6 +150,7 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     out = Path(cache_dir or default_cache_dir()).resolve() / (key + ("-waves" if waves else ""))
     result = Build(out, key, data_files, waves, compiled=False)
     if (out / "ok").is_file() and result.executable.is_file():
+        os.utime(out / "ok")  # used now: the last to be pruned
         return result
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -178,7 +183,29 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
     if log:
         log(f"built {out} in {time.monotonic() - t0:.0f} s")
+    prune_cache(out.parent)
     return Build(out, key, data_files, waves, compiled=True)
+
+
+def prune_cache(cache: Path, keep: int | None = None) -> list[Path]:
+    """Remove all but the `keep` (default CACHE_ENTRIES, or SIM_CACHE_ENTRIES) most recently used
+    builds of `cache`, by the time of their `ok` file (build() touches it on every reuse), and
+    unfinished build folders over STALE_BUILD_S old. Returns the removed folders."""
+    if keep is None:
+        keep = int(os.environ.get("SIM_CACHE_ENTRIES", CACHE_ENTRIES))
+    done, removed, now = [], [], time.time()
+    for d in Path(cache).iterdir():
+        try:
+            if (d / "ok").is_file():
+                done.append(((d / "ok").stat().st_mtime, d))
+            elif d.is_dir() and ".tmp" in d.name and now - d.stat().st_mtime > STALE_BUILD_S:
+                removed.append(d)
+        except OSError:  # removed meanwhile by another process
+            continue
+    removed += [d for _, d in sorted(done, reverse=True)[max(keep, 1):]]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
 
 
 @dataclass

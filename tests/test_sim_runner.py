@@ -51,6 +51,32 @@ def test_second_build_comes_from_the_cache(rtl, cache, built):
     assert again.executable.stat().st_mtime == built.executable.stat().st_mtime
 
 
+def test_the_cache_keeps_the_most_recently_used_builds(tmp_path, monkeypatch):
+    import os
+    import time
+    now = time.time()
+    for i, age in enumerate([50, 10, 30, 40]):  # build i last used `age` seconds ago
+        d = tmp_path / f"key{i}"
+        d.mkdir()
+        (d / "ok").write_text("1\n")
+        os.utime(d / "ok", (now - age, now - age))
+    for name, age in (("key9.tmp123", 2 * runner.STALE_BUILD_S), ("key8.tmp456", 10)):  # unfinished builds
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (now - age, now - age))
+    removed = runner.prune_cache(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["key0", "key3", "key9.tmp123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key1", "key2", "key8.tmp456"]
+    monkeypatch.setenv("SIM_CACHE_ENTRIES", "1")
+    assert [p.name for p in runner.prune_cache(tmp_path)] == ["key2"]
+
+
+def test_a_cache_hit_counts_as_a_use(rtl, cache, built):
+    import os
+    os.utime(built.dir / "ok", (1, 1))
+    runner.build(rtl, PIXELS, cache_dir=cache)
+    assert (built.dir / "ok").stat().st_mtime > 1
+
+
 def test_cache_key_covers_verilog_data_files_and_flags(rtl, tmp_path):
     key = runner.build_key(rtl, PIXELS)[0]
     assert runner.build_key(rtl, PIXELS)[0] == key
