@@ -89,6 +89,7 @@ class Pending:
     layer: Layer
     node: onnx.NodeProto
     relu: bool = False
+    flatten: bool = False  # the op also flattens (ReduceMean with keepdims=0): a flatten layer follows the requantizer
 
 
 @dataclass

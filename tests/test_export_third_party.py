@@ -129,8 +129,22 @@ def _pattern_net(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
             x = self.body(x)
             return self.fc(x.view(x.size(0), -1))
 
+    class Mean(nn.Module):  # x.mean(axes) instead of a pooling module: ReduceMean in the graph
+        def __init__(self, axes, keepdim):
+            super().__init__()
+            self.body = nn.Sequential(qnn.QuantIdentity(act_quant=Image, return_quant_tensor=True), conv(3, 4, stride=2),
+                                      qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint), nn.MaxPool2d(2))
+            self.requant, self.fc, self.axes, self.keepdim = requant(), head(16 if 1 in axes else 4), axes, keepdim
+
+        def forward(self, x):
+            x = self.requant(self.body(x).mean(self.axes, keepdim=self.keepdim))
+            return self.fc(torch.flatten(x, 1) if self.keepdim else x)
+
     if name == "view_flatten":
         return ViewFlatten(), (3, 16, 16)
+    if name.startswith("mean"):
+        return Mean(*{"mean_over_hw": ((2, 3), False), "mean_keepdim": ((-2, -1), True),
+                      "mean_over_channels": ((1,), True)}[name]), (3, 16, 16)
     body = {
         "4bit_5x5_1x1": [conv(3, 6, 5, pad=2, wq=W4), act(A4), nn.MaxPool2d(2), conv(6, 4, 1, pad=0, wq=W4), act(A4),
                          nn.MaxPool2d(2), nn.Flatten(), qnn.QuantLinear(4 * 4 * 4, 8, bias=True, weight_quant=W4,
@@ -157,6 +171,9 @@ def _pattern_net(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     ("signed_between_layers", 17, None),
     ("signed_max_pool_no_bias", 13, None),
     ("view_flatten", 13, None),
+    ("mean_over_hw", 13, None),
+    ("mean_keepdim", 13, None),
+    ("mean_over_channels", 13, r"\(ReduceMean\): a mean over axes \[1\]; only the mean over height and width"),
     ("depthwise", 13, r"\(Conv\): group=4 is not supported; use ordinary \(groups=1\) convolutions"),
     ("dilated", 13, r"\(Conv\): dilation \[2, 2\] is not supported; use dilation 1"),
     ("rectangular_kernel", 13, r"\(Conv\): only square 2-D kernels are supported"),

@@ -68,8 +68,11 @@ class AvgPool(_Average):
 
 @register
 class GlobalAvgPool(_Average):
+    """GlobalAveragePool, and ReduceMean over H and W (`x.mean((2, 3))`), which with keepdims=0 also
+    flattens: a flatten layer then follows its requantizer."""
+
     kind = "globalavgpool"
-    ops = ("GlobalAveragePool",)
+    ops = ("GlobalAveragePool", "ReduceMean")
 
     def count(self, layer) -> int:
         return int(layer.in_shape[1] * layer.in_shape[2])
@@ -78,10 +81,18 @@ class GlobalAvgPool(_Average):
         a = w.act(node)
         if len(a.shape) != 3:
             raise CompileError(f"{where(node)}: a global pool on a map of shape {a.shape}")
+        flatten = False
+        if node.op_type == "ReduceMean":
+            at = attrs(node)
+            axes = at.get("axes") if len(node.input) < 2 or not node.input[1] else w.const(node.input[1])
+            if axes is None or sorted(int(x) % 4 for x in np.asarray(axes).reshape(-1)) != [2, 3]:
+                raise CompileError(f"{where(node)}: a mean over axes {None if axes is None else np.asarray(axes).tolist()}; "
+                                   "only the mean over height and width (axes 2, 3: a global average pool) is supported")
+            flatten = not at.get("keepdims", 1)
         c, h, wd = a.shape
         _log2_count(h * wd, node, f"a global pool over {h}x{wd}")
         layer = Layer(w.layer_name(node, "gap"), self.kind, a.shape, (c, 1, 1), a.itype, None, kernel=h)
-        self.start(w, node, layer)
+        w.pending[node.output[0]] = Pending(layer, node, flatten=flatten)
 
     def run(self, layer, x):
         return self.finish(layer, x.astype(np.int64).sum(axis=(1, 2), keepdims=True))
