@@ -106,7 +106,8 @@ def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> P
             w.pending[out] = p
         elif op == "BatchNormalization":
             raise CompileError(f"{where(node)}: batch norm in the golden graph makes ONNX Runtime inexact (contract rule 12); "
-                               "fold it into the convolution before QAT (`python -m quant train --qat --init FLOAT.pt` does)")
+                               "fold it into the convolution's weights and bias before QAT (`python -m quant train --qat "
+                               "--init FLOAT.pt` does; in plain PyTorch, torch.nn.utils.fusion.fuse_conv_bn_eval)")
         elif op in HANDLERS:
             HANDLERS[op].compile(w, node)
         elif op in ("Softmax", "LogSoftmax", "Sigmoid") and ins[0] in w.pending and out in {o.name for o in g.output}:
