@@ -19,7 +19,8 @@ import onnx
 from onnx import numpy_helper
 
 from export.kinds import HANDLERS
-from export.plan import IntType, Layer, Plan
+from export.kinds.flatten import append_flatten
+from export.plan import IntType, Plan
 from export.kinds.weighted import bias_ints
 from export.walker import (Act, CompileError, Pending, QConst, Walker, attrs, check_bound, check_zero_point,
                            int_type_of, pow2_exp, where)
@@ -84,9 +85,7 @@ def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> P
                 src.layer.tensor = out
                 w.acts[out] = Act(itype, _finish(w, src, itype))
                 if src.flatten:  # the flatten the op did besides (ReduceMean, keepdims=0); the same tensor
-                    n = int(np.prod(src.layer.out_shape))
-                    w.layers.append(Layer(f"{src.layer.name}_flatten", "flatten", src.layer.out_shape, (n,), itype, itype, tensor=out))
-                    w.acts[out] = Act(itype, (n,))
+                    append_flatten(w, f"{src.layer.name}_flatten", w.acts[out], out)
             else:
                 if not w.layers and input_type is None:
                     input_type = itype

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from quant import checkpoint
-from quant.data import SIZE, Split, centre_crop, check_model_input, english, read_split
+from quant.data import Split, centre_crop, check_model_input, english, read_split
 from quant.metrics import classification_metrics
+from quant.model import ModelConfig
 from quant.plots import confusion_png, curves_png, grid_indices, grid_png
 from quant.train import predict
 
@@ -64,7 +65,7 @@ def evaluate(checkpoint_path: str | Path | None, data: str | Path, split: str = 
     and grid.png there.
     """
     ckpt, name = load_checkpoint(checkpoint_path)
-    check_model_input(ckpt["config"].get("in_shape", (3, SIZE, SIZE)), name)
+    check_model_input(ModelConfig.from_dict(ckpt["config"]).in_shape, name)
     s = read_split(data, split, eval_classes(ckpt["class_names"], classes), limit=limit)
     y_true, y_pred = predictions(ckpt, s)
     names = ckpt["class_names"]

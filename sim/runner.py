@@ -192,7 +192,10 @@ def prune_cache(cache: Path, keep: int | None = None) -> list[Path]:
     builds of `cache`, by the time of their `ok` file (build() touches it on every reuse), and
     unfinished build folders over STALE_BUILD_S old. Returns the removed folders."""
     if keep is None:
-        keep = int(os.environ.get("SIM_CACHE_ENTRIES", CACHE_ENTRIES))
+        text = os.environ.get("SIM_CACHE_ENTRIES", str(CACHE_ENTRIES))
+        if not text.strip().isdigit():
+            raise ValueError(f"SIM_CACHE_ENTRIES={text!r}: must be a whole number of builds to keep")
+        keep = int(text)
     done, removed, now = [], [], time.time()
     for d in Path(cache).iterdir():
         try:

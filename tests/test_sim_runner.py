@@ -68,6 +68,9 @@ def test_the_cache_keeps_the_most_recently_used_builds(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key1", "key2", "key8.tmp456"]
     monkeypatch.setenv("SIM_CACHE_ENTRIES", "1")
     assert [p.name for p in runner.prune_cache(tmp_path)] == ["key2"]
+    monkeypatch.setenv("SIM_CACHE_ENTRIES", "lots")
+    with pytest.raises(ValueError, match=r"SIM_CACHE_ENTRIES='lots': must be a whole number"):
+        runner.prune_cache(tmp_path)
 
 
 def test_a_cache_hit_counts_as_a_use(rtl, cache, built):

@@ -29,8 +29,8 @@ class _Average(LayerKind):
     def acc_bound(self, layer):
         return self.count(layer) * layer.inp.max_abs
 
-    def start(self, w, node, layer) -> None:
-        w.pending[node.output[0]] = Pending(layer, node)
+    def start(self, w, node, layer, flatten: bool = False) -> None:
+        w.pending[node.output[0]] = Pending(layer, node, flatten=flatten)
 
     def finish(self, layer, acc):
         from export.reference import requantize
@@ -92,7 +92,7 @@ class GlobalAvgPool(_Average):
         c, h, wd = a.shape
         _log2_count(h * wd, node, f"a global pool over {h}x{wd}")
         layer = Layer(w.layer_name(node, "gap"), self.kind, a.shape, (c, 1, 1), a.itype, None, kernel=h)
-        w.pending[node.output[0]] = Pending(layer, node, flatten=flatten)
+        self.start(w, node, layer, flatten)
 
     def run(self, layer, x):
         return self.finish(layer, x.astype(np.int64).sum(axis=(1, 2), keepdims=True))
