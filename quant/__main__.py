@@ -8,11 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
-
-
-def _data_default() -> str | None:
-    return str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None
+from common.data import default_data
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +61,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser, split: bool = False) -> None:
-    p.add_argument("--data", default=_data_default(), required=_data_default() is None,
+    p.add_argument("--data", default=default_data(), required=default_data() is None,
                    help="ImageFolder-style folder: train/, val/ [, test/] of <class>/ folders, or one folder of <class>/ folders (default: ../shared/data/animals5)")
     p.add_argument("--classes", default=None, help="comma list of classes in order (English or Animals-10 Italian names)")
     if split:
@@ -114,9 +110,9 @@ def cmd_train(args) -> int:
         args.distill = 0.5
     tc = train_config(args, args.qat).validate()  # before the data: a bad value fails at once
     classes = _classes(args) or (init["class_names"] if init else None)
-    check_model_input(cfg.in_shape, f"architecture {cfg.arch!r}")
-    tr = read_split(args.data, "train", classes)
-    va = read_split(args.data, "val", tr.class_names)
+    check_model_input(cfg.in_shape, f"architecture {cfg.arch!r}", args.data, "train")
+    tr = read_split(args.data, "train", classes, shape=cfg.in_shape)
+    va = read_split(args.data, "val", tr.class_names, shape=cfg.in_shape)
     if init is not None and tr.class_names != init["class_names"]:
         raise ConfigError(f"{args.init} was trained on classes {', '.join(init['class_names'])}; QAT needs the same ones in "
                           f"the same order, not {', '.join(tr.class_names)} (drop --classes or train a float model on them)")
@@ -137,7 +133,7 @@ def cmd_evaluate(args) -> int:
     from quant.evaluate import evaluate
     res = evaluate(args.checkpoint, args.data, args.split, _classes(args), args.limit, args.plots)
     if args.json:
-        from quant.atomic import atomic_write_text
+        from common.atomic import atomic_write_text
         atomic_write_text(args.json, json.dumps(res, indent=1))
     from quant.metrics import format_metrics
     print(format_metrics(res))
@@ -151,14 +147,38 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def plan_storage(path: Path) -> dict:
+    """A quantized checkpoint's storage from export's accounting: exported to ONNX, compiled, and
+    read from the layer plan (dense layers at their bit width, P-layers as values + indices)."""
+    import tempfile
+
+    import numpy as np
+
+    from export.compile import CompileError, compile_onnx
+    from export.onnx_export import export
+    from quant.report import ReportError
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            plan = compile_onnx(export(path, Path(tmp) / "model.onnx"))
+        except CompileError as e:
+            raise ReportError(f"{path}: cannot compile the exported model: {e}") from None
+    layers = [{"name": l.name, "kind": l.kind, "cls": l.cls, "weights": int(l.weight.size),
+               "nonzero": int(np.count_nonzero(l.weight)), "w_bits": l.w_type.bits,
+               "index_bits": l.sparse.index_bits if l.sparse is not None else None,
+               "weight_bits": l.weight_bits, "float_bits": l.float_bits} for l in plan.compute_layers]
+    return {"weight_bits": plan.weight_bits, "float_bits": plan.float_bits,
+            "compression_ratio": plan.compression_ratio, "layers": layers,
+            "macs_dense": plan.macs_dense, "macs_effective": plan.macs_effective}
+
+
 def cmd_report(args) -> int:
     from quant.report import build_report, markdown, side_by_side, write_report
-    reps = [build_report(r) for r in args.results]
+    reps = [build_report(r, plan_storage) for r in args.results]
     if len(reps) == 1:
         write_report(reps[0], args.json, args.markdown)
         print(Path(args.markdown).read_text() if args.markdown else json.dumps(reps[0], indent=1))
         return 0
-    from quant.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     text = side_by_side(reps) + "".join("\n" + markdown(r) for r in reps)
     if args.json:
         atomic_write_text(args.json, json.dumps({"experiments": reps}, indent=1))
@@ -223,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     from quant.checkpoint import CheckpointError
     from quant.data import DataError
     from quant.model import ConfigError
-    from quant.cli import run_command
+    from common.cli import run_command
     return run_command(args, (DataError, CheckpointError, ConfigError))
 
 

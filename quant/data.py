@@ -2,8 +2,10 @@
 
 Layouts: `DIR/{train,val[,test]}/<class>/*` (splits), or `DIR/<class>/*` (one folder, each image's
 split drawn from a hash of its own name and a seed). Animals-10's Italian folder names are mapped to
-English. Images become 64x64 RGB uint8 and reach the model as p/256 (contract rule 2); evaluation
-centre-crops, training crops at random.
+English. Images are read at the model's own input shape C x H x W (grey when C is 1, RGB when 3) and
+reach the model as p/256 (contract rule 2). A 3x64x64 model reads 72-px images and centre-crops 64
+(training crops at random); any other shape reads its H x W directly, so images already at that size
+pass untouched. Tensors that are not images come from `DIR/<split>.npz` (x: N x shape int8/uint8, y, classes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 SIZE = 64
+DEFAULT_SHAPE = (3, SIZE, SIZE)
 DEFAULT_CLASSES = ("cat", "cow", "elephant", "horse", "sheep")
 ITALIAN = {
     "gatto": "cat", "mucca": "cow", "elefante": "elephant", "cavallo": "horse", "pecora": "sheep",
@@ -33,7 +36,7 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Decoded images of one split: uint8 (N, 3, S, S) with S >= 64, labels, class names."""
+    """Decoded images of one split: integers (N, C, H, W) at the source size (`source_size`), labels, class names."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -80,35 +83,49 @@ def resolve_classes(found: dict[str, Path], classes: list[str] | None, where: Pa
     return wanted
 
 
-def to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    """Grey, palette, RGBA, CMYK and 16-bit images become 8-bit RGB."""
+def to_rgb_uint8(img: Image.Image, channels: int = 3) -> np.ndarray:
+    """Grey, palette, RGBA, CMYK and 16-bit images become 8-bit RGB (H, W, 3), or grey (H, W, 1) for one channel."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if channels == 1:
+        return np.asarray(img.convert("L"), dtype=np.uint8)[:, :, None]
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def fit_size(arr: np.ndarray, size: int) -> np.ndarray:
-    """Resize so the shorter side is `size` (keeping 72-px sources as they are), centre-crop square."""
+def fit_size(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize so the image just covers `size` (H, W) (an int: a square), keeping its aspect ratio;
+    centre-crop to it. An image already at that size passes untouched."""
+    th, tw = (size, size) if isinstance(size, int) else size
     h, w = arr.shape[:2]
-    if min(h, w) != size:
-        s = size / min(h, w)
-        arr = np.asarray(Image.fromarray(arr).resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR))
+    if (h, w) != (th, tw) and not (h >= th and w >= tw and min(h / th, w / tw) == 1):
+        s = max(th / h, tw / w)
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        arr = np.asarray(img.resize((max(tw, round(w * s)), max(th, round(h * s))), Image.BILINEAR))
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
         h, w = arr.shape[:2]
-    t, l = (h - size) // 2, (w - size) // 2
-    return arr[t:t + size, l:l + size]
+    t, l = (h - th) // 2, (w - tw) // 2
+    return arr[t:t + th, l:l + tw]
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """One file as uint8 (3, size, size); raises DataError naming the file if it is not an image or
+def source_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (H, W) images are decoded at for a model input `shape`: 72 x 72 for the 3x64x64 models
+    (evaluation centre-crops 64, training crops at random), the model's own H x W otherwise."""
+    if tuple(shape) == DEFAULT_SHAPE:
+        return (72, 72)
+    return (int(shape[1]), int(shape[2]))
+
+
+def load_image(path: Path, size: int | tuple[int, int], channels: int = 3) -> np.ndarray:
+    """One file as uint8 (channels, H, W); raises DataError naming the file if it is not an image or
     is over PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                arr = to_rgb_uint8(img)
+                arr = to_rgb_uint8(img, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{path}: too large to decode ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -116,8 +133,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
     return fit_size(arr, size).transpose(2, 0, 1).copy()
 
 
-def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
-                limit: int | None = None, keep: Callable[[Path], bool] | None = None) -> Split:
+def read_folder(folder: Path, classes: list[str] | None = None, size: int | tuple[int, int] = 72,
+                limit: int | None = None, keep: Callable[[Path], bool] | None = None, channels: int = 3) -> Split:
     """Decode every image under `folder/<class>/` (those `keep` accepts); unreadable files are skipped
     with a warning."""
     folder = Path(folder)
@@ -136,7 +153,7 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
             if limit is not None and len(labels) - n_before >= limit:
                 break
             try:
-                images.append(load_image(p, size))
+                images.append(load_image(p, size, channels))
             except DataError as e:
                 warnings.warn(f"skipped {e}", stacklevel=2)
                 skipped += 1
@@ -145,7 +162,8 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int = 72,
             files.append(str(p))
         if len(labels) == n_before and (paths or not listed):  # a drawn split may hold none of a class
             raise DataError(f"{found[name]}: no readable images for class {name!r}")
-    stacked = np.stack(images) if images else np.zeros((0, 3, size, size), dtype=np.uint8)
+    th, tw = (size, size) if isinstance(size, int) else size
+    stacked = np.stack(images) if images else np.zeros((0, channels, th, tw), dtype=np.uint8)
     return Split(stacked, np.asarray(labels, dtype=np.int64), names, files, skipped)
 
 
@@ -171,52 +189,121 @@ def drawn_split(path: Path, seed: int, val_fraction: float) -> str:
     return "val" if u < val_fraction else "test" if u < 2 * val_fraction else "train"
 
 
-def read_split(data: str | Path, split: str, classes: list[str] | None = None, size: int = 72,
-               limit: int | None = None, seed: int = 0, val_fraction: float = 0.1) -> Split:
-    """One split of a data folder. In a folder without train/val/test, about `val_fraction` of each
-    class is val, as many test, the rest train, drawn per image by `drawn_split`.
+def read_npz(path: Path, split: str, classes: list[str] | None, shape: tuple[int, ...] | None,
+             limit: int | None) -> Split:
+    """A split of tensors that are not images: `x` (N x shape, int8 or uint8: the model's integer
+    input), `y` (N labels) and optionally `classes` (names, in label order)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise DataError(f"{path}: needs arrays 'x' (N x C x H x W, int8 or uint8) and 'y' (N labels); found {', '.join(z.files) or 'none'}")
+            x, y = z["x"], z["y"]
+            names = [str(c) for c in z["classes"]] if "classes" in z else None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if x.dtype not in (np.int8, np.uint8):
+        raise DataError(f"{path}: 'x' holds {x.dtype}; it must hold the model's integer input as int8 or uint8")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise DataError(f"{path}: 'y' must be {len(x)} non-negative integer labels, one per row of 'x' (got shape {y.shape}, {y.dtype})")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise DataError(f"{path}: 'x' holds {'x'.join(map(str, x.shape[1:]))} tensors, but the model takes "
+                        f"{'x'.join(map(str, shape))}")
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    names = names or [str(i) for i in range(n_classes)]
+    if len(names) < n_classes:
+        raise DataError(f"{path}: 'classes' names {len(names)} classes, but 'y' has labels up to {n_classes - 1}")
+    if classes is not None:
+        missing = [c for c in classes if c not in names]
+        if missing:
+            raise DataError(f"{path}: no class(es) {', '.join(missing)}; the file has {', '.join(names)}")
+        remap = np.full(len(names), -1, dtype=np.int64)
+        remap[[names.index(c) for c in classes]] = np.arange(len(classes))
+        keep = remap[y] >= 0
+        x, y, names = x[keep], remap[y[keep]], list(classes)
+    if limit is not None:
+        keep = np.concatenate([np.flatnonzero(y == i)[:limit] for i in range(len(names))]) if len(y) else np.zeros(0, int)
+        keep.sort()
+        x, y = x[keep], y[keep]
+    if not len(y):
+        raise DataError(f"{path}: holds no tensors{' for the chosen classes' if classes else ''}")
+    return Split(np.ascontiguousarray(x), np.asarray(y, dtype=np.int64), names, [f"{path}[{i}]" for i in range(len(y))])
 
-    `limit` caps the images per class. Returns uncropped `size` px images; use `centre_crop`.
+
+def read_split(data: str | Path, split: str, classes: list[str] | None = None, size: int | tuple[int, int] = 72,
+               limit: int | None = None, seed: int = 0, val_fraction: float = 0.1,
+               shape: tuple[int, ...] | None = None) -> Split:
+    """One split of a data folder. In a folder without train/val/test, about `val_fraction` of each
+    class is val, as many test, the rest train, drawn per image by `drawn_split`. `DIR/<split>.npz`,
+    when it exists, is read instead of images (`read_npz`).
+
+    With `shape` (the model's C x H x W) images are decoded at `source_size(shape)` with C channels;
+    without it at `size` px RGB. `limit` caps the images per class. Use `crop` for the model's input.
     """
     root = Path(data)
     if not root.is_dir():
-        raise DataError(f"{root}: no such data folder (download Animals-10 and give its folder with --data; see README)")
+        raise DataError(f"{root}: no such data folder (give --data a folder of class folders, of train/val/test, or of <split>.npz files)")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if (root / f"{split}.npz").is_file():
+        return read_npz(root / f"{split}.npz", split, classes, shape, limit)
+    channels = 3
+    if shape is not None:
+        check_image_shape(shape, root)
+        size, channels = source_size(shape), int(shape[0])
     if has_splits(root):
         if not (root / split).is_dir():
             raise DataError(f"{root}: no {split!r} split folder (found {', '.join(s for s in SPLITS if (root / s).is_dir())})")
         if classes is None:  # with --classes, each split is checked for the chosen ones
             check_same_classes(root)
-        return read_folder(root / split, classes, size, limit)
-    s = read_folder(root, classes, size, limit, keep=lambda p: drawn_split(p, seed, val_fraction) == split)
+        return read_folder(root / split, classes, size, limit, channels=channels)
+    s = read_folder(root, classes, size, limit, keep=lambda p: drawn_split(p, seed, val_fraction) == split, channels=channels)
     if not len(s):
         raise DataError(f"{root}: no image falls in the {split!r} split (seed {seed}); add images, "
                         f"or sort them into {root}/train, val and test folders")
     return s
 
 
-def centre_crop(images: np.ndarray, size: int = SIZE) -> np.ndarray:
+def centre_crop(images: np.ndarray, size: int | tuple[int, int] = SIZE) -> np.ndarray:
+    th, tw = (size, size) if isinstance(size, int) else size
     h, w = images.shape[-2:]
-    t, l = (h - size) // 2, (w - size) // 2
-    return images[..., t:t + size, l:l + size]
+    t, l = (h - th) // 2, (w - tw) // 2
+    return images[..., t:t + th, l:l + tw]
 
 
-def check_model_input(shape, model) -> None:
-    """Refuse, before any image is read, a model whose input is not what this loader makes: 3 x SIZE x
-    SIZE RGB centre crops. `model` names it in the message (a path, or the architecture)."""
+def crop(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The model's input from a split's images (centre crop to H x W); tensors pass as they are."""
+    if len(shape) != 3 or images.shape[1:] == tuple(shape):
+        return images
+    return centre_crop(images, (int(shape[1]), int(shape[2])))
+
+
+def check_image_shape(shape, where) -> None:
+    """Images can feed a C x H x W model with C = 1 (grey) or 3 (RGB); anything else needs .npz tensors."""
     shape = tuple(int(s) for s in shape)
-    if shape != (3, SIZE, SIZE):
-        raise DataError(f"{model} takes {'x'.join(map(str, shape))} images (C x H x W), but the data loader makes "
-                        f"3x{SIZE}x{SIZE} RGB centre crops, so only a model with a 3x{SIZE}x{SIZE} input runs on --data "
-                        f"(in an architecture file: \"in_shape\": [3, {SIZE}, {SIZE}])")
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise DataError(f"{where}: the model takes {'x'.join(map(str, shape))} inputs, which are not grey (1xHxW) or RGB "
+                        f"(3xHxW) images; give --data a folder with <split>.npz files holding 'x' (N x "
+                        f"{'x'.join(map(str, shape))} int8/uint8) and 'y'")
 
 
-def load_split(data: str | Path, split: str, limit: int | None = None,
-               classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """uint8 (N, 3, 64, 64) centre-cropped images, labels and class names of one split."""
-    s = read_split(data, split, classes, limit=limit)
-    return np.ascontiguousarray(centre_crop(s.images)), s.labels, s.class_names
+def check_model_input(shape, model, data: str | Path | None = None, split: str | None = None) -> None:
+    """Refuse, before any image is read, a model input the data cannot feed: images make grey or RGB
+    C x H x W inputs; other shapes (a flat feature vector, C > 3) need `DIR/<split>.npz` tensors.
+    `model` names it in the message (a path, or the architecture)."""
+    shape = tuple(int(s) for s in shape)
+    if not shape or min(shape) < 1:
+        raise DataError(f"{model} has no usable input shape ({shape})")
+    if data is not None and split is not None and (Path(data) / f"{split}.npz").is_file():
+        return
+    check_image_shape(shape, model)
+
+
+def load_split(data: str | Path, split: str, limit: int | None = None, classes: list[str] | None = None,
+               shape: tuple[int, ...] = DEFAULT_SHAPE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The model's integer inputs (N, *shape) of one split (centre-cropped images, or .npz tensors),
+    labels and class names."""
+    s = read_split(data, split, classes, limit=limit, shape=shape)
+    return np.ascontiguousarray(crop(s.images, shape)), s.labels, s.class_names
 
 
 def dataset_hash(split: Split) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from quant import checkpoint
-from quant.data import Split, centre_crop, check_model_input, english, read_split
+from quant.data import Split, check_model_input, crop, english, read_split
 from quant.metrics import classification_metrics
 from quant.model import ModelConfig
 from quant.plots import confusion_png, curves_png, grid_indices, grid_png
@@ -65,8 +65,9 @@ def evaluate(checkpoint_path: str | Path | None, data: str | Path, split: str = 
     and grid.png there.
     """
     ckpt, name = load_checkpoint(checkpoint_path)
-    check_model_input(ModelConfig.from_dict(ckpt["config"]).in_shape, name)
-    s = read_split(data, split, eval_classes(ckpt["class_names"], classes), limit=limit)
+    shape = ModelConfig.from_dict(ckpt["config"]).in_shape
+    check_model_input(shape, name, data, split)
+    s = read_split(data, split, eval_classes(ckpt["class_names"], classes), limit=limit, shape=shape)
     y_true, y_pred = predictions(ckpt, s)
     names = ckpt["class_names"]
     res = {"checkpoint": name, "arch": ckpt["config"]["arch"], "quantized": bool(ckpt["config"].get("quantized")),
@@ -79,6 +80,6 @@ def evaluate(checkpoint_path: str | Path | None, data: str | Path, split: str = 
         if ckpt.get("history"):
             plots["curves"] = curves_png(ckpt["history"], out / "curves.png", ckpt.get("best_epoch"), name)
         idx = grid_indices(y_true, len(names))
-        plots["grid"] = grid_png(centre_crop(s.images[idx]), y_true[idx], y_pred[idx], names, out / "grid.png", title=title)
+        plots["grid"] = grid_png(crop(s.images[idx], shape), y_true[idx], y_pred[idx], names, out / "grid.png", title=title)
         res["plots"] = {k: str(v) for k, v in plots.items()}
     return res

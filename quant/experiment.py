@@ -67,9 +67,9 @@ def run_experiment(data: str | Path, out: str | Path, quick: bool = False, seed:
             raise ConfigError(f"{manifest_path}: this folder holds another experiment (arch {old.get('arch')}, quick "
                               f"{old.get('quick')}, seed {old.get('seed')}); choose another --out")
         manifest = old
-    check_model_input(base_cfg.in_shape, f"architecture {base_cfg.arch!r}")
-    tr = read_split(data, "train")
-    va = read_split(data, "val", tr.class_names)
+    check_model_input(base_cfg.in_shape, f"architecture {base_cfg.arch!r}", data, "train")
+    tr = read_split(data, "train", shape=base_cfg.in_shape)
+    va = read_split(data, "val", tr.class_names, shape=base_cfg.in_shape)
     if quick:  # a smoke test: a few batches, a couple of epochs
         tr = replace(tr, images=tr.images[::40], labels=tr.labels[::40], files=tr.files[::40])
     short = dict(epochs=2, patience=2, prune_epochs=1) if quick else {}

@@ -215,6 +215,70 @@ class GlobalAvgPool(Kind):
         return [nn.AdaptiveAvgPool2d(1), _requant(l) if quantized else nn.Identity()]
 
 
+class ResidualBlock(nn.Module):
+    """out = relu(join(branch(x)) + join(shortcut(x))): one quantizer `join` on both summands gives
+    them one power-of-two scale, so the add is exact in integers (contract rule 13)."""
+
+    def __init__(self, branch: nn.Module, shortcut: nn.Module, join: nn.Module, act: nn.Module):
+        super().__init__()
+        self.branch, self.shortcut, self.join, self.act = branch, shortcut, join, act
+
+    def forward(self, x):
+        return self.act(self.join(self.branch(x)) + self.join(self.shortcut(x)))
+
+
+class Residual(Kind):
+    """A ResNet basic block: two 3x3 "same" convs (the first with `stride`, ReLU between), a shortcut
+    (identity, or a 1x1 conv with `stride` when the stride or the width changes), the add, ReLU.
+    With `bn`, each conv has batch norm, trained in float and folded before QAT (rule 12)."""
+
+    name = "residual"
+    fields = {"out", "stride", "bn", "per_channel", "w_bits", "a_bits"}
+    weighted = False  # its convs are NP; pruning and the P/NP tags look at conv and linear layers only
+
+    def validate(self, l, where):
+        if not isinstance(l.out, int) or l.out < 1:
+            raise ConfigError(f"{where}: field 'out' must be a positive integer (channels), got {l.out!r}")
+        if not isinstance(l.stride, int) or l.stride not in (1, 2):
+            raise ConfigError(f"{where}: field 'stride' must be 1 or 2, got {l.stride!r}")
+        if not (2 <= l.w_bits <= 8 and 2 <= l.a_bits <= 8):
+            raise ConfigError(f"{where}: fields 'w_bits'/'a_bits' must be 2..8, got w_bits={l.w_bits} a_bits={l.a_bits}")
+
+    def out_shape(self, l, shape, where):
+        if len(shape) != 3:
+            raise ConfigError(f"{where}: a residual block needs a (C, H, W) input, got {shape}")
+        c, h, w = shape
+        return (l.out, (h - 1) // l.stride + 1, (w - 1) // l.stride + 1)
+
+    def modules(self, l, shape, quantized, last, bn_folded):
+        if last:
+            raise ConfigError("a residual block cannot be the last layer; end the model with a linear layer")
+        conv = Conv()
+
+        def unit(ci, k, stride, relu):
+            spec = _spec(l, out=l.out, kernel=k, stride=stride, padding=k // 2, relu=relu)
+            return nn.Sequential(*conv.modules(spec, (ci, 1, 1), quantized, False, bn_folded))
+
+        c = shape[0]
+        branch = nn.Sequential(*unit(c, 3, l.stride, True), *unit(l.out, 3, 1, False))
+        shortcut = unit(c, 1, l.stride, False) if (l.stride != 1 or c != l.out) else nn.Identity()
+        if quantized:
+            import brevitas.nn as qnn
+
+            from quant.quantizers import SignedActQuant
+            join: nn.Module = qnn.QuantIdentity(act_quant=SignedActQuant, bit_width=l.a_bits, return_quant_tensor=True)
+        else:
+            join = nn.Identity()
+        act = _act(_spec(l, relu=True), quantized)[0]
+        return [ResidualBlock(branch, shortcut, join, act)]
+
+
+def _spec(l, **kw):
+    """A copy of LayerSpec `l` with fields replaced (the conv units inside a block)."""
+    from dataclasses import replace
+    return replace(l, **kw)
+
+
 class Flatten(Kind):
     name = "flatten"
 
@@ -228,7 +292,7 @@ class Flatten(Kind):
         return [nn.Flatten()]
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Flatten())}
+KINDS: dict[str, Kind] = {k.name: k for k in (Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Residual(), Flatten())}
 ALIASES = {"pool": "maxpool", "globalavgpool": "gap"}
 
 

@@ -6,7 +6,7 @@ p/256 enters as its integer pixel value p.
 """
 
 from brevitas.inject.enum import ScalingImplType
-from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
+from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
 
 BIAS_QUANT = Int32Bias  # rule 3: scale = s_in * s_w, 32-bit
 
@@ -17,6 +17,10 @@ class WeightQuant(Int8WeightPerTensorFixedPoint):
 
 class ActQuant(Uint8ActPerTensorFixedPoint):
     """Unsigned activations after ReLU, learned power-of-two scale; width set per layer."""
+
+
+class SignedActQuant(Int8ActPerTensorFixedPoint):
+    """Signed activations (a residual add's summands), learned power-of-two scale; width set per layer."""
 
 
 class InputQuant(Uint8ActPerTensorFixedPoint):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from quant import checkpoint
 from quant.atomic import atomic_write
-from quant.data import SIZE, Split, centre_crop, dataset_hash
+from quant.data import DEFAULT_SHAPE, SIZE, Split, crop, dataset_hash
 from quant.fold import fold_batchnorm, needs_folding
 from quant.model import ConfigError, ModelConfig, build
 from quant.prune import Pruner, p_layers
@@ -143,9 +143,28 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tenso
     return torch.where(inside[:, None], noise, x)
 
 
-def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
-    """Random 64-px crop (or, with crop_scale < 1, a random resized crop), horizontal flip, mild
-    brightness/contrast jitter; stays on the p/256 grid."""
+def padded_crops(batch: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The field's small-image augmentation: zero-pad by `pad`, take a random crop of the original
+    size, flip horizontally at random; float pixels on the p/256 grid."""
+    n, _, h, w = batch.shape
+    padded = nn.functional.pad(batch.float(), (pad, pad, pad, pad))
+    ys = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    xs = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (ys[:, None] + torch.arange(h))[:, None, :, None].expand(n, batch.shape[1], h, w)
+    cols = (xs[:, None] + torch.arange(w))[:, None, None, :].expand(n, batch.shape[1], h, w)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(batch.shape[1])[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out / 256.0
+
+
+def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0,
+            shape: tuple[int, ...] = DEFAULT_SHAPE) -> torch.Tensor:
+    """A 3x64x64 model: random 64-px crop of the 72-px image (or, with crop_scale < 1, a random
+    resized crop), horizontal flip, mild brightness/contrast jitter. Any other image shape: the
+    padded random crop of `padded_crops`. Stays on the p/256 grid."""
+    if tuple(shape) != DEFAULT_SHAPE:
+        return padded_crops(batch, gen)
     n, _, h, w = batch.shape
     if crop_scale < 1.0:
         out = resized_crops(batch, gen, crop_scale)
@@ -164,9 +183,9 @@ def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0) 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Logits for uint8 (N, 3, >=64, >=64) images, centre-cropped."""
+    """Logits for a split's uint8 images, centre-cropped to the model's input shape."""
     model.eval()
-    x = torch.as_tensor(np.ascontiguousarray(centre_crop(np.asarray(images))))
+    x = torch.as_tensor(np.ascontiguousarray(crop(np.asarray(images), model.config.in_shape)))
     return torch.cat([model(to_input(x[i:i + batch])) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
 
 
@@ -245,12 +264,12 @@ def batch_norms(model: nn.Module) -> list[nn.Module]:
 BN_REFRESH_IMAGES = 2048  # training images (augmented, seeded) that re-estimate batch norm for an averaged model
 
 
-def bn_batches(images: torch.Tensor, tc: TrainConfig) -> list[torch.Tensor]:
+def bn_batches(images: torch.Tensor, tc: TrainConfig, shape: tuple[int, ...]) -> list[torch.Tensor]:
     """The same BN_REFRESH_IMAGES training images each epoch, augmented from their own seeded
     generator (the training's random stream is untouched), in batches of `tc.batch`."""
     gen = torch.Generator().manual_seed(tc.seed + 1)
     idx = torch.randperm(len(images), generator=gen)[:BN_REFRESH_IMAGES]
-    prep = (lambda b: augment(b, gen, tc.crop_scale)) if tc.augment else (lambda b: to_input(centre_crop(b)))
+    prep = (lambda b: augment(b, gen, tc.crop_scale, shape)) if tc.augment else (lambda b: to_input(crop(b, shape)))
     return [prep(images[idx[i:i + tc.batch]]) for i in range(0, len(idx), tc.batch)]
 
 
@@ -403,7 +422,8 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False)
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
-                x = augment(images[idx], gen, tc.crop_scale) if tc.augment else to_input(centre_crop(images[idx]))
+                x = (augment(images[idx], gen, tc.crop_scale, config.in_shape) if tc.augment
+                     else to_input(crop(images[idx], config.in_shape)))
                 if tc.erase:
                     x = random_erase(x, gen, tc.erase)
                 y = labels[idx]
@@ -435,7 +455,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 correct += float((logits.argmax(1) == labels[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            kept = model if average is None else average.model(model, bn_batches(images, tc) if batch_norms(model) else [])  # what a checkpoint of this epoch holds
+            kept = model if average is None else average.model(model, bn_batches(images, tc, config.in_shape) if batch_norms(model) else [])  # what a checkpoint of this epoch holds
             val_loss, val_acc = evaluate_loss(kept, val_split)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "elapsed": time.time() - t_start}
