@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from export.plan import PlanError
     from quant.data import DataError
-    from quant.cli import run_command
+    from common.cli import run_command
     return run_command(args, (BoardError, PlanError, DataError))
 
 

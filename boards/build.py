@@ -26,8 +26,8 @@ from amaranth.hdl import Elaboratable
 from boards.errors import BoardError
 from boards.profiles import BoardProfile
 from boards.top import add_board_resources
-from boards.tools import TOOLCHAINS, YOWASP, ToolchainError, find_tool, last_line, log_tail, pip_install, run_bounded
-from quant.atomic import atomic_write, atomic_write_text
+from common.atomic import atomic_write, atomic_write_text
+from common.tools import TOOLCHAINS, YOWASP, ToolchainError, find_tool, last_line, log_tail, pip_install, run_bounded
 
 # amaranth's tool variables, pointed at the YoWASP builds; OPENFPGALOADER is only needed to
 # satisfy the platform's programming check, which the flow never runs.

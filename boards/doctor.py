@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from boards.profiles import DEFAULT_BOARD, get_profile
-from boards.tools import TOOLCHAINS, YOWASP, YoWASPTool, find_tool, pip_install, process_group, script_dirs
+from common.tools import TOOLCHAINS, YOWASP, YoWASPTool, find_tool, pip_install, process_group, script_dirs
 
 VERSION_TIMEOUT_S = 10.0
 # wasmtime's first-use compilation, measured on a 2-core machine: nextpnr-ice40.wasm (2.3 MB) in 6.5 s

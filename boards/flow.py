@@ -24,10 +24,11 @@ from boards.errors import BoardError
 from boards.fit import FitError, accelerator_demand, auto_array, check_fit
 from boards.profiles import DEFAULT_BOARD, PROFILES, BoardProfile, get_profile
 from boards.report import write_report
-from boards.tools import end_tools_on_sigterm
 from boards.top import DEFAULT_BAUD, BoardTop
 from boards.uart import bit_period
-from quant.atomic import atomic_write_text
+from common.atomic import atomic_write_text
+from common.data import default_data
+from common.tools import end_tools_on_sigterm
 
 DEFAULT_IMAGES = 8
 EXIT_TIMING_NOT_MET = 3  # the CLI's exit status when the RTL is bit-exact but the bitstream misses its clock
@@ -51,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--array", default=None,
                    help="systolic array RxC, or 'auto' for the one that fits the board with the fewest predicted cycles "
                         "per image (default: the hardware's default)")
-    p.add_argument("--data", default=_default_data(),
+    p.add_argument("--data", default=default_data(),
                    help="ImageFolder root (DIR/<split>/<class>/) for accuracy, plots and the RTL images "
                         "(default: the shared animals5 set when present, %(default)s)")
     p.add_argument("--random-images", action="store_true",
@@ -68,11 +69,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random images and of nextpnr")
     p.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT_S, metavar="SECONDS",
                    help="stop place-and-route after this long with an error (default %(default).0f)")
-
-
-def _default_data() -> str | None:
-    from quant.__main__ import _data_default
-    return _data_default()
 
 
 def run(args: argparse.Namespace) -> int:

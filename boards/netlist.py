@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from quant.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 BLOCK = "DP16KD"
 PORTS = ("A", "B")

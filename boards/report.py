@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quant.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 
 def layer_table(plan, rtl: dict) -> list[dict]:

@@ -44,4 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+__all__ = ["atomic_write", "atomic_write_text"]

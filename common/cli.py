@@ -1,10 +1,13 @@
-"""The CLIs' contract: a user mistake is one line on stderr and exit 2, Ctrl-C exit 130, a warning one line."""
+"""The CLIs' contract: a user mistake is one line on stderr and exit 2, a check that ran and failed
+one line and exit 1, Ctrl-C exit 130, a warning one line."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+
+from common.errors import UserError
 
 
 def one_line_warnings() -> None:
@@ -16,12 +19,12 @@ def one_line_warnings() -> None:
 
 def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...],
                 failures: tuple[type[BaseException], ...] = ()) -> int:
-    """Run `args.func(args)`: `errors` and OSErrors become one line and exit status 2, `failures`
-    (a check that ran and failed) one line and exit status 1."""
+    """Run `args.func(args)`: `errors`, UserErrors and OSErrors become one line and exit status 2,
+    `failures` (a check that ran and failed) one line and exit status 1, Ctrl-C exit status 130."""
     one_line_warnings()
     try:
         return args.func(args)
-    except errors as e:
+    except (*errors, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable --out, a full disk: name the file
@@ -34,3 +37,6 @@ def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+__all__ = ["one_line_warnings", "run_command"]

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
-from boards.errors import BoardError
+from common.errors import UserError
 
 
-class ToolchainError(BoardError, RuntimeError):
+class ToolchainError(UserError, RuntimeError):
     """A tool that is missing, failed or did not finish; the message is one line naming the log."""
 
 

@@ -92,7 +92,7 @@ def cmd_check(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from quant.__main__ import _data_default
+    from common.data import default_data as _data_default
     ap = argparse.ArgumentParser(prog="python -m export", description="Export the quantized CNN to ONNX (the golden model), compile it to the integer layer plan, check the plan's reference against ONNX Runtime, and run the whole chain to a bitstream.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         errors += (BoardError,)
     except ImportError:
         pass
-    from quant.cli import run_command
+    from common.cli import run_command
     return run_command(args, errors)
 
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", required=True, metavar="DIR", help="output folder")
     gen.set_defaults(func=cmd_generate)
     args = parser.parse_args(argv)
-    from quant.cli import run_command
+    from common.cli import run_command
     # UnsupportedPlan, PlanError, CompileError, FitError and UnknownBoard are ValueErrors
     return run_command(args, (ValueError,))
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write_text
 from export.plan import Plan
 from export.reference import logits as reference_logits
-from quant.atomic import atomic_write_text
 
 TEMPLATE = """\
 // Self-checking testbench of `accelerator`, generated from the layer plan.

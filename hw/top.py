@@ -29,11 +29,11 @@ from amaranth.back import verilog
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from common.atomic import atomic_write_text
 from export.plan import Plan
 from hw.array import ArrayConfig
 from hw.memories import ActivationBuffer, logit_layout, write_layout
 from hw.sequencer import Schedule, Sequencer, schedule
-from quant.atomic import atomic_write_text
 
 
 def trace_signature(s: Schedule, nlayers: int) -> wiring.Signature:

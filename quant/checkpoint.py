@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from quant.atomic import atomic_write
+from common.atomic import atomic_write
 from quant.model import ModelConfig, Net, build
 
 FORMAT = "cnn-codesign-checkpoint/1"

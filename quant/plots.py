@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from quant.atomic import atomic_write
+from common.atomic import atomic_write
 
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 

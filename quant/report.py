@@ -1,22 +1,22 @@
 """`python -m quant report`: the experiment's accuracy/compression table beside the paper's figures.
 
 Every checkpoint of an experiment folder is evaluated on the validation split of the experiment's
-data. Weight bits as stored come from export's one accounting (export/encoding.py through the
-compiled layer plan): quantized checkpoints are exported to ONNX and compiled; float ones store
-32 bits per parameter.
+data. Float checkpoints store 32 bits per parameter; a quantized checkpoint's weight bits as stored
+come in as data, from the `storage` function the caller passes (the CLI passes export's accounting
+of the compiled layer plan, so this module reads no layer above quant).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from common.atomic import atomic_write_text
 from quant import checkpoint
-from quant.atomic import atomic_write_text
 from quant.data import Split, dataset_hash, read_split
 from quant.evaluate import score
 
@@ -28,6 +28,8 @@ LABELS = {"float_adam": "float, Adam", "float_sgd": "float, SGD",
 PAPER = {"accuracy_adam": 0.9118, "accuracy_sgd": 0.8889, "precision": 0.9474, "recall": 0.9, "f1": 0.9231,
          "note": "as published; not reproduced here"}
 TARGETS = {"max_accuracy_drop": 0.01, "min_compression_ratio": 27.5}
+# a quantized checkpoint's path -> its storage: weight_bits, float_bits, compression_ratio, layers, MACs
+Storage = Callable[[Path], dict]
 
 
 class ReportError(checkpoint.CheckpointError):
@@ -39,24 +41,6 @@ def float_storage(ckpt: dict) -> dict:
     params = sum(int(np.prod(v.shape)) for k, v in ckpt["state_dict"].items()
                  if isinstance(v, torch.Tensor) and k.endswith((".weight", ".bias")))
     return {"weight_bits": 32 * params, "float_bits": 32 * params, "compression_ratio": 1.0, "layers": []}
-
-
-def quantized_storage(path: Path) -> dict:
-    """Export to ONNX, compile, and read the plan's accounting (values + indices for P-layers)."""
-    from export.compile import CompileError, compile_onnx
-    from export.onnx_export import export
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            plan = compile_onnx(export(path, Path(tmp) / "model.onnx"))
-        except CompileError as e:
-            raise ReportError(f"{path}: cannot compile the exported model: {e}") from None
-    layers = [{"name": l.name, "kind": l.kind, "cls": l.cls, "weights": int(l.weight.size),
-               "nonzero": int(np.count_nonzero(l.weight)), "w_bits": l.w_type.bits,
-               "index_bits": l.sparse.index_bits if l.sparse is not None else None,
-               "weight_bits": l.weight_bits, "float_bits": l.float_bits} for l in plan.compute_layers]
-    return {"weight_bits": plan.weight_bits, "float_bits": plan.float_bits,
-            "compression_ratio": plan.compression_ratio, "layers": layers,
-            "macs_dense": plan.macs_dense, "macs_effective": plan.macs_effective}
 
 
 def model_size(ckpt: dict) -> dict:
@@ -92,7 +76,7 @@ def read_manifest(results: Path) -> dict:
     return manifest
 
 
-def run_row(name: str, path: Path, ckpt: dict, val: Split) -> dict:
+def run_row(name: str, path: Path, ckpt: dict, val: Split, storage: Storage) -> dict:
     m = score(ckpt, val)
     quantized = bool(ckpt["config"].get("quantized"))
     history = ckpt.get("history") or []
@@ -103,12 +87,13 @@ def run_row(name: str, path: Path, ckpt: dict, val: Split) -> dict:
             "train_time_s": history[-1]["elapsed"] if history else ckpt["train_time_s"],
             "time_to_best_s": ckpt["train_time_s"],
             "val_hash_matches": dataset_hash(val) == ckpt["data"]["val_hash"],
-            **model_size(ckpt), **(quantized_storage(path) if quantized else float_storage(ckpt)),
+            **model_size(ckpt), **(storage(path) if quantized else float_storage(ckpt)),
             "per_class": m["per_class"], "confusion": m["confusion"]}
 
 
-def build_report(results_dir: str | Path) -> dict:
-    """Evaluate every run of an experiment folder on its val split; the report as a JSON-able dict."""
+def build_report(results_dir: str | Path, storage: Storage) -> dict:
+    """Evaluate every run of an experiment folder on its val split; the report as a JSON-able dict.
+    `storage(path)` gives a quantized checkpoint's weight bits as stored."""
     results = Path(results_dir)
     manifest = read_manifest(results)
     data, runs = manifest["data"], manifest["runs"]
@@ -120,7 +105,7 @@ def build_report(results_dir: str | Path) -> dict:
         key = tuple(ckpt["class_names"])
         if key not in splits:
             splits[key] = read_split(data, "val", list(key))
-        rows[name] = run_row(name, path, ckpt, splits[key])
+        rows[name] = run_row(name, path, ckpt, splits[key], storage)
     ref = manifest.get("float_reference") or max(("float_adam", "float_sgd"), key=lambda r: rows[r]["accuracy"])
     for row in rows.values():
         row["accuracy_delta"] = row["accuracy"] - rows[ref]["accuracy"]

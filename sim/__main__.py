@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from boards.profiles import get_profile
     from export.compile import compile_onnx, default_onnx
     from hw.sequencer import schedule
-    from quant.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     from quant.data import check_model_input, load_split
     from sim.golden import expected_logits, names_classes
     from sim.verify import verify
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from quant.cli import run_command
+    from common.cli import run_command
     # a RuntimeError: the build or the simulator failed, and the message says where its log is
     return run_command(parse_args(argv), (ValueError,), failures=(RuntimeError,))
 

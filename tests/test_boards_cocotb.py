@@ -31,10 +31,10 @@ class PublicVerilator(cocotb_tools.runner.Verilator):
 
 def real_image(size: int) -> np.ndarray:
     """A validation photo of the data set as uint8 (3, size, size), or a seeded one without it."""
-    from quant.__main__ import _data_default
+    from common.data import default_data
     from quant.data import centre_crop, load_image
 
-    data = _data_default()
+    data = default_data()
     files = sorted(Path(data, "val").rglob("*.jp*g")) if data else []
     if not files:
         return np.random.default_rng(1).integers(0, 256, (3, size, size), dtype=np.uint8)

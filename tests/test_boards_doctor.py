@@ -13,7 +13,7 @@ import pytest
 
 from boards import doctor
 from boards.__main__ import main
-from boards.tools import YOWASP
+from common.tools import YOWASP
 
 SLEEP, PGREP = shutil.which("sleep"), shutil.which("pgrep")
 

@@ -109,12 +109,12 @@ def test_paper_model_on_the_ulx3s_85f(tmp_path):
     Uses the bundled QAT+pruned checkpoint (with --data when the data set is there), else a
     paper-shaped checkpoint with random weights (same sizes, meaningless accuracy)."""
     from quant import checkpoint
-    from quant.__main__ import _data_default
+    from common.data import default_data
     from tests.boards_helpers import paper_checkpoint
 
     bundled = checkpoint.BUNDLED_QAT.is_file()
     ckpt = None if bundled else str(paper_checkpoint(tmp_path / "paper.pt"))
-    rep = bitstream_rtl(checkpoint=ckpt, board="ulx3s-85f", data=_data_default() if bundled else None,
+    rep = bitstream_rtl(checkpoint=ckpt, board="ulx3s-85f", data=default_data() if bundled else None,
                         limit=8, out=tmp_path / "out")
     print(rep["summary"])
     print(json.dumps({k: rep[k] for k in ("fmax_mhz", "requested_mhz", "critical_path", "images_per_second",

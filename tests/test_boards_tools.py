@@ -1,4 +1,4 @@
-"""boards.tools: tools found next to the interpreter and through their variables, runs bounded in
+"""common.tools: tools found next to the interpreter and through their variables, runs bounded in
 time and ended on SIGTERM; the timeouts of every build stage and of the Verilator build; and
 `bitstream-rtl`'s exit status when timing is not met. No real tool runs here."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from boards import build, flow
 from boards.profiles import get_profile
-from boards.tools import TOOLCHAINS, YOWASP, ToolchainError, find_tool, run_bounded
+from common.tools import TOOLCHAINS, YOWASP, ToolchainError, find_tool, run_bounded
 
 SLEEP = shutil.which("sleep")
 
@@ -103,7 +103,7 @@ def test_run_bounded_kills_the_whole_process_group(tmp_path):
 
 def test_sigterm_ends_the_running_tools(tmp_path):
     """The parent gets SIGTERM: its tools' process groups are killed, then it exits with 143."""
-    code = ("from boards.tools import process_group\n"
+    code = ("from common.tools import process_group\n"
             f"with process_group([{SLEEP!r}, '60']) as p:\n"
             "    print(p.pid, flush=True)\n"
             "    p.wait()\n")

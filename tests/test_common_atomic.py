@@ -1,11 +1,11 @@
-"""quant.atomic: nothing half-written under a final name, and an OSError that names the target."""
+"""common.atomic: nothing half-written under a final name, and an OSError that names the target."""
 
 import errno
 import os
 
 import pytest
 
-from quant.atomic import atomic_write
+from common.atomic import atomic_write
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from quant.__main__ import main
-from quant.cli import one_line_warnings, run_command
+from common.cli import one_line_warnings, run_command
 from quant_helpers import split_dataset, train_tiny
 
 

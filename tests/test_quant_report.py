@@ -1,4 +1,4 @@
-"""quant.report on a tiny (--quick) experiment over generated images."""
+"""quant.report (with the CLI's export accounting) on a tiny (--quick) experiment over generated images."""
 
 import json
 import warnings
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from quant import checkpoint
+from quant.__main__ import plan_storage
 from quant.evaluate import evaluate
 from quant.experiment import run_experiment
 from quant.report import ORDER, PAPER, ReportError, build_report, markdown, write_report
@@ -21,7 +22,7 @@ def report(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_experiment(data, root / "exp", quick=True)
-        rep = build_report(root / "exp")
+        rep = build_report(root / "exp", plan_storage)
     return root / "exp", data, rep
 
 
@@ -89,17 +90,17 @@ def test_markdown_and_json_files(report, tmp_path):
 
 def test_missing_or_incomplete_experiment(tmp_path, report):
     with pytest.raises(ReportError, match="no experiment.json"):
-        build_report(tmp_path)
+        build_report(tmp_path, plan_storage)
     exp = tmp_path / "exp"
     exp.mkdir()
     manifest = json.loads((report[0] / "experiment.json").read_text())
     del manifest["runs"]["qat_unpruned"]
     (exp / "experiment.json").write_text(json.dumps(manifest))
     with pytest.raises(ReportError, match="qat_unpruned"):
-        build_report(exp)
+        build_report(exp, plan_storage)
     (exp / "experiment.json").write_text("{not json")
     with pytest.raises(ReportError, match="not an experiment manifest"):
-        build_report(exp)
+        build_report(exp, plan_storage)
 
 
 def test_numbers_are_finite(report):
