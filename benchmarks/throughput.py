@@ -6,11 +6,11 @@ latency and throughput cycles, images/s at 100 MHz and at the last measured Fmax
 DSP-bound images/s and the efficiency against it, per-pass cycles and utilisation (hw's cycle
 model, which the RTL run checks), and the simulator's speed. A measurement, not a test:
 
-    python benchmarks/throughput.py [--images 8] [--data DIR] [--array RxC|auto] [--json out.json]
+    python benchmarks/throughput.py [--images 8] [--data DIR] [--array RxC|auto] [--json FILE]
 
-The last measured Fmax of a model comes from `--fmax MODEL=MHZ` (e.g. from a bitstream-rtl
-report.json); without it from MEASURED_FMAX below (per model and array, each with its source),
-and a model never built on the array gets none.
+It writes its rows to benchmarks/results/throughput.json (or --json). The Fmax of a model comes
+from `--fmax MODEL=MHZ` (e.g. from a bitstream-rtl report.json), else from the previous results
+file's row of the same model, array and board; a model never built on the array gets none.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 from boards.fit import array_for
 from boards.flow import rtl_images
 from boards.profiles import DEFAULT_BOARD, get_profile
+from common.atomic import atomic_write_text
+from common.data import default_data
 from export.compile import compile_onnx
 from export.onnx_export import export
 from hw.cycles import predict
@@ -33,19 +35,25 @@ from sim.golden import expected_logits
 from sim.verify import verify
 
 MODELS = {"paper": BUNDLED_QAT, "edge": BUNDLED_DIR / "edge_qat.pt"}
-# Fmax of the last bitstream-rtl run of each model and array on the ULX3S-85F (README, "FPGA")
-MEASURED_FMAX = {("paper", "10x9"): (110.69, "README: bitstream-rtl, array 10x9 (pipelined, 1 lane), 2026-12-03"),
-                 ("edge", "10x9"): (109.37, "README: bitstream-rtl --checkpoint edge_qat.pt, array 10x9 (pipelined), 2026-12-03"),
-                 ("edge", "16x8"): (78.72, "README: bitstream-rtl --array auto (16x8), 2026-12-01")}
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "animals5"
+RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
+Fmax = dict[tuple[str, str | None], tuple[float, str]]  # (model, array or None for any) -> (MHz, its source)
 
 
-def measure(name: str, ckpt: Path, board: str, array: str | None, n: int, data: Path | None, fmax: dict,
+def previous_fmax(path: Path, board: str) -> Fmax:
+    """The Fmax each model and array was last built at on `board`, from a previous results file."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {(r["model"], r["array"]): (r["fmax_mhz"], r["fmax_source"]) for r in data["rows"]
+            if data["board"] == board and r.get("fmax_mhz")}
+
+
+def measure(name: str, ckpt: Path, board: str, array: str | None, n: int, data: Path | None, fmax: Fmax,
             work: Path) -> dict:
     onnx_path = export(ckpt, work / f"{name}.onnx")
     plan = compile_onnx(onnx_path)
     config, _ = array_for(plan, array, board)
-    fmax = fmax.get((name, str(config)), fmax.get((name, None)))  # None: never built on this array
+    fmax, fmax_source = fmax.get((name, None), fmax.get((name, str(config)), (None, None)))  # None: never built on it
     images, _, _ = rtl_images(plan, str(data) if data is not None and (data / "val").is_dir() else None, "val", n, 0)
     out = verify(plan, str(config), images, expected_logits(onnx_path, plan, images), work_dir=work / name,
                  multipliers=get_profile(board).dsps, diagnose=False)
@@ -56,7 +64,7 @@ def measure(name: str, ckpt: Path, board: str, array: str | None, n: int, data: 
     return {"model": name, "array": str(config), "images": s["images"], "bit_exact": s["bit_exact"],
             "latency_cycles": s["latency_cycles"], "throughput_cycles_per_image": s["stream_cycles"] / s["stream_images"]
             if s["stream_cycles"] else None,
-            "images_per_second_at_100mhz": tput100, "fmax_mhz": fmax,
+            "images_per_second_at_100mhz": tput100, "fmax_mhz": fmax, "fmax_source": fmax_source,
             "images_per_second_at_fmax": round(tput100 * scale, 2) if tput100 and scale else None,
             "effective_macs": s["effective_macs"], "dsp_multipliers": s["dsp_multipliers"],
             "dsp_bound_images_per_second_at_100mhz": s["dsp_bound_images_per_second"], "dsp_efficiency": s["dsp_efficiency"],
@@ -69,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=8, help="images in the stream (default %(default)s)")
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--array", default=None, help="RxC or auto (default: the hardware's default, as bitstream-rtl)")
-    p.add_argument("--data", type=Path, default=DATA if DATA.is_dir() else None, help="ImageFolder root (default: seeded random images without ../shared)")
+    p.add_argument("--data", type=Path, default=default_data(), help="ImageFolder root (default: seeded random images without ../shared)")
     p.add_argument("--models", default="paper,edge")
     p.add_argument("--fmax", action="append", default=[], metavar="MODEL=MHZ", help="the last measured Fmax of a model")
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=RESULTS, help="results file to write (default %(default)s)")
     args = p.parse_args(argv)
-    fmax = {k: v for k, (v, _) in MEASURED_FMAX.items()} if args.board == DEFAULT_BOARD else {}
+    fmax = previous_fmax(args.json, args.board)
     for item in args.fmax:
         k, _, v = item.partition("=")
-        fmax[(k, None)] = float(v)
+        fmax[(k, None)] = (float(v), "--fmax")
     rows = []
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         for name in args.models.split(","):
@@ -95,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 util = f"{ps['utilisation']:.1%}" if ps["utilisation"] is not None else "-"
                 lanes = f" on {ps['lanes']} lanes" if ps["lanes"] else ""
                 print(f"    {ps['pass']:7s} {ps['name'][:44]:44s} {ps['cycles']:>9,} cycles  utilisation {util}{lanes}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    atomic_write_text(args.json, json.dumps({"board": args.board, "rows": rows}, indent=1) + "\n")
     return 0 if all(r["bit_exact"] == r["images"] for r in rows) else 1
 
 

@@ -120,10 +120,8 @@ def stages(profile: BoardProfile, name: str = "top", seed: int = 1,
            pnr_timeout_s: float | None = PNR_TIMEOUT_S) -> list[Stage]:
     """The tool invocations for an open-toolchain board, in order.
 
-    ECP5 routes with router1: on the paper model's systolic 10x9 array router2 did not converge
-    (4-5k overused wires after 15 iterations, several seeds) where router1 finished in 501 s.
-    (On the earlier broadcast array it was the other way round: router1 was still ripping up
-    after 24 minutes, router2 done in under 5.) The placer runs with ECP5_PLACER's weights.
+    ECP5 routes with router1, which converges on the systolic array where router2 does not
+    (docs/boards.md); the placer runs with ECP5_PLACER's weights.
     """
     env = tool_environment()
     synth = Stage("synth", [env["YOSYS"], "-s", f"{name}.ys"], "synth.log", [], SYNTH_TIMEOUT_S)

@@ -36,9 +36,8 @@ DSP_MAX_BITS = {"ecp5": (18, 18), "ice40": (16, 16), "vendor": (25, 18)}
 DSP_ONLY = {"ecp5", "ice40"}
 LUT_BUDGET = 0.8  # of the part's LUTs; the rest for routing slack, UART and glue logic
 # of the part's DSPs, by toolchain: nextpnr places a systolic array along the ECP5's few DSP rows,
-# and the more of them it fills the longer its operand chains get (README "Place-and-route of the
-# pipeline": the paper model's 10x9, 91 of 156, routes in 451 s at 110.7 MHz; its 10x12 and 10x14
-# did not)
+# and the more of them it fills the longer its operand chains get (docs/boards.md: the paper
+# model's 10x9, 91 of 156, routes at 110.7 MHz; its 10x12 and 10x14 did not)
 DSP_BUDGET = {"ecp5": 0.6}
 # logic cells per estimated LUT4, by toolchain: an iCE40 flip-flop without a LUT in front takes a
 # cell of its own (measured: the tiny test model on a 2x3 array, 4,869 UP5K cells where the

@@ -2,9 +2,8 @@
 
 An ECP5 block RAM (DP16KD) has an output register of its own (REGMODE OUTREG), but yosys maps
 every memory without it: the design's register after the block's read port stays a fabric
-flip-flop. The block's clock-to-out is 5.6 ns, and nextpnr's placer left those flip-flops up to
-100 columns from their block (the worst paths of the pipelined design: 86 MHz, a ROM of the
-sparse lanes, README "FPGA"). `absorb_output_registers` moves each such flip-flop into its block:
+flip-flop. The block's clock-to-out is 5.6 ns, and nextpnr's placer can leave those flip-flops
+up to 100 columns from their block (docs/boards.md). `absorb_output_registers` moves each such flip-flop into its block:
 where every used output of a port drives exactly one plain flip-flop (the port's clock, no
 enable, no set or reset) and nothing else, the port's REGMODE becomes OUTREG, each output takes
 over its flip-flop's net and the flip-flops go. The function is unchanged (the register moves,

@@ -1,4 +1,4 @@
-"""Amaranth generators of the plan-driven CNN accelerator (DESIGN.md, "Hardware shape").
+"""Amaranth generators of the plan-driven CNN accelerator (docs/architecture.md).
 
 `hw.top.Accelerator(plan, ArrayConfig(rows, cols))` is the design; `hw.top.generate` writes its
 Verilog (memory contents inline) and its port and memory inventory (`hw.inventory`);

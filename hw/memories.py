@@ -126,7 +126,7 @@ def rom(m: Module, name: str, width: int, init: list[int], addr) -> Signal:
     yosys puts its whole output mux between the block RAM's slow clock-to-out and the next
     register; with a chain of registers the first can sit beside its block and the others share
     the trip to the mux. Returns the mux output (combinational from registers); the pieces are
-    submodules `name`, or `name0`, `name1`, ... (README, "FPGA", has the timing history.)"""
+    submodules `name`, or `name0`, `name1`, ... (docs/boards.md says why.)"""
     init = list(init) or [0]
     depth, pieces, lb = pieces_of(len(init), width, rom_depth(len(init), width))
     outs = []

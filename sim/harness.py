@@ -14,12 +14,9 @@ the Verilog. Only the harness's ports are public to VPI, so Verilator optimises 
 of those only the testbench's inputs (rst, start, load, logits__ready) are writable. Verilator
 re-evaluates at every time step all the logic a writable signal reaches, and a synchronous reset
 reaches every flip-flop's next state, so the accelerator's `rst` is a harness flip-flop one cycle
-behind the testbench's. The input-logic function had been a sixth of the model's perf samples and
-is now 1%; on the paper model (`sim run --limit 64`, four runs each, alternating, 2026-12-03) that is
-0.35 against 0.32 M cycles per CPU second, means of noisy runs (single runs 0.28-0.38).
-The clock is generated here too (`always #5`, Verilator `--timing`): on the paper model (10x9)
-that simulates 1.5x the cycles per CPU second of cocotb's GPI clock, which costs a VPI write and
-a timed callback per edge (0.57 M vs 0.38 M cycles per CPU second, measured).
+behind the testbench's (docs/architecture.md, "Simulation speed").
+The clock is generated here too (`always #5`, Verilator `--timing`), not by cocotb's GPI clock,
+which would cost a VPI write and a timed callback per edge.
 """
 
 from __future__ import annotations

