@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CNN_CODESIGN_DATA") or ROOT.parent / "shared" / "data" / "animals5")
+CIFAR = Path(os.environ.get("CNN_CODESIGN_CIFAR") or ROOT.parent / "shared" / "data" / "cifar10")
 NO_DATA = f"development data not found at {DATA}"
 
 warnings.filterwarnings("ignore", module="brevitas")
@@ -26,6 +27,14 @@ def data_dir() -> Path:
     if not (DATA / "val").is_dir():
         pytest.skip(f"{NO_DATA} (it lives in ../shared/data/animals5)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """The CIFAR-10 folder (train/ and val/ of 32x32 JPEGs), for the resnet8 tests (`CNN_CODESIGN_CIFAR=DIR` elsewhere)."""
+    if not (CIFAR / "val").is_dir():
+        pytest.skip(f"{NO_DATA} (CIFAR-10 lives in ../shared/data/cifar10)")
+    return CIFAR
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant.data import DEFAULT_CLASSES, DataError, centre_crop, check_model_input, drawn_split, load_image, read_split
+from quant.data import (DEFAULT_CLASSES, DataError, centre_crop, check_model_input, drawn_split, load_image, load_split,
+                        read_split)
 from quant_helpers import class_images, split_dataset, write_image
 
 
@@ -189,8 +190,49 @@ def test_decompression_bombs_are_skipped_and_named(tmp_path, monkeypatch, size):
     assert tr.skipped == 1 and len(tr) == 20
 
 
-@pytest.mark.parametrize("shape", [(1, 64, 64), (3, 32, 32), (3, 64, 72)])
-def test_a_model_input_the_loader_does_not_make_is_refused_by_name(shape):
-    check_model_input((3, 64, 64), "m.onnx")  # what the loader makes
-    with pytest.raises(DataError, match=rf"^m\.onnx takes {'x'.join(map(str, shape))} images .* makes 3x64x64 RGB"):
-        check_model_input(shape, "m.onnx")
+@pytest.mark.parametrize("shape", [(2, 32, 32), (4, 8, 8), (49,), (1, 1, 49, 10)])
+def test_a_model_input_that_images_cannot_feed_is_refused_by_name_unless_npz_data_holds_it(shape, tmp_path):
+    for ok in ((3, 64, 64), (1, 28, 28), (3, 32, 32), (1, 49, 10)):
+        check_model_input(ok, "m.onnx")
+    with pytest.raises(DataError, match=rf"^m\.onnx: the model takes {'x'.join(map(str, shape))} inputs, .* <split>\.npz"):
+        check_model_input(shape, "m.onnx", tmp_path, "val")
+    np.savez(tmp_path / "val.npz", x=np.zeros((2, *shape), np.int8), y=np.zeros(2, np.int64))
+    check_model_input(shape, "m.onnx", tmp_path, "val")
+
+
+@pytest.mark.parametrize("shape, size", [((3, 32, 32), (32, 32)), ((1, 28, 28), (40, 30)), ((3, 49, 10), (100, 20)),
+                                         ((3, 64, 64), (72, 72)), ((3, 64, 64), (100, 80))])
+def test_images_are_read_at_the_models_shape_and_pass_untouched_at_that_size(tmp_path, shape, size):
+    class_images(tmp_path / "val", ("cat", "dog"), 2, size=(size[1], size[0]))
+    x, y, names = load_split(tmp_path, "val", shape=shape)
+    assert x.shape == (4, *shape) and x.dtype == np.uint8 and names == ["cat", "dog"] and list(y) == [0, 0, 1, 1]
+    if size == shape[1:]:
+        with Image.open(tmp_path / "val" / "cat" / "cat-0.png") as img:
+            want = np.asarray(img.convert("L" if shape[0] == 1 else "RGB"))
+        assert np.array_equal(x[0], want.reshape(*size, -1).transpose(2, 0, 1))
+
+
+def test_npz_tensors_keep_their_integers_labels_class_names_and_limit(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (9, 1, 49, 10), dtype=np.int8)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "val.npz", x=x, y=y, classes=np.array(["yes", "no", "up"]))
+    got, labels, names = load_split(tmp_path, "val", shape=(1, 49, 10))
+    assert got.dtype == np.int8 and np.array_equal(got, x) and list(labels) == list(y) and names == ["yes", "no", "up"]
+    got, labels, names = load_split(tmp_path, "val", limit=1, classes=["up", "yes"], shape=(1, 49, 10))
+    assert np.array_equal(got, x[[0, 2]]) and list(labels) == [1, 0] and names == ["up", "yes"]
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"x": np.zeros((2, 1, 4, 4), np.float32), "y": np.zeros(2, int)}, "holds float32"),
+    ({"x": np.zeros((2, 1, 4, 4), np.int8)}, "needs arrays 'x'"),
+    ({"x": np.zeros((2, 1, 4, 4), np.int8), "y": np.zeros(3, int)}, "'y' must be 2"),
+    ({"x": np.zeros((2, 1, 5, 4), np.int8), "y": np.zeros(2, int)}, "holds 1x5x4 tensors, but the model takes 1x4x4"),
+])
+def test_a_bad_npz_file_is_one_error_naming_it(tmp_path, arrays, match):
+    np.savez(tmp_path / "val.npz", **arrays)
+    with pytest.raises(DataError, match=match):
+        load_split(tmp_path, "val", shape=(1, 4, 4))
+    (tmp_path / "val.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_split(tmp_path, "val", shape=(1, 4, 4))

@@ -188,3 +188,56 @@ def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
     assert not any("running_mean" in k for k in state)
     with pytest.raises(ConfigError, match="fold it"):
         build(replace(cfg, quantized=True))
+
+
+def test_resnet8_is_mlperf_tinys_reference_and_its_residual_blocks_fold_and_quantize():
+    """conv 16, three stacks of two 3x3 convs (16/32/64, strides 1/2/2; identity shortcut first, 1x1
+    stride-2 conv shortcuts after), global average pool, linear 10: 78k parameters."""
+    from quant.fold import fold_batchnorm
+    from quant.layers import ResidualBlock
+    torch.manual_seed(0)
+    cfg = named_config("resnet8")
+    assert cfg.in_shape == (3, 32, 32) and cfg.num_classes == 10
+    assert shapes(cfg) == [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8), (64, 1, 1), (64,), (10,)]
+    fl = build(cfg)
+    assert sum(p.numel() for p in fl.parameters() if p.dim() > 1) == 77_360  # conv and linear weights
+    blocks = [m for m in fl.modules() if isinstance(m, ResidualBlock)]
+    assert [isinstance(b.shortcut, torch.nn.Identity) for b in blocks] == [True, False, False]
+    fl.train()
+    for _ in range(3):
+        fl(torch.rand(4, 3, 32, 32))
+    fl.eval()
+    folded_cfg, state = fold_batchnorm(cfg, fl.state_dict())
+    folded = build(folded_cfg).eval()
+    folded.load_state_dict(state)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(fl(x), folded(x), atol=1e-4)
+    q = build(quantized_twin(cfg))
+    missing, unexpected = q.load_state_dict(state, strict=False)
+    assert not unexpected and all(k not in state for k in missing)
+    q.train()
+    for _ in range(3):
+        q(torch.rand(4, 3, 32, 32))
+    q.eval()
+    seen = {}
+    hooks = [b.join.register_forward_hook(lambda m, i, o: seen.setdefault(id(i[0]), o)) for b in q.modules()
+             if isinstance(b, ResidualBlock)]
+    with torch.no_grad():
+        assert q(torch.randint(0, 256, (2, 3, 32, 32)).float() / 256).shape == (2, 10)
+    for h in hooks:
+        h.remove()
+    scales = [float(o.scale) for o in seen.values()]
+    assert len(scales) == 6 and all(is_pow2(torch.tensor(s)) for s in scales)
+    assert scales[0::2] == scales[1::2]  # both summands of each add at one scale (contract rule 13)
+
+
+@pytest.mark.parametrize("layer, match", [
+    ({"kind": "residual", "out": 8, "stride": 3}, "'stride' must be 1 or 2"),
+    ({"kind": "residual", "out": 0}, "'out' must be a positive integer"),
+    ({"kind": "residual", "out": 8, "kernel": 5}, "unknown field 'kernel'"),
+])
+def test_a_bad_residual_block_names_the_field(tmp_path, layer, match):
+    f = _arch(tmp_path, [layer, {"kind": "gap"}, {"kind": "flatten"}, {"kind": "linear", "out": 5, "relu": False}])
+    with pytest.raises(ConfigError, match=match):
+        named_config(str(f))

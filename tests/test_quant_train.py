@@ -254,3 +254,35 @@ def test_weight_average_is_the_decayed_mean_keeps_pruned_zeros_and_is_what_the_c
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     with pytest.raises(ConfigError, match="--ema 1.0"):
         train(named_config("paper"), tr, va, TrainConfig(epochs=1, ema=1.0), tmp_path / "bad.pt", progress=False)
+
+
+def test_padded_crops_shift_each_image_within_its_zero_border_and_flip_some():
+    from quant.train import augment, padded_crops
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(1, 256, (64, 3, 8, 6), dtype=torch.uint8, generator=gen)
+    out = padded_crops(batch, torch.Generator().manual_seed(1))
+    assert out.shape == (64, 3, 8, 6)
+    flips = 0
+    for img, src in zip(out * 256, batch.float()):
+        padded = torch.nn.functional.pad(src, (4, 4, 4, 4))
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                if torch.equal(img, (padded[:, dy:dy + 8, dx:dx + 6].flip(-1) if f else padded[:, dy:dy + 8, dx:dx + 6]))]
+        assert hits, "each crop is a shifted (and maybe flipped) window of the zero-padded image"
+        flips += all(f for _, _, f in hits)
+    assert 16 < flips < 48
+    assert torch.equal(augment(batch, torch.Generator().manual_seed(1), shape=(3, 8, 6)), out)  # any shape but 3x64x64
+
+
+def test_a_short_qat_run_of_resnet8_on_a_few_cifar_images(tmp_path, cifar_dir):
+    """The bundled resnet8 recipe's path (float with batch norm, folded, QAT) on 2 images per class."""
+    cfg = named_config("resnet8")
+    tr = read_split(cifar_dir, "train", limit=2, shape=cfg.in_shape)
+    va = read_split(cifar_dir, "val", tr.class_names, limit=1, shape=cfg.in_shape)
+    assert tr.images.shape == (20, 3, 32, 32) and len(tr.class_names) == 10
+    fl = train(cfg, tr, va, TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, epochs=1, batch=10), tmp_path / "f.pt",
+               progress=False)
+    q = train(quantized_twin(cfg), tr, va, TrainConfig(epochs=1, batch=10, lr=2e-4, prune_epochs=0), tmp_path / "q.pt",
+              init=fl, progress=False)
+    assert q["config"]["quantized"] and q["bn_fold"]["val_acc_after"] == pytest.approx(q["bn_fold"]["val_acc_before"])
+    res = evaluate(tmp_path / "q.pt", cifar_dir, "val", limit=1)
+    assert res["images"] == 10 and res["accuracy"] == pytest.approx(q["metrics"]["val_acc"], abs=1e-6)
