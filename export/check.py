@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from export import reference
-from export.ort import golden_session
+from export.ort import session_of
 from export.plan import Layer, Plan
 
 
@@ -41,22 +41,19 @@ def layer_exp(layer: Layer) -> int:
 
 
 def traced_session(model_path: str | Path, plan: Plan):
-    """An ORT session that also outputs every plan layer's tensor."""
-    model = onnx.load(str(model_path))
+    """An ORT session on the golden model that also outputs every plan layer's tensor."""
+    from export.golden import golden_model
+    model = golden_model(model_path)
     have = {o.name for o in model.graph.output}
     for l in plan.layers:
         if l.tensor and l.tensor not in have:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(l.tensor))
             have.add(l.tensor)
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "traced.onnx"
-        onnx.save(model, str(p))
-        return golden_session(p)
+    return session_of(model)
 
 
 def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bool = False) -> Agreement:
-    """Reference vs ONNX Runtime, layer by layer, on uint8 (N, C, H, W) images."""
+    """Reference vs ONNX Runtime, layer by layer, on integer inputs (N, *plan.input_shape), fed to ORT as q * 2**e."""
     sess = traced_session(model_path, plan)
     names = [o.name for o in sess.get_outputs()]
     inp = sess.get_inputs()[0].name
@@ -67,7 +64,7 @@ def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bo
     batch = dim if isinstance(dim, int) and dim > 0 else 64  # a model exported with a fixed batch (often 1) runs in its own
     for start in range(0, len(images), batch):
         chunk = np.asarray(images[start:start + batch])
-        outs = dict(zip(names, sess.run(names, {inp: chunk.astype(np.float32) / 256.0})))
+        outs = dict(zip(names, sess.run(names, {inp: plan.input_float(chunk)})))
         for j, img in enumerate(chunk):
             n = start + j
             ok = True

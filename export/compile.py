@@ -1,12 +1,15 @@
 """The compiler: a QCDQ ONNX graph -> the integer layer plan, checking the number contract.
 
-It walks the graph in order and recognises one pattern per layer:
+It walks the graph in topological order and recognises one pattern per layer:
 `QuantizeLinear -> [Clip] -> DequantizeLinear` (an activation, or the input), an accumulator
-(`Conv`, `Gemm`, `MatMul`+`Add`, `AveragePool`, `GlobalAveragePool`) then `[Relu]` and a
-requantizing `QuantizeLinear -> [Clip] -> DequantizeLinear`; `MaxPool`; `Flatten | Reshape`.
+(`Conv`, `Gemm`, `MatMul`+`Add`, `AveragePool`, `GlobalAveragePool`, an `Add` of two activations,
+or an activation itself: a requantizer) then `[Relu]` and a requantizing
+`QuantizeLinear -> [Clip] -> DequantizeLinear`; `MaxPool`; `Flatten | Reshape`.
 This module holds the QCDQ pattern itself; each layer kind's own op is recognised by its unit in
 export/kinds/, dispatched by op type. Constant sub-graphs (weights through Clip/DequantizeLinear)
-are folded. Anything else is refused with an error that names the node, its op and what to change.
+are folded. A trailing Softmax/LogSoftmax/Sigmoid is cut off (export/golden.py). Anything else is
+refused; the walk goes on past a refused node (skipping what depends on it), so one error lists
+every node that breaks the contract, each with its op and what to change.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from export.kinds import HANDLERS
+from export.golden import cut_note, cut_trailing
+from export.kinds import HANDLERS, KINDS
 from export.kinds.flatten import append_flatten
 from export.plan import IntType, Plan
 from export.kinds.weighted import bias_ints
@@ -27,131 +31,164 @@ from export.walker import (Act, CompileError, Pending, QConst, Walker, attrs, ch
 
 __all__ = ["CompileError", "compile_model", "compile_onnx", "default_onnx", "default_plan"]
 
+PATTERN_OPS = ("Constant", "QuantizeLinear", "DequantizeLinear", "Clip", "Relu", "Add", "Cast", "Identity", "Transpose")
+BN_MESSAGE = ("batch norm in the golden graph makes ONNX Runtime inexact (contract rule 12); fold it into the convolution's "
+              "weights and bias before QAT (`python -m quant train --qat --init FLOAT.pt` does; in plain PyTorch, "
+              "torch.nn.utils.fusion.fuse_conv_bn_eval)")
+
 
 def compile_model(model: onnx.ModelProto, classes: list[str] | None = None) -> Plan:
-    """Compile a loaded ONNX model to a Plan; raises CompileError on anything outside the contract."""
+    """Compile a loaded QCDQ ONNX model to a Plan; raises one CompileError naming every node outside the contract."""
+    model, cut = cut_trailing(model)
     g = model.graph
     meta = {p.key: p.value for p in model.metadata_props}
     w = Walker(g)
     for init in g.initializer:
         w.consts[init.name] = numpy_helper.to_array(init)
-    init_names = set(w.consts)
-    inputs = [i for i in g.input if i.name not in init_names]
+    inputs = [i for i in g.input if i.name not in w.consts]
     if len(inputs) != 1:
-        raise CompileError(f"the graph has {len(inputs)} inputs; the accelerator takes one image input")
+        raise CompileError(f"the graph has {len(inputs)} inputs; the accelerator takes one input tensor")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
-    if len(dims) != 3 or min(dims) <= 0:
-        raise CompileError(f"input {inputs[0].name!r}: shape {dims} is not (C, H, W) with a batch dimension in front")
-    input_name = inputs[0].name
-    input_type: IntType | None = None
-    w.weighted_specs = _weighted_specs(meta)
+    if len(dims) not in (1, 3) or min(dims) <= 0:
+        raise CompileError(f"input {inputs[0].name!r}: shape {dims} is not (C, H, W) or (features,) with a batch dimension in front")
+    w.input_name, w.input_shape = inputs[0].name, tuple(dims)
+    w.linear_cls = [l["cls"] for l in json.loads(meta["model_config"])["layers"] if l["kind"] == "linear"] \
+        if "model_config" in meta else []
 
+    errors: list[str] = []
+    skipped: set[str] = set()  # outputs of refused nodes and of nodes that read them
     for node in g.node:
-        op, ins = node.op_type, list(node.input)
-        out = node.output[0]
-        if op == "Constant":
-            w.consts[out] = numpy_helper.to_array(node.attribute[0].t)
-        elif all(i in w.consts or i == "" for i in ins) and op in ("Clip", "DequantizeLinear", "QuantizeLinear", "Cast", "Identity", "Transpose"):
-            _fold(w, node)
-        elif op == "QuantizeLinear":
-            src = ins[0]
-            scale, zp = w.const(ins[1]), w.const(ins[2]) if len(ins) > 2 else None
-            if scale is None:
-                raise CompileError(f"{where(node)}: the scale is not a constant")
-            check_zero_point(zp, node)
-            itype = int_type_of(zp, None, pow2_exp(scale, node), node)
-            if src == input_name:
-                w.quantized[out] = (Act(itype, tuple(dims)), itype, node)
-            elif src in w.pending:
-                w.quantized[out] = (w.pending.pop(src), itype, node)
-            elif src in w.acts:  # requantizing an activation (e.g. after a pool) to the same type is a no-op
-                w.quantized[out] = (w.acts[src], itype, node)
-            else:
-                raise CompileError(f"{where(node)}: quantizes {src!r}, which is not an image, activation or accumulator; "
-                                   "the supported pattern is Conv/Gemm -> [Relu] -> QuantizeLinear -> DequantizeLinear")
-        elif op == "Clip" and ins[0] in w.quantized:
-            lo, hi = (int(np.asarray(w.const(i)).reshape(-1)[0]) if len(ins) > k and ins[k] and w.const(ins[k]) is not None else None
-                      for k, i in ((1, ins[1] if len(ins) > 1 else ""), (2, ins[2] if len(ins) > 2 else "")))
-            src, itype, qnode = w.quantized.pop(ins[0])
-            lo = itype.min if lo is None else lo
-            hi = itype.max if hi is None else hi
-            w.quantized[out] = (src, int_type_of(np.zeros(1, np.int8 if itype.signed else np.uint8), (lo, hi), itype.exp, node), qnode)
-        elif op == "DequantizeLinear" and ins[0] in w.quantized:
-            src, itype, qnode = w.quantized.pop(ins[0])
-            scale = w.const(ins[1])
-            if scale is None or pow2_exp(scale, node) != itype.exp:
-                raise CompileError(f"{where(node)}: dequantizes with another scale than its QuantizeLinear {qnode.name!r}")
-            if isinstance(src, Pending):
-                src.layer.tensor = out
-                w.acts[out] = Act(itype, _finish(w, src, itype))
-                if src.flatten:  # the flatten the op did besides (ReduceMean, keepdims=0); the same tensor
-                    append_flatten(w, f"{src.layer.name}_flatten", w.acts[out], out)
-            else:
-                if not w.layers and input_type is None:
-                    input_type = itype
-                    if itype != IntType(8, False, -8):
-                        raise CompileError(f"{where(qnode)}: the input quantizer is {itype}; the contract (rule 2) needs unsigned 8-bit with scale 2^-8")
-                elif src.itype != itype:
-                    raise CompileError(f"{where(qnode)}: requantizes an activation from {src.itype} to {itype}; "
-                                       "only conv/linear outputs may change type")
-                w.acts[out] = Act(itype, src.shape)
-        elif op == "Add" and ins[0] in w.pending and ins[1] in w.qconsts:
-            p = w.pending.pop(ins[0])
-            p.layer.bias = bias_ints(w.qconsts[ins[1]], p.layer, node)
-            w.pending[out] = p
-        elif op == "Relu" and ins[0] in w.pending and p_weighted(w.pending[ins[0]]):
-            p = w.pending.pop(ins[0])
-            p.relu = True
-            w.pending[out] = p
-        elif op == "BatchNormalization":
-            raise CompileError(f"{where(node)}: batch norm in the golden graph makes ONNX Runtime inexact (contract rule 12); "
-                               "fold it into the convolution's weights and bias before QAT (`python -m quant train --qat "
-                               "--init FLOAT.pt` does; in plain PyTorch, torch.nn.utils.fusion.fuse_conv_bn_eval)")
-        elif op in HANDLERS:
-            HANDLERS[op].compile(w, node)
-        elif op in ("Softmax", "LogSoftmax", "Sigmoid") and ins[0] in w.pending and out in {o.name for o in g.output}:
-            raise CompileError(f"{where(node)}: a {op} after the logits layer; export the model without it: the "
-                               f"accelerator returns the integer logits, whose argmax is the class (apply {op} on the host)")
-        else:
-            raise CompileError(f"{where(node)}: not supported here (inputs {ins}); the compiler knows QuantizeLinear/"
-                               f"DequantizeLinear/Clip, Relu, Add (bias), {', '.join(HANDLERS)} in the QCDQ pattern")
+        if skipped.intersection(node.input):
+            skipped.update(node.output)
+            errors += _static_errors(w, node)
+            continue
+        try:
+            _step(w, node)
+        except CompileError as e:
+            errors.append(str(e))
+            skipped.update(node.output)
+    if not errors:
+        try:
+            last = _logits(w, [o.name for o in g.output])
+        except CompileError as e:
+            errors.append(str(e))
+    if errors:
+        raise CompileError(errors[0] if len(errors) == 1 else f"{len(errors)} nodes break the contract: " + "; ".join(errors))
+    names = classes or (json.loads(meta["class_names"]) if "class_names" in meta else [str(i) for i in range(last.out_shape[0])])
+    keep = {k: meta[k] for k in ("checkpoint_hash", "checkpoint") if k in meta}
+    if cut is not None:
+        keep["cut_off"] = cut_note(cut)
+    return Plan(w.input_shape, w.input_type, w.layers, list(names), keep)
 
-    outputs = [o.name for o in g.output]
+
+def _step(w: Walker, node: onnx.NodeProto) -> None:
+    """Take one node into the walker's state, or raise a CompileError naming it."""
+    op, ins, out = node.op_type, list(node.input), node.output[0]
+    if op == "Constant":
+        w.consts[out] = numpy_helper.to_array(node.attribute[0].t)
+    elif all(i in w.consts or i == "" for i in ins) and op in ("Clip", "DequantizeLinear", "QuantizeLinear", "Cast", "Identity", "Transpose"):
+        _fold(w, node)
+    elif op == "QuantizeLinear":
+        _quantize(w, node)
+    elif op == "Clip" and ins[0] in w.quantized:
+        lo, hi = (int(np.asarray(w.const(i)).reshape(-1)[0]) if i and w.const(i) is not None else None
+                  for i in (ins[1] if len(ins) > 1 else "", ins[2] if len(ins) > 2 else ""))
+        src, itype, qnode = w.quantized.pop(ins[0])
+        lo = itype.min if lo is None else lo
+        hi = itype.max if hi is None else hi
+        w.quantized[out] = (src, int_type_of(np.zeros(1, np.int8 if itype.signed else np.uint8), (lo, hi), itype.exp, node), qnode)
+    elif op == "DequantizeLinear" and ins[0] in w.quantized:
+        src, itype, qnode = w.quantized.pop(ins[0])
+        scale = w.const(ins[1])
+        if scale is None or pow2_exp(scale, node) != itype.exp:
+            raise CompileError(f"{where(node)}: dequantizes with another scale than its QuantizeLinear {qnode.name!r}")
+        if isinstance(src, Pending):
+            _finish(w, src, itype, out)
+        else:  # the input quantizer (rule 2, generalised: signed or unsigned, 2..8 bits, any power-of-two scale)
+            w.input_type = itype
+            w.acts[out] = Act(itype, src.shape)
+    elif op == "Add" and ins[0] in w.pending and ins[1] in w.qconsts:
+        p = w.pending.pop(ins[0])
+        p.layer.bias = bias_ints(w.qconsts[ins[1]], p.layer, node)
+        w.pending[out] = p
+    elif op == "Add" and all(i in w.acts for i in ins):
+        KINDS["add"].compile(w, node)
+    elif op == "Relu" and ins[0] in w.pending and w.pending[ins[0]].layer.kind in ("conv2d", "linear", "add"):
+        p = w.pending.pop(ins[0])
+        p.relu = True
+        w.pending[out] = p
+    elif op == "BatchNormalization":
+        raise CompileError(f"{where(node)}: {BN_MESSAGE}")
+    elif op in HANDLERS:
+        HANDLERS[op].compile(w, node)
+    elif op == "Add":
+        raise CompileError(f"{where(node)}: adds {ins}, which are not two quantized activations; a residual add needs a "
+                           "quantizer (Brevitas QuantIdentity) on each branch (contract rule 13)")
+    else:
+        raise CompileError(f"{where(node)}: not supported here (inputs {ins}); the compiler knows QuantizeLinear/"
+                           f"DequantizeLinear/Clip, Relu, Add (bias or residual), {', '.join(HANDLERS)} in the QCDQ pattern")
+
+
+def _quantize(w: Walker, node: onnx.NodeProto) -> None:
+    """A QuantizeLinear of the input, of an accumulator (the layer's requantizer) or of an activation (a requant layer)."""
+    src, ins = node.input[0], list(node.input)
+    scale, zp = w.const(ins[1]), w.const(ins[2]) if len(ins) > 2 else None
+    if scale is None:
+        raise CompileError(f"{where(node)}: the scale is not a constant")
+    check_zero_point(zp, node)
+    itype = int_type_of(zp, None, pow2_exp(scale, node), node)
+    if src == w.input_name:
+        if w.input_type is not None or any(isinstance(s, Act) for s, _, _ in w.quantized.values()):
+            raise CompileError(f"{where(node)}: a second quantizer of the input; quantize the input once")
+        w.quantized[node.output[0]] = (Act(itype, w.input_shape), itype, node)
+    elif src in w.pending:
+        w.quantized[node.output[0]] = (w.pending.pop(src), itype, node)
+    elif src in w.acts:
+        w.quantized[node.output[0]] = (KINDS["requant"].start(w, node, w.acts[src]), itype, node)
+    else:
+        raise CompileError(f"{where(node)}: quantizes {src!r}, which is not the input, an activation or an accumulator; "
+                           "the supported pattern is Conv/Gemm -> [Relu] -> QuantizeLinear -> DequantizeLinear")
+
+
+def _static_errors(w: Walker, node: onnx.NodeProto) -> list[str]:
+    """What is wrong with a node that reads a refused one, judged from the node alone: its op, its scale."""
+    op = node.op_type
+    if op == "BatchNormalization":
+        return [f"{where(node)}: {BN_MESSAGE}"]
+    if op not in PATTERN_OPS and op not in HANDLERS:
+        return [f"{where(node)}: not supported here"]
+    if op in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1 and w.const(node.input[1]) is not None:
+        try:
+            pow2_exp(w.const(node.input[1]), node, per_channel=True)
+        except CompileError as e:
+            return [str(e)]
+    return []
+
+
+def _logits(w: Walker, outputs: list[str]):
+    """Close the graph's output, the logits layer's raw accumulator."""
     if len(outputs) != 1 or outputs[0] not in w.pending:
         raise CompileError(f"graph output {outputs}: must be the raw accumulator of a final Conv/Gemm (no Relu or requantizer after it)")
     last = w.pending.pop(outputs[0])
     if last.relu:
         raise CompileError(f"{where(last.node)}: the logits layer has a Relu; end the model with a plain linear layer")
     if last.layer.weight is None:
-        raise CompileError(f"{where(last.node)}: the graph ends in a pool; end the model with a linear (or conv) layer")
+        raise CompileError(f"{where(last.node)}: the graph ends in a {last.layer.kind}; end the model with a linear (or conv) layer")
     if last.layer.per_channel:
         raise CompileError(f"{where(last.node)}: the logits layer has per-channel weight scales, so its integer logits have "
                            "no common scale; use a per-tensor weight quantizer on the last layer")
     check_bound(last.layer, last.node)
     last.layer.tensor = outputs[0]
     w.layers.append(last.layer)
-    if input_type is None:
+    if w.input_type is None:
         raise CompileError("the input is not quantized by a QuantizeLinear (contract rule 2)")
-    names = classes or (json.loads(meta["class_names"]) if "class_names" in meta else [str(i) for i in range(last.layer.out_shape[0])])
-    return Plan(tuple(dims), input_type, w.layers, list(names),
-                {k: meta[k] for k in ("checkpoint_hash", "checkpoint") if k in meta})
+    return last.layer
 
 
 def compile_onnx(path: str | Path) -> Plan:
-    path = Path(path)
-    if not path.is_file():
-        raise CompileError(f"{path}: no such ONNX file (write one with `python -m export onnx --out {path}`)")
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:  # protobuf raises DecodeError and friends
-        raise CompileError(f"{path}: not a readable ONNX model ({e.__class__.__name__})") from None
-    return compile_model(model)
-
-
-def _weighted_specs(meta: dict) -> list[dict]:
-    if "model_config" not in meta:
-        return []
-    return [l for l in json.loads(meta["model_config"])["layers"] if l["kind"] in ("conv", "linear")]
+    """Compile an ONNX file: QCDQ, or QONNX (converted to QCDQ first, export/qonnx_import.py)."""
+    from export.golden import read_model
+    return compile_model(read_model(path))
 
 
 def _fold(w: Walker, node: onnx.NodeProto) -> None:
@@ -186,14 +223,19 @@ def _fold(w: Walker, node: onnx.NodeProto) -> None:
         w.consts[out] = x
 
 
-def _finish(w: Walker, p: Pending, out: IntType) -> tuple[int, ...]:
-    """Close a layer at its requantizer: output type, shift, ReLU, P-layer encoding, bound check."""
+def _finish(w: Walker, p: Pending, out: IntType, tensor: str) -> None:
+    """Close a layer at its requantizer: output type, requantizer, ReLU, bound check; `tensor` holds its output."""
     l = p.layer
-    shift = out.exp - l.acc_exps
-    l.out, l.relu, l.shift = out, p.relu, shift if isinstance(shift, np.ndarray) else int(shift)
+    if l.kind == "requant" and out == l.inp:  # requantizing an activation to its own type is no layer
+        w.acts[tensor] = Act(out, l.in_shape, l.inputs[0])
+        return
+    l.unit.close(l, out, p.node)
+    l.relu, l.tensor = p.relu, tensor
     check_bound(l, p.node)
     w.layers.append(l)
-    return l.out_shape
+    w.acts[tensor] = Act(out, l.out_shape, l.name)
+    if p.flatten:  # the flatten the op did besides (ReduceMean, keepdims=0); the same tensor
+        append_flatten(w, f"{l.name}_flatten", w.acts[tensor], tensor)
 
 
 def default_onnx(cache_dir: str | Path | None = None) -> Path:
@@ -212,7 +254,3 @@ def default_plan() -> Plan:
     """The plan of the bundled model."""
     return compile_onnx(default_onnx())
 
-
-def p_weighted(p: Pending) -> bool:
-    """A ReLU may follow a conv/linear accumulator, not an average pool's sum."""
-    return p.layer.weight is not None

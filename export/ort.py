@@ -11,18 +11,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 
 def golden_session(model_path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session at ORT_ENABLE_BASIC; `threads` sets the intra-op thread count (ORT's default
+    """A CPU session at ORT_ENABLE_BASIC on the golden model of `model_path` (export/golden.py: QONNX
+    converted, a trailing Softmax cut off); `threads` sets the intra-op thread count (ORT's default
     when None: one per physical core)."""
+    from export.golden import golden_model
+    return session_of(golden_model(model_path), threads)
+
+
+def session_of(model: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session at ORT_ENABLE_BASIC on a loaded model."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.log_severity_level = 3
     if threads is not None:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def host_throughput(model_path: str | Path, images: np.ndarray, batch: int = 64, threads: int | None = None,
@@ -49,16 +57,10 @@ def host_throughput(model_path: str | Path, images: np.ndarray, batch: int = 64,
             "level": "ORT_ENABLE_BASIC", "provider": "CPUExecutionProvider"}
 
 
-def run_logits(session: ort.InferenceSession, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """float32 logits for uint8 (N, 3, H, W) images, fed as p/256 (contract rule 2)."""
+def run_logits(session: ort.InferenceSession, images: np.ndarray, batch: int = 256, exp: int = -8) -> np.ndarray:
+    """float32 logits for integer inputs (N, ...), fed as q * 2**exp (contract rule 2; uint8 images: p/256)."""
     name = session.get_inputs()[0].name
-    x = np.asarray(images, dtype=np.float32) / 256.0
+    x = (np.asarray(images, dtype=np.float64) * 2.0 ** exp).astype(np.float32)
     outs = [session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
-
-def run_all(session: ort.InferenceSession, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Every intermediate tensor for one image (the session must expose them as outputs)."""
-    names = [o.name for o in session.get_outputs()]
-    x = np.asarray(image, dtype=np.float32)[None] / 256.0
-    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x})))

@@ -20,9 +20,21 @@ import numpy as np
 from export.encoding import SparseRows, dense_weight_bits
 from quant.atomic import atomic_write
 
-PLAN_VERSION = 2  # 2: padding, per-channel weight exponents and shifts, avgpool / globalavgpool
+PLAN_VERSION = 3  # 3: a graph (each layer's inputs), add / requant, groups, non-square kernels and strides, average multipliers
+INPUT = "input"  # the name a layer's `inputs` gives the plan's input tensor
 ACC_LIMIT = 1 << 24  # contract rule 5: float32 sums of integers are exact below this
 ARRAY_FIELDS = ("weight", "bias", "shift", "w_exps")  # stored in the .npz
+TYPE_FIELDS = ("inp", "out", "w_type", "inp2")
+
+
+def pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a kernel or stride stored as an int when square."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def square(h: int, w: int) -> int | tuple[int, int]:
+    """The stored form of (h, w): an int when h == w."""
+    return int(h) if h == w else (int(h), int(w))
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,16 @@ class Layer:
     `q = saturate(relu?(round_half_even(acc * 2**-shift)))` to `out`; a negative `shift` is a left
     shift. With per-channel weight scales `w_exps` holds each output channel's exponent
     (`w_type.exp` is their maximum) and `shift` is an int64 array, one per channel.
-    avgpool / globalavgpool: the window's int64 sum, then the same requantizer (no ReLU).
+    conv2d with `groups` > 1 convolves each group of Cin/groups input channels into its Cout/groups outputs.
+    avgpool / globalavgpool: the window's int64 sum S, then `round_half_even(S * mult * 2**-shift)`
+    (`mult` is 1 for a power-of-two count; contract rule 14 otherwise), saturated.
+    add: `(a << (inp.exp - e)) + (b << (inp2.exp - e))` with e the finer exponent (contract rule 13),
+    then the requantizer (ReLU where the model has one). requant: one activation requantized
+    elementwise to another type (the requantizer on `acc = x`).
     maxpool works on the integers. flatten is a no-op on a (C, H, W) buffer. Each kind's
     semantics and accounting live in its unit, export/kinds/<kind>.py.
+    `inputs` names the layers (or INPUT) whose outputs this layer reads, in operand order; empty
+    means the previous layer's output (a chain). `kernel` and `stride` are ints when square, else (h, w).
     """
 
     name: str
@@ -66,8 +85,8 @@ class Layer:
     out_shape: tuple[int, ...]
     inp: IntType
     out: IntType | None
-    kernel: int = 1
-    stride: int = 1
+    kernel: int | tuple[int, int] = 1
+    stride: int | tuple[int, int] = 1
     weight: np.ndarray | None = None  # conv (Cout, Cin, k, k), linear (out, in); int
     bias: np.ndarray | None = None  # (Cout,), int64, in the accumulator's scale
     w_type: IntType | None = None
@@ -78,6 +97,18 @@ class Layer:
     tensor: str = ""  # the ONNX tensor holding this layer's output, dequantized (for layer-wise checks)
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # conv2d zero padding: top, left, bottom, right
     w_exps: np.ndarray | None = None  # per-channel weight exponents (Cout,), int64; None when per tensor
+    inputs: tuple[str, ...] = ()
+    groups: int = 1
+    mult: int = 1  # an average's multiplier (contract rule 14)
+    inp2: IntType | None = None  # add: the second operand's type
+
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        return pair(self.kernel)
+
+    @property
+    def stride_hw(self) -> tuple[int, int]:
+        return pair(self.stride)
 
     @property
     def unit(self):
@@ -152,6 +183,20 @@ class Plan:
     meta: dict = field(default_factory=dict)
 
     @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads only the previous layer's output (the first: the input)."""
+        prev = INPUT
+        for l in self.layers:
+            if l.inputs not in ((), (prev,)):
+                return False
+            prev = l.name
+        return True
+
+    def input_float(self, x: np.ndarray) -> np.ndarray:
+        """The float32 ONNX input of integer inputs `x`: x * 2**input_type.exp (exact)."""
+        return (np.asarray(x, dtype=np.float64) * 2.0 ** self.input_type.exp).astype(np.float32)
+
+    @property
     def logit_exp(self) -> int:
         """Exponent of the logits' LSB (contract rule 7: round(ort / 2**logit_exp) == RTL)."""
         return self.layers[-1].acc_exp
@@ -193,12 +238,14 @@ class Plan:
                     arrays[f"{i}.{key}"] = d[key]
                     d[key] = f"{i}.{key}"
             d["shift"] = d["shift"] if isinstance(d["shift"], str) else int(d["shift"])
-            d["pad"] = list(d["pad"])
+            d["pad"], d["inputs"] = list(d["pad"]), list(d["inputs"])
+            for key in ("kernel", "stride"):
+                d[key] = d[key] if isinstance(d[key], int) else list(d[key])
             if l.sparse is not None:
                 for key, arr in l.sparse.arrays().items():
                     arrays[f"{i}.sparse.{key}"] = arr
                 d["sparse"] = {"index_bits": l.sparse.index_bits, "value_bits": l.sparse.value_bits}
-            for key in ("inp", "out", "w_type"):
+            for key in TYPE_FIELDS:
                 d[key] = None if d[key] is None else vars(d[key])
             d["in_shape"], d["out_shape"] = list(l.in_shape), list(l.out_shape)
             layers.append(d)
@@ -244,8 +291,10 @@ class Plan:
                 for key in ARRAY_FIELDS:
                     if isinstance(d.get(key), str):
                         d[key] = arrays[d[key]]
-                d["pad"] = tuple(d["pad"])
-                for key in ("inp", "out", "w_type"):
+                d["pad"], d["inputs"] = tuple(d["pad"]), tuple(d["inputs"])
+                for key in ("kernel", "stride"):
+                    d[key] = d[key] if isinstance(d[key], int) else tuple(d[key])
+                for key in TYPE_FIELDS:
                     d[key] = IntType(**d[key]) if d[key] is not None else None
                 if d["sparse"] is not None:
                     d["sparse"] = SparseRows(
@@ -269,4 +318,4 @@ class PlanError(ValueError):
     """A plan that cannot be read, or that breaks the number contract."""
 
 
-__all__ = ["ACC_LIMIT", "IntType", "Layer", "Plan", "PlanError", "PLAN_VERSION", "replace"]
+__all__ = ["ACC_LIMIT", "INPUT", "IntType", "Layer", "Plan", "PlanError", "PLAN_VERSION", "pair", "replace", "square"]

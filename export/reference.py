@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from export.kinds.maxpool import maxpool  # noqa: F401  (re-exported: the hardware tests' model of the pool)
-from export.plan import IntType, Layer, Plan
+from export.plan import INPUT, IntType, Layer, Plan
 
 
 def round_shift(acc: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
@@ -34,19 +34,21 @@ def requantize(acc: np.ndarray, shift: int | np.ndarray, relu: bool, out: IntTyp
     return np.clip(q, out.min, out.max)
 
 
-def run_layer(layer: Layer, x: np.ndarray) -> np.ndarray:
-    """One layer on one image: integer tensor in, integer tensor out (int64)."""
-    return layer.unit.run(layer, x)
+def run_layer(layer: Layer, *xs: np.ndarray) -> np.ndarray:
+    """One layer on one image: its integer input tensors in, an integer tensor out (int64)."""
+    return layer.unit.run(layer, *xs)
 
 
 def run(plan: Plan, image: np.ndarray) -> list[np.ndarray]:
-    """Every layer's output for one uint8 (C, H, W) image; the last entry is the integer logits."""
+    """Every layer's output for one integer input (the plan's input shape), in plan (topological) order;
+    the last entry is the integer logits. A layer reads the outputs its `inputs` name (none: the previous one)."""
     x = np.asarray(image, dtype=np.int64)
     if x.shape != tuple(plan.input_shape):
-        raise ValueError(f"image shape {x.shape} does not match the plan's input {tuple(plan.input_shape)}")
-    outs = []
+        raise ValueError(f"input shape {x.shape} does not match the plan's input {tuple(plan.input_shape)}")
+    values, outs = {INPUT: x}, []
     for layer in plan.layers:
-        x = run_layer(layer, x)
+        x = run_layer(layer, *(values[n] for n in layer.inputs)) if layer.inputs else run_layer(layer, x)
+        values[layer.name] = x
         outs.append(x)
     return outs
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from export.plan import ACC_LIMIT, IntType, Layer
+from export.plan import ACC_LIMIT, INPUT, IntType, Layer
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -76,10 +76,11 @@ class QConst:
 
 @dataclass
 class Act:
-    """An integer activation tensor flowing between layers."""
+    """An integer activation tensor flowing between layers; `src` names the plan layer (or INPUT) that makes it."""
 
     itype: IntType
     shape: tuple[int, ...]
+    src: str = INPUT
 
 
 @dataclass
@@ -102,24 +103,33 @@ class Walker:
     quantized: dict[str, tuple[Act | Pending, IntType, onnx.NodeProto]] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     layers: list[Layer] = field(default_factory=list)
-    weighted_specs: list[dict] = field(default_factory=list)
+    linear_cls: list[str] = field(default_factory=list)  # NP/P of the linear layers in order, from the model description
+    input_name: str = ""
+    input_shape: tuple[int, ...] = ()
+    input_type: IntType | None = None
 
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
 
-    def act(self, node: onnx.NodeProto) -> Act:
-        """The quantized activation a node reads, or a refusal naming the node."""
-        a = self.acts.get(node.input[0])
+    def act(self, node: onnx.NodeProto, k: int = 0) -> Act:
+        """The quantized activation a node reads as its input `k`, or a refusal naming the node."""
+        a = self.acts.get(node.input[k])
         if a is None:
-            p = self.pending.get(node.input[0])
-            if p is not None and p.layer.kind in ("avgpool", "globalavgpool"):
-                raise CompileError(f"{where(node)}: reads the average pool {p.node.name!r} directly; put a requantizer "
-                                   "(Brevitas QuantIdentity) after the pool (contract rule 11)")
-            raise CompileError(f"{where(node)}: its input {node.input[0]!r} is not a quantized activation; put a quantizer before it")
+            p = self.pending.get(node.input[k])
+            if p is not None and p.layer.kind in ("avgpool", "globalavgpool", "add"):
+                raise CompileError(f"{where(node)}: reads the {p.layer.kind} {p.node.name!r} directly; put a requantizer "
+                                   "(Brevitas QuantIdentity) after it")
+            raise CompileError(f"{where(node)}: its input {node.input[k]!r} is not a quantized activation; put a quantizer before it")
         return a
 
     def layer_name(self, node: onnx.NodeProto, default: str) -> str:
-        return node.name or f"{default}{len(self.layers)}"
+        """The node's name (or `default` and a number), unique among the plan's layers."""
+        name = node.name or f"{default}{len(self.layers)}"
+        taken = {l.name for l in self.layers} | {p.layer.name for p in self.pending.values()} | {INPUT}
+        base, n = name, 1
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        return name
 
 
 def attrs(node: onnx.NodeProto) -> dict:
@@ -127,18 +137,19 @@ def attrs(node: onnx.NodeProto) -> dict:
 
 
 def check_bound(l: Layer, node: onnx.NodeProto) -> None:
-    """Contract rule 5, per output channel in that channel's units."""
+    """Contract rule 5 (rule 13 for an add), per output channel in that channel's units."""
     if l.acc_bound >= ACC_LIMIT:
+        rule = "13" if l.kind == "add" else "5"
         raise CompileError(f"{where(node)}: layer {l.name!r} can reach |acc| = {l.acc_bound} >= 2^24 = {ACC_LIMIT}, where float32 "
-                           "stops being exact (contract rule 5); use narrower weights/activations or prune more")
+                           f"stops being exact (contract rule {rule}); use narrower weights/activations or prune more")
 
 
-def square_window(node: onnx.NodeProto, a: dict, what: str) -> tuple[int, int]:
-    """(kernel, stride) of a square pooling window without padding, dilation or ceil mode."""
+def pool_window(node: onnx.NodeProto, a: dict, what: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((kh, kw), (sh, sw)) of a 2-D pooling window without padding, dilation or ceil mode."""
     ks = a.get("kernel_shape", [])
-    if len(ks) != 2 or ks[0] != ks[1]:
-        raise CompileError(f"{where(node)}: kernel {ks}; only square 2-D {what} is supported")
+    if len(ks) != 2:
+        raise CompileError(f"{where(node)}: kernel {ks}; only 2-D {what} is supported")
     strides = a.get("strides", [1, 1])
-    if any(a.get("pads", [0])) or a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])) or len(set(strides)) != 1:
-        raise CompileError(f"{where(node)}: padding/ceil_mode/dilation/unequal strides are not supported in {what}")
-    return ks[0], strides[0]
+    if any(a.get("pads", [0])) or a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise CompileError(f"{where(node)}: padding/ceil_mode/dilation are not supported in {what}")
+    return (int(ks[0]), int(ks[1])), (int(strides[0]), int(strides[1]))

@@ -25,9 +25,14 @@ class LayerKind:
         """Recognise `node` (one of `ops`) on the walker's state and append or start a layer."""
         raise NotImplementedError
 
-    def run(self, layer, x: np.ndarray) -> np.ndarray:
-        """The layer on one image: an integer tensor in, an int64 tensor out."""
+    def run(self, layer, *xs: np.ndarray) -> np.ndarray:
+        """The layer on one image: its input integer tensors (`layer.inputs` order) in, an int64 tensor out."""
         raise NotImplementedError
+
+    def close(self, layer, out, node) -> None:
+        """Set the requantizer that closes the layer's accumulator into `out` (a shift; see the unit's docstring)."""
+        shift = out.exp - layer.acc_exps
+        layer.out, layer.shift = out, shift if isinstance(shift, np.ndarray) else int(shift)
 
     def acc_exps(self, layer) -> int | np.ndarray:
         """Exponent of the accumulator's LSB (per output channel where the weight scales are)."""
@@ -64,4 +69,4 @@ def unit(kind: str) -> LayerKind:
         raise ValueError(f"unknown layer kind {kind!r}; this toolkit knows {', '.join(KINDS)}") from None
 
 
-from export.kinds import avgpool, conv2d, flatten, linear, maxpool  # noqa: E402,F401  (registers the units)
+from export.kinds import add, avgpool, conv2d, flatten, linear, maxpool, requant  # noqa: E402,F401  (registers the units)

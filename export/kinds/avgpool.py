@@ -1,40 +1,51 @@
-"""avgpool and globalavgpool: a sum over a power-of-two count of values, then the requantizer (contract rule 11).
+"""avgpool and globalavgpool: the integer sum of a window, then the requantizer.
 
-ONNX Runtime divides the float32 sum by the count, which is exact for a power of two, and the
-following QuantizeLinear rounds half to even; so the integer semantics are: sum the window in
-int64, then `round_half_even(sum * 2**-shift)` with `shift = out.exp - (in.exp - log2(count))`,
-and saturate. The pool's sum is an accumulator like a conv's, closed by the next requantizer.
+A power-of-two count n (contract rule 11): ONNX Runtime's division is exact, so the requantizer is
+`round_half_even(sum * 2**-shift)` with `shift = out.exp - (in.exp - log2(n))`. Any other count
+(contract rule 14, export/average.py): `round_half_even(sum * mult * 2**-shift)` with the constants
+the compiler derives and proves equal to ONNX Runtime's float32 result for every reachable sum.
+The pool's sum is an accumulator like a conv's, closed by the next requantizer.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from export.average import multiply_shift
 from export.kinds import LayerKind, register
-from export.plan import Layer
-from export.walker import CompileError, Pending, attrs, square_window, where
+from export.plan import IntType, Layer, pair, square
+from export.walker import CompileError, Pending, attrs, pool_window, where
 
 
-def _log2_count(n: int, node, what: str) -> int:
-    if n < 1 or n & (n - 1):
-        raise CompileError(f"{where(node) if node is not None else 'a plan layer'}: {what} averages {n} values, not a power-of-two count (contract rule 11); "
-                           "use a 2x2/4x4 window, or a map of 1, 4, 16, 64 ... pixels for a global pool")
-    return n.bit_length() - 1
+def _log2(n: int) -> int | None:
+    return n.bit_length() - 1 if n >= 1 and not n & (n - 1) else None
 
 
 class _Average(LayerKind):
     def acc_exps(self, layer):
-        return layer.inp.exp - _log2_count(self.count(layer), None, self.kind)
+        e = _log2(self.count(layer))
+        return layer.inp.exp - (e if e is not None else 0)
 
     def acc_bound(self, layer):
         return self.count(layer) * layer.inp.max_abs
+
+    def close(self, layer, out: IntType, node) -> None:
+        n = self.count(layer)
+        if _log2(n) is not None:
+            return super().close(layer, out, node)
+        found = multiply_shift(n, layer.inp, out)
+        if found is None:
+            raise CompileError(f"{where(node)}: averages {n} values from {layer.inp} into {out}, and no integer multiply and "
+                               "shift equals ONNX Runtime's rounding on every sum (contract rule 14: an even count whose "
+                               "quotient can sit on a rounding tie); use an odd count, a power of two, or a finer output scale")
+        layer.out, layer.mult, layer.shift = out, *found
 
     def start(self, w, node, layer, flatten: bool = False) -> None:
         w.pending[node.output[0]] = Pending(layer, node, flatten=flatten)
 
     def finish(self, layer, acc):
         from export.reference import requantize
-        return requantize(acc, layer.shift, False, layer.out)
+        return requantize(acc * layer.mult, layer.shift, False, layer.out)
 
 
 @register
@@ -43,26 +54,27 @@ class AvgPool(_Average):
     ops = ("AveragePool",)
 
     def count(self, layer) -> int:
-        return layer.kernel * layer.kernel
+        kh, kw = layer.kernel_hw
+        return kh * kw
 
     def compile(self, w, node):
         a = w.act(node)
         at = attrs(node)
-        k, s = square_window(node, at, "AveragePool")
-        if s != k:
-            raise CompileError(f"{where(node)}: an average pool with stride {s} over {k}x{k}; only stride = kernel is supported")
-        if len(a.shape) != 3 or min(a.shape[1:]) < k:
-            raise CompileError(f"{where(node)}: a {k}x{k} average pool on a map of shape {a.shape}")
-        _log2_count(k * k, node, f"a {k}x{k} window")
+        (kh, kw), s = pool_window(node, at, "AveragePool")
+        if s != (kh, kw):
+            raise CompileError(f"{where(node)}: an average pool with stride {list(s)} over {kh}x{kw}; only stride = kernel is supported")
+        if len(a.shape) != 3 or a.shape[1] < kh or a.shape[2] < kw:
+            raise CompileError(f"{where(node)}: a {kh}x{kw} average pool on a map of shape {a.shape}")
         c, h, wd = a.shape
-        layer = Layer(w.layer_name(node, "avgpool"), self.kind, a.shape, (c, h // k, wd // k), a.itype, None, kernel=k, stride=k)
+        layer = Layer(w.layer_name(node, "avgpool"), self.kind, a.shape, (c, h // kh, wd // kw), a.itype, None,
+                      kernel=square(kh, kw), stride=square(kh, kw), inputs=(a.src,))
         self.start(w, node, layer)
 
     def run(self, layer, x):
-        k = layer.kernel
+        kh, kw = pair(layer.kernel)
         c, h, wd = x.shape
-        oh, ow = h // k, wd // k
-        acc = x[:, :oh * k, :ow * k].astype(np.int64).reshape(c, oh, k, ow, k).sum(axis=(2, 4))
+        oh, ow = h // kh, wd // kw
+        acc = x[:, :oh * kh, :ow * kw].astype(np.int64).reshape(c, oh, kh, ow, kw).sum(axis=(2, 4))
         return self.finish(layer, acc)
 
 
@@ -90,8 +102,8 @@ class GlobalAvgPool(_Average):
                                    "only the mean over height and width (axes 2, 3: a global average pool) is supported")
             flatten = not at.get("keepdims", 1)
         c, h, wd = a.shape
-        _log2_count(h * wd, node, f"a global pool over {h}x{wd}")
-        layer = Layer(w.layer_name(node, "gap"), self.kind, a.shape, (c, 1, 1), a.itype, None, kernel=h)
+        layer = Layer(w.layer_name(node, "gap"), self.kind, a.shape, (c, 1, 1), a.itype, None, kernel=square(h, wd),
+                      inputs=(a.src,))
         self.start(w, node, layer, flatten)
 
     def run(self, layer, x):

@@ -23,6 +23,9 @@ class Flatten(LayerKind):
             shape = w.const(node.input[1])
             if shape is None or len(shape) != 2 or int(np.prod([s for s in shape[1:] if s > 0])) not in (n, 1):
                 raise CompileError(f"{where(node)}: only a reshape to (batch, features) is supported")
+        if len(a.shape) == 1:  # already flat (a feature-vector input): nothing to do
+            w.acts[node.output[0]] = a
+            return
         append_flatten(w, w.layer_name(node, "flatten"), a, node.output[0])
 
     def run(self, layer, x):
@@ -32,5 +35,5 @@ class Flatten(LayerKind):
 def append_flatten(w, name: str, a: Act, tensor: str) -> None:
     """A flatten layer of activation `a` into the plan; `tensor` (its ONNX name) becomes the flat activation."""
     n = int(np.prod(a.shape))
-    w.layers.append(Layer(name, Flatten.kind, a.shape, (n,), a.itype, a.itype, tensor=tensor))
-    w.acts[tensor] = Act(a.itype, (n,))
+    w.layers.append(Layer(name, Flatten.kind, a.shape, (n,), a.itype, a.itype, tensor=tensor, inputs=(a.src,)))
+    w.acts[tensor] = Act(a.itype, (n,), name)

@@ -30,12 +30,12 @@ class Linear(Weighted):
             wt = wt.T
         if len(a.shape) != 1 or wt.ndim != 2 or wt.shape[1] != a.shape[0]:
             raise CompileError(f"{where(node)}: input shape {a.shape} does not match weight {list(wt.shape)}; flatten before a linear layer")
-        idx = sum(1 for l in w.layers if l.weight is not None)
-        cls = w.weighted_specs[idx]["cls"] if idx < len(w.weighted_specs) else "NP"
+        idx = sum(1 for l in w.layers if l.kind == self.kind) + sum(1 for p in w.pending.values() if p.layer.kind == self.kind)
+        cls = w.linear_cls[idx] if idx < len(w.linear_cls) else "NP"
         exp, exps = weight_exps(wq, wt.shape[0], node)
         layer = Layer(w.layer_name(node, "linear"), self.kind, a.shape, (wt.shape[0],), a.itype, None,
                       weight=np.ascontiguousarray(wt).astype(np.int8), w_type=IntType(wq.itype.bits, True, exp),
-                      w_exps=exps, cls=cls)
+                      w_exps=exps, cls=cls, inputs=(a.src,))
         if cls == "P":
             layer.sparse = encode_best(layer.weight, layer.w_type.bits)
         attach_bias(w, node, layer)
