@@ -53,6 +53,18 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the option whose value is out of range; return self. The CLI
         calls it before it reads the data, so a bad value fails at once."""
+        if not 0.0 < self.lr < math.inf:
+            raise ConfigError(f"--lr {self.lr}: the learning rate must be a positive number, e.g. 1e-3 for adam, 0.1 for sgd")
+        for name, value, low in (("--batch", self.batch, 1), ("--epochs", self.epochs, 1), ("--patience", self.patience, 1),
+                                 ("--prune-epochs", self.prune_epochs, 0), ("--warmup", self.warmup, 0)):
+            if value < low:
+                raise ConfigError(f"{name} {value}: must be a whole number of at least {low}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"--momentum {self.momentum}: SGD momentum must be in [0, 1), e.g. 0.9; 0 turns it off")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"--weight-decay {self.weight_decay}: must be a number of at least 0, e.g. 5e-4; 0 turns it off")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1), e.g. 0.1; 0 turns it off")
         if not 0.0 <= self.distill <= 1.0 or self.distill_temp <= 0:
             raise ConfigError(f"--distill {self.distill} / --distill-temp {self.distill_temp}: the weight must be in (0, 1], the temperature > 0")
         if not 0.0 <= self.ema < 1.0:

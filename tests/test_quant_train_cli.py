@@ -157,7 +157,14 @@ def test_qat_distilled_from_a_teacher_on_the_command_line(tiny, tmp_path, capsys
 
 @pytest.mark.parametrize("option, message", [(["--ema", "1.0"], "--ema 1.0: the decay per step must be in [0, 1)"),
                                              (["--crop-scale", "0"], "--crop-scale 0.0 / --cutmix 0.0"),
-                                             (["--cutmix", "1.5"], "--crop-scale 1.0 / --cutmix 1.5")])
+                                             (["--cutmix", "1.5"], "--crop-scale 1.0 / --cutmix 1.5"),
+                                             (["--lr", "-1"], "--lr -1.0: the learning rate must be a positive number"),
+                                             (["--lr", "nan"], "--lr nan: the learning rate must be a positive number"),
+                                             (["--batch", "0"], "--batch 0: must be a whole number of at least 1"),
+                                             (["--epochs", "0"], "--epochs 0: must be a whole number of at least 1"),
+                                             (["--momentum", "-1"], "--momentum -1.0: SGD momentum must be in [0, 1)"),
+                                             (["--weight-decay", "-1"], "--weight-decay -1.0: must be a number of at least 0"),
+                                             (["--label-smoothing", "2"], "--label-smoothing 2.0: must be in [0, 1)")])
 def test_a_bad_training_option_is_refused_before_the_data_is_read(tmp_path, capsys, option, message):
     """The data folder does not exist: the option's error, not the data's, is the one line."""
     out = tmp_path / "f.pt"
