@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from common.atomic import atomic_write
-from quant.model import ModelConfig, Net, build
+from quant.model import ConfigError, ModelConfig, Net, build
 
 FORMAT = "cnn-codesign-checkpoint/1"
 BUNDLED_DIR = Path(__file__).parent / "checkpoints"
@@ -26,6 +26,12 @@ BUNDLED_QAT = BUNDLED_DIR / "default" / "paper_qat_pruned.pt"
 
 class CheckpointError(ValueError):
     """A file that is not a checkpoint of this toolkit."""
+
+
+# the fields every checkpoint has, and the types of the optional ones the commands read
+REQUIRED = {"config": dict, "class_names": list, "state_dict": dict}
+OPTIONAL = {"history": list, "best_epoch": int, "metrics": dict, "train": dict, "data": dict, "init": dict,
+            "teachers": list, "train_time_s": (int, float)}
 
 
 def git_revision() -> str:
@@ -55,6 +61,26 @@ def load(path: str | Path | None = None) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__}); re-train or re-download it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (no '{FORMAT}' tag); train one with `python -m quant train`")
+    return check_schema(ckpt, str(path))
+
+
+def check_schema(ckpt: dict, where: str) -> dict:
+    """Return `ckpt` when its fields have their types, its config is a valid model with one output
+    per class name and its state dict maps names to tensors; else a CheckpointError naming the field."""
+    fix = "; re-train it with `python -m quant train`"
+    for name, kind in (*REQUIRED.items(), *OPTIONAL.items()):
+        if (name in REQUIRED or name in ckpt) and (not isinstance(ckpt.get(name), kind) or isinstance(ckpt[name], bool)):
+            what = "missing" if name not in ckpt else f"a {type(ckpt[name]).__name__}"
+            raise CheckpointError(f"{where}: the checkpoint's field {name!r} is {what}{fix}")
+    try:
+        cfg = ModelConfig.from_dict(ckpt["config"], f"{where}: the checkpoint's config").validate()
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(str(e) if isinstance(e, ConfigError) else f"{where}: the checkpoint's config: {e}") from None
+    names = ckpt["class_names"]
+    if len(names) != cfg.num_classes or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{where}: the checkpoint's 'class_names' must be {cfg.num_classes} names, one per output{fix}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()):
+        raise CheckpointError(f"{where}: the checkpoint's 'state_dict' must map parameter names to tensors{fix}")
     return ckpt
 
 

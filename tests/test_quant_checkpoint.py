@@ -1,13 +1,43 @@
-"""quant.checkpoint.float_twin: the float checkpoint behind a QAT checkpoint, for the reports."""
+"""quant.checkpoint: the schema every loaded checkpoint meets, and float_twin (the float checkpoint
+behind a QAT checkpoint, for the reports)."""
 
 from pathlib import Path
 
+import pytest
+import torch
+
+from boards_helpers import tiny_config
 from quant import checkpoint
+from quant.__main__ import main
+
+CONFIG = tiny_config().to_dict()
+VALID = {"config": CONFIG, "class_names": ["a", "b", "c"], "state_dict": {"w": torch.zeros(1)}}
 
 
 def _save(path: Path, **extra) -> Path:
-    checkpoint.save(path, {"config": {}, **extra})
+    checkpoint.save(path, {**VALID, **extra})
     return path
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({}, "field 'config' is missing"),
+    ({"config": CONFIG}, "field 'class_names' is missing"),
+    ({**VALID, "state_dict": [1]}, "field 'state_dict' is a list"),
+    ({**VALID, "config": {"layers": []}}, "config: needs a non-empty list 'layers'"),
+    ({**VALID, "config": {**CONFIG, "num_classes": 4}}, "the last layer must be linear with 4 outputs"),
+    ({**VALID, "class_names": ["a", "b"]}, "'class_names' must be 3 names, one per output"),
+    ({**VALID, "state_dict": {"w": 1.0}}, "'state_dict' must map parameter names to tensors"),
+    ({**VALID, "history": {}}, "field 'history' is a dict"),
+    ({**VALID, "best_epoch": "3"}, "field 'best_epoch' is a str"),
+])
+def test_a_checkpoint_with_missing_or_mistyped_fields_is_refused_in_one_line(tmp_path, capsys, fields, message):
+    path = tmp_path / "hollow.pt"
+    torch.save({"format": checkpoint.FORMAT, **fields}, path)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(path)
+    assert main(["evaluate", "--checkpoint", str(path), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
 
 
 def test_twin_is_the_recorded_init(tmp_path):
