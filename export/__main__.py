@@ -62,6 +62,19 @@ def brevitas_agreement(ckpt_path, onnx_path, data, split, limit=None) -> dict:
             "max_logit_diff": float(np.abs(bl - ort_logits).max())}
 
 
+def notes(model_path, plan: Plan) -> list[str]:
+    """One line each for what the compiler did to the model besides compiling it (QONNX converted, a softmax cut off)."""
+    import onnx
+
+    from export.qonnx_import import is_qonnx
+    out = []
+    if is_qonnx(onnx.load(str(model_path), load_external_data=False)):
+        out.append("a QONNX model: converted to the QCDQ golden model (qonnx QuantToQCDQ; constant Quant nodes to integers)")
+    if "cut_off" in plan.meta:
+        out.append(plan.meta["cut_off"])
+    return out
+
+
 def cmd_plan(args) -> int:
     import time
 
@@ -70,6 +83,8 @@ def cmd_plan(args) -> int:
     plan = compile_onnx(args.model)
     dt = time.time() - t
     print(plan_table(plan))
+    for line in notes(args.model, plan):
+        print(f"note: {line}")
     print(f"compiled in {dt:.2f} s")
     if args.out:
         j, n = plan.save(args.out)
@@ -80,15 +95,29 @@ def cmd_plan(args) -> int:
 def cmd_check(args) -> int:
     from export.check import compare
     from export.compile import compile_onnx
-    from quant.data import check_model_input, load_split
+    from quant.data import DataError, check_model_input, load_split
     plan = compile_onnx(args.model)
-    check_model_input(plan.input_shape, args.model)
-    x, _, _ = load_split(args.data, args.split, args.limit)
+    lines = notes(args.model, plan)
+    for line in lines:
+        print(f"note: {line}")
+    check_model_input(plan.input_shape, args.model, args.data, args.split)
+    x, _, _ = load_split(args.data, args.split, args.limit, shape=tuple(plan.input_shape))
+    t = plan.input_type
+    if len(x) and (x.min() < t.min or x.max() > t.max):
+        raise DataError(f"{args.data}: the {args.split} data holds {int(x.min())}..{int(x.max())}, but {args.model}'s input "
+                        f"is {'signed' if t.signed else 'unsigned'} {t.bits}-bit ({t.min}..{t.max})")
     res = compare(args.model, plan, x, progress=True)
     print(f"reference == ONNX Runtime on every layer: {res.exact}/{res.images} {args.split} images")
     for m in res.mismatches[:10]:
         print(f"  mismatch: {m}")
-    return 0 if res.exact == res.images else 1
+    ok = res.exact == res.images
+    if any(line.startswith("a QONNX model") for line in lines):
+        from export.qonnx_import import qonnx_agreement
+        equal, worst = qonnx_agreement(args.model, plan.input_float(x))
+        print(f"QCDQ golden model == qonnx execution of the QONNX original: {equal}/{len(x)} {args.split} images "
+              f"(max |difference| {worst:.3g})")
+        ok = ok and equal == len(x)
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from export.plan import Layer, Plan
+from export.plan import INPUT, Layer, Plan
 from hw.array import AVERAGES, ArrayConfig, ArrayUnit, window_features
 from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.memories import banks_for, buffer_rows
@@ -136,6 +136,17 @@ def _check_types(i: int, l: Layer) -> None:
         raise refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
 
 
+def _check_chain(i: int, l: Layer, prev: str) -> None:
+    """The engines run a chain of ungrouped layers with square kernels and strides (plan version 3 can say more)."""
+    what = ("reads " + ", ".join(map(repr, l.inputs)) if l.inputs not in ((), (prev,)) else
+            "a residual add" if l.kind == "add" else "an activation requantizer" if l.kind == "requant" else
+            f"{l.groups} groups" if l.groups != 1 else
+            f"kernel {l.kernel} / stride {l.stride}" if not (isinstance(l.kernel, int) and isinstance(l.stride, int)) else
+            f"an average over {int(np.prod(l.kernel_hw))} values (multiplier {l.mult})" if l.mult != 1 else None)
+    if what is not None:
+        raise refuse(i, l, f"{what}: the hardware runs chains of ungrouped, square layers with power-of-two averages")
+
+
 def _unit_for(layer: Layer, after_sparse: bool = False) -> EngineUnit | None:
     """The engine that runs `layer`; a dense linear layer after a sparse one runs on the sparse
     engine too (stored as all its nonzero weights), so the linear tail is one pipeline stage."""
@@ -187,6 +198,8 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
         raise UnsupportedPlan(f"input type {plan.input_type}: the pixel stream carries uint8; quantize the input as unsigned 8-bit")
     if not layers or layers[-1].kind != "linear" or layers[-1].out is not None:
         raise UnsupportedPlan("the last layer must be a linear layer emitting raw accumulators (out=None)")
+    for i, l in enumerate(layers):
+        _check_chain(i, l, layers[i - 1].name if i else INPUT)
     compute = [l for l in layers if l.weight is not None]
     acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in AVERAGES])
     if acc_width > 32:
