@@ -3,7 +3,7 @@
 A `LayerSpec` names its kind; the kind's unit says which fields it takes, checks them, computes
 the output shape and builds the float or Brevitas modules. Adding a kind is one class here (and
 its export unit in export/kinds/). The quantized modules follow the number contract
-(DESIGN.md rules 1-3, 9-12): power-of-two scales, Int32Bias, batch norm folded before QAT,
+(docs/number-contract.md, rules 1-3, 9-12): power-of-two scales, Int32Bias, batch norm folded before QAT,
 average pools over a power-of-two count followed by a requantizer.
 """
 

@@ -1,4 +1,4 @@
-"""The quantizers of the number contract, named once (DESIGN.md rules 1-3).
+"""The quantizers of the number contract, named once (docs/number-contract.md, rules 1-3).
 
 Every scale is a power of two (Brevitas FixedPoint quantizers), biases are int32 in the
 accumulator's scale, and the input quantizer has the constant scale 2**-8 so that the image
