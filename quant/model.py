@@ -121,17 +121,20 @@ def load_arch(path: str | Path) -> ModelConfig:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the architecture file ({e.strerror or e})") from None
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path}: YAML needs PyYAML (`pip install pyyaml`), or write the file as JSON") from None
+        parse, errors = yaml.safe_load, (yaml.YAMLError,)
+    else:
+        parse, errors = json.loads, (ValueError,)
     try:
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ConfigError(f"{path}: YAML needs PyYAML (`pip install pyyaml`), or write the file as JSON") from None
-            doc = yaml.safe_load(text)
-        else:
-            doc = json.loads(text)
-    except ValueError as e:  # JSONDecodeError and yaml.YAMLError
-        raise ConfigError(f"{path}: not a valid architecture file ({str(e).splitlines()[0]})") from None
+        doc = parse(text)
+    except errors as e:  # yaml's MarkedYAMLError says what and where apart, over several lines
+        mark = getattr(e, "problem_mark", None)
+        why = f"{e.problem}, line {mark.line + 1}" if mark is not None else str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid architecture file ({why})") from None
     return ModelConfig.from_dict(doc, str(path), strict=True)
 
 

@@ -168,6 +168,13 @@ def test_an_unreadable_architecture_file_is_one_error(tmp_path):
         named_config("nope")
 
 
+def test_a_malformed_yaml_architecture_is_one_error_naming_the_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("arch: x\nlayers: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not a valid architecture file \(expected the node content, but found '<stream end>', line 3\)$"):
+        named_config(str(f))
+
+
 def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
     from dataclasses import replace
 
