@@ -16,9 +16,10 @@ from boards.top import DEFAULT_BAUD
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from boards.host import classify, load_image
+    from boards.host import check_link, classify, load_image
     from export.plan import Plan
 
+    check_link(args.baud, args.timeout)
     plan_path = Path(args.plan)
     if not plan_path.with_suffix(".json").is_file():
         raise BoardError(f"{plan_path}: no plan; pass --plan OUT/plan.json from the bitstream-rtl run that built the bitstream")

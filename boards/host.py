@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -49,22 +50,34 @@ def decode_reply(data: bytes, num_classes: int) -> tuple[np.ndarray, int]:
     return logits, cls
 
 
+def check_link(baud: int, timeout_s: float) -> None:
+    """Refuse a baud rate or a timeout the serial port cannot be opened with."""
+    if baud <= 0 or not 0 < timeout_s < math.inf:
+        raise BoardError(f"--baud {baud} / --timeout {timeout_s:g}: the baud rate must be a positive whole number, "
+                         "the timeout a positive number of seconds")
+
+
 def classify(port: str, image: np.ndarray, num_classes: int, baud: int, timeout_s: float = 10.0
              ) -> tuple[np.ndarray, int]:
-    """Send one image over the serial port and wait for the board's logits and class."""
+    """Send one image over the serial port and wait for the board's logits and class; the write
+    and the reply each wait at most `timeout_s`."""
     import serial
 
+    check_link(baud, timeout_s)
     try:
-        with serial.serial_for_url(port, baudrate=baud, timeout=timeout_s) as link:
+        with serial.serial_for_url(port, baudrate=baud, timeout=timeout_s, write_timeout=timeout_s) as link:
             link.reset_input_buffer()
             link.write(encode_request(image))
             link.flush()
             data = link.read(reply_size(num_classes))
-    except serial.SerialException as e:
+    except serial.SerialTimeoutException:
+        raise LinkError(f"{port}: the image was not sent within {timeout_s:g} s; is the board connected and the port "
+                        "the board's?") from None
+    except (serial.SerialException, ValueError) as e:  # ValueError: a setting the port refuses
         raise LinkError(f"{port}: {e}") from None
     if not data:
         raise LinkError(f"{port}: no reply within {timeout_s:g} s; is the bitstream loaded and the baud rate {baud}?")
     return decode_reply(data, num_classes)
 
 
-__all__ = ["SOURCE_SIZE", "LinkError", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]
+__all__ = ["SOURCE_SIZE", "LinkError", "check_link", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]

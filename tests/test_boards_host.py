@@ -77,6 +77,31 @@ def test_a_silent_port_times_out_with_advice(tmp_path):
         classify(os.ttyname(slave), np.zeros((2, 2, 3), np.uint8), 4, 115200, timeout_s=0.2)
 
 
+def test_a_stalled_write_times_out():
+    from boards.host import LinkError, classify
+
+    master, slave = pty.openpty()  # nothing reads the other end: the write stalls once its buffer is full
+    raised = []
+
+    def send():
+        with pytest.raises(LinkError, match="the image was not sent within 0.5 s") as e:
+            classify(os.ttyname(slave), np.zeros((512, 512, 3), np.uint8), 4, 115200, timeout_s=0.5)
+        raised.append(e)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(10)
+    assert raised, "the write is still blocked"
+
+
+@pytest.mark.parametrize("option, value", [("--baud", "0"), ("--timeout", "-1"), ("--timeout", "nan")])
+def test_bad_link_options_are_one_line_before_the_plan_is_read(tmp_path, capsys, option, value):
+    assert main(["classify", "--port", "loop://", str(tmp_path / "x.png"), "--plan", str(tmp_path / "plan.json"),
+                 option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the baud rate must be a positive whole number" in err, err
+
+
 def test_load_image_crops_like_the_training_data(tmp_path):
     Image.fromarray(np.full((90, 120, 3), 7, np.uint8)).save(tmp_path / "a.png")
     img = load_image(tmp_path / "a.png")
