@@ -207,7 +207,11 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     from sim.verify import verify
 
     profile = get_profile(board)
-    clock_mhz = clock_mhz or profile.clock_mhz
+    clock_mhz = profile.clock_mhz if clock_mhz is None else clock_mhz
+    if not 0 < clock_mhz < math.inf:
+        raise BoardError(f"--clock-mhz {clock_mhz:g}: the core clock must be a positive number of MHz, e.g. {profile.clock_mhz:g}")
+    if pnr_timeout_s is not None and not 0 < pnr_timeout_s < math.inf:
+        raise BoardError(f"--pnr-timeout {pnr_timeout_s:g}: must be a positive number of seconds, e.g. {PNR_TIMEOUT_S:.0f}")
     if data is not None and not (Path(data) / split).is_dir():
         raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/)")
     if limit < 1:
@@ -225,6 +229,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     config, fit = step(f"fit check on {profile.name}", choose_array, plan, profile, array)
     say(f"    array {config}: {fit.message()}")
     rtl = cycle_model(plan, config)
+    images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)  # before synthesis
 
     # The board build runs tools in subprocesses: start it now, next to the simulation.
     cancel = threading.Event()
@@ -239,7 +244,6 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
                               progress=lambda line: say("    board " + line), cancel=cancel)
         pool.shutdown(wait=False)
     try:
-        images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)
         expected = expected_logits(onnx_path, plan, images)
         # sim.verify generates the accelerator's Verilog and its inventory into out/rtl
         outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from boards.errors import BoardError
 from boards.flow import OutputExists, bitstream_rtl, prepare_out
 from tests.boards_helpers import random_checkpoint
 
@@ -78,6 +79,10 @@ def test_an_existing_output_folder_is_refused_without_force(tmp_path):
     (["--limit", "0"], "--limit must be at least 1"),
     (["--data", "/no/such/folder"], "no such folder"),
     (["--baud", "2500000", "--board", "icebreaker"], "off by more than 2%"),
+    (["--clock-mhz", "0"], "--clock-mhz 0: the core clock must be a positive number of MHz"),
+    (["--clock-mhz", "-5"], "--clock-mhz -5: the core clock must be a positive number of MHz"),
+    (["--pnr-timeout", "nan"], "--pnr-timeout nan: must be a positive number of seconds"),
+    (["--pnr-timeout", "inf"], "--pnr-timeout inf: must be a positive number of seconds"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(argv, message, tiny_ckpt, tmp_path, capsys):
     rc = export_main(["bitstream-rtl", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out"),
@@ -100,6 +105,20 @@ def test_a_missing_toolchain_is_refused_before_any_work(tiny_ckpt, tmp_path, cap
     assert export_main(["bitstream-rtl", "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "out")]) == 2
     assert "no-such-yosys not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_data_of_other_classes_is_refused_before_synthesis_starts(tiny_ckpt, tmp_path, monkeypatch):
+    import boards.flow
+    from quant_helpers import class_images
+
+    class_images(tmp_path / "data" / "val", classes=["zebra"], per_class=1)
+    started = []
+    monkeypatch.setattr(boards.flow, "check_tools", lambda profile: None)
+    monkeypatch.setattr(boards.flow, "build", lambda *a, **k: started.append(a))
+    with pytest.raises(BoardError, match=r"classes \['zebra'\] are not the model's"):
+        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", data=str(tmp_path / "data"), limit=1,
+                      out=tmp_path / "out", say=lambda line: None)
+    assert started == []
 
 
 @pytest.mark.slow
