@@ -130,3 +130,67 @@ def vocab_graph(weight, bias, *, in_shape, w_exps=-4, pads=(0, 0, 0, 0), stride=
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
+
+
+class GraphBuilder:
+    """A QCDQ graph built op by op (residual joins, grouped and non-square convs, any input):
+    `x = b.input(); y = b.q(b.conv(x, ...), exp)`; each method returns the tensor name it makes."""
+
+    def __init__(self, in_shape, in_exp=-8, in_signed=False):
+        self.in_shape, self.nodes, self.inits, self.n = tuple(in_shape), [], [], 0
+        self.in_exp, self.in_signed = in_exp, in_signed
+
+    def _name(self, stem):
+        self.n += 1
+        return f"{stem}{self.n}"
+
+    def _node(self, op, ins, name=None, **attrs):
+        out = self._name(op.lower() + "_")
+        self.nodes.append(helper.make_node(op, ins, [out], name=name or self._name(op), **attrs))
+        return out
+
+    def _const(self, arr):
+        name = self._name("c")
+        self.inits.append(_const(name, arr))
+        return name
+
+    def input(self):
+        return self.q("image", self.in_exp, self.in_signed, name="in")
+
+    def q(self, x, exp, signed=False, name=None, bits=8):
+        """QuantizeLinear -> [Clip to `bits`] -> DequantizeLinear at 2**exp."""
+        s, zp = self._const(np.float32(2.0 ** exp)), self._const((np.int8 if signed else np.uint8)(0))
+        y = self._node("QuantizeLinear", [x, s, zp], name=name and f"{name}_q")
+        if bits < 8:
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+            dt = np.int8 if signed else np.uint8
+            y = self._node("Clip", [y, self._const(dt(lo)), self._const(dt(hi))])
+        return self._node("DequantizeLinear", [y, s, zp], name=name and f"{name}_dq")
+
+    def _weights(self, w, b, w_exp, in_exp):
+        wq = self._node("DequantizeLinear", [self._const(np.asarray(w, np.int8)), self._const(np.float32(2.0 ** w_exp)),
+                                             self._const(np.int8(0))])
+        bq = self._node("DequantizeLinear", [self._const(np.asarray(b, np.int32)), self._const(np.float32(2.0 ** (in_exp + w_exp))),
+                                             self._const(np.int32(0))])
+        return wq, bq
+
+    def conv(self, x, w, b, *, in_exp, w_exp=-4, pads=(0, 0, 0, 0), strides=(1, 1), group=1, name=None):
+        wq, bq = self._weights(w, b, w_exp, in_exp)
+        return self._node("Conv", [x, wq, bq], name=name, pads=list(pads), strides=list(strides), group=group,
+                          kernel_shape=list(np.shape(w)[2:]))
+
+    def gemm(self, x, w, b, *, in_exp, w_exp=-4, name=None):
+        wq, bq = self._weights(w, b, w_exp, in_exp)
+        return self._node("Gemm", [x, wq, bq], name=name, transB=1)
+
+    def op(self, op, *ins, name=None, **attrs):
+        return self._node(op, list(ins), name=name, **attrs)
+
+    def model(self, n_out):
+        """The graph whose output is the last node's (renamed "logits"), with `n_out` logits."""
+        self.nodes[-1].output[0] = "logits"
+        g = helper.make_graph(self.nodes, "built", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", *self.in_shape])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_out])], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m

@@ -35,9 +35,10 @@ class _Average(LayerKind):
             return super().close(layer, out, node)
         found = multiply_shift(n, layer.inp, out)
         if found is None:
-            raise CompileError(f"{where(node)}: averages {n} values from {layer.inp} into {out}, and no integer multiply and "
-                               "shift equals ONNX Runtime's rounding on every sum (contract rule 14: an even count whose "
-                               "quotient can sit on a rounding tie); use an odd count, a power of two, or a finer output scale")
+            finest = layer.inp.exp - ((n & -n).bit_length() - 1)  # s_in / (the largest power of two dividing n)
+            raise CompileError(f"{where(node)}: averages {n} values from 2^{layer.inp.exp} into 2^{out.exp}, where the exact "
+                               "quotient can sit on a rounding tie that no integer multiply and shift rounds as ONNX Runtime "
+                               f"does (contract rule 14); quantize the average at 2^{finest} or finer")
         layer.out, layer.mult, layer.shift = out, *found
 
     def start(self, w, node, layer, flatten: bool = False) -> None:
