@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -66,15 +67,19 @@ def run(args: argparse.Namespace) -> int:
     from boards.profiles import get_profile
     from export.compile import compile_onnx, default_onnx
     from hw.sequencer import schedule
-    from common.atomic import atomic_write_text
+    from common.atomic import atomic_write_text, check_writable
+    from common.tools import end_tools_on_sigterm
     from quant.data import check_model_input, load_split
     from sim.golden import expected_logits, names_classes
     from sim.verify import verify
 
+    end_tools_on_sigterm()  # SIGTERM unwinds: the simulator and the temporary work folder go with this process
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    if args.clock_mhz <= 0:
+    if not 0 < args.clock_mhz < math.inf:
         raise UsageError(f"--clock-mhz must be positive, got {args.clock_mhz}")
+    multipliers = get_profile(args.board).dsps  # an unknown board is refused now, not after ONNX Runtime
+    check_writable(args.json)
     if not (args.data / args.split).is_dir():
         raise UsageError(f"{args.data / args.split}: no such folder (--data DIR needs DIR/{args.split}/<class>/)")
     onnx_path = args.onnx or default_onnx()
@@ -99,45 +104,53 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"classes {missing} of {args.data / args.split} are not the model's {plan.class_names}")
         labels = np.array([plan.class_names.index(names[l]) for l in labels])
     work = args.work or Path(tempfile.mkdtemp(prefix="sim-run-"))
-    print(f"model {onnx_path}, {len(images)} {args.split} images, array {array}, work {work}", file=sys.stderr)
-    if not named:
-        print("the model names no classes: its logits are compared, no accuracy is computed", file=sys.stderr)
-    expected = expected_logits(onnx_path, plan, images)
-    bar = tqdm(total=len(images), unit="img", desc="RTL vs ONNX Runtime", file=sys.stderr)
+    bar = None
+    try:
+        print(f"model {onnx_path}, {len(images)} {args.split} images, array {array}, work {work}", file=sys.stderr)
+        if not named:
+            print("the model names no classes: its logits are compared, no accuracy is computed", file=sys.stderr)
+        expected = expected_logits(onnx_path, plan, images)
+        bar = tqdm(total=len(images), unit="img", desc="RTL vs ONNX Runtime", file=sys.stderr)
 
-    def line(r: dict) -> None:
-        got = plan.class_names[int(np.argmax(r["got"]))] if r["got"] else "-"
-        label = f"label {names[labels[r['index']]] if not named else plan.class_names[r['label']]:>10}"
-        status = "bit-exact" if r["bit_exact"] else ("ERROR " + r["error"] if r["error"] else "MISMATCH")
-        bar.write(f"image {r['index']:4d}  {label}  rtl {got:>10}  cycles {r['cycles']}  {status}", file=sys.stderr)
-        bar.update(1)
+        def line(r: dict) -> None:
+            got = plan.class_names[int(np.argmax(r["got"]))] if r["got"] else "-"
+            label = f"label {names[labels[r['index']]] if not named else plan.class_names[r['label']]:>10}"
+            status = "bit-exact" if r["bit_exact"] else ("ERROR " + r["error"] if r["error"] else "MISMATCH")
+            bar.write(f"image {r['index']:4d}  {label}  rtl {got:>10}  cycles {r['cycles']}  {status}", file=sys.stderr)
+            bar.update(1)
 
-    out = verify(plan, array, images, expected, labels=labels if named else None, work_dir=work, clock_mhz=args.clock_mhz,
-                 gaps=args.gaps, backpressure=args.backpressure, on_image=line, multipliers=get_profile(args.board).dsps,
-                 log=lambda m: bar.write(m, file=sys.stderr))
-    bar.close()
-    classes = ({"model_classes": plan.class_names} if named else
-               {"model_classes": None, "classes_note": "the model names no classes: logits compared, no accuracy"})
-    summary = {**out.summary, **classes, "split": args.split, "data": str(args.data), "onnx": str(onnx_path), "array": array,
-               "diagnosis": out.diagnosis, "waveform": str(out.waveform) if out.waveform else None,
-               "per_image": out.records}
-    atomic_write_text(args.json, json.dumps(summary, indent=1))
-    s = out.summary
-    print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
-          + (f"RTL accuracy {s['rtl_accuracy']:.4f}, " if named else "no accuracy (the model names no classes), ")
-          + f"cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
-          f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz (stream of {s['stream_images']}: "
-          f"{s['throughput_images_per_second'] or 0:.1f} images/s, {s['dsp_efficiency'] or 0:.1%} of the "
-          f"{args.board} DSP bound {s['dsp_bound_images_per_second'] or 0:.0f}), "
-          f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
-          f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
-    if out.diagnosis:
-        print(out.diagnosis)
-    if s["bit_exact"] != s["images"]:
-        return 1
-    if args.work is None:  # nothing to look at: keep only the JSON
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+        out = verify(plan, array, images, expected, labels=labels if named else None, work_dir=work, clock_mhz=args.clock_mhz,
+                     gaps=args.gaps, backpressure=args.backpressure, on_image=line, multipliers=multipliers,
+                     log=lambda m: bar.write(m, file=sys.stderr))
+        bar.close()
+        classes = ({"model_classes": plan.class_names} if named else
+                   {"model_classes": None, "classes_note": "the model names no classes: logits compared, no accuracy"})
+        summary = {**out.summary, **classes, "split": args.split, "data": str(args.data), "onnx": str(onnx_path), "array": array,
+                   "diagnosis": out.diagnosis, "waveform": str(out.waveform) if out.waveform else None,
+                   "per_image": out.records}
+        atomic_write_text(args.json, json.dumps(summary, indent=1))
+        s = out.summary
+        print(f"bit-exact {s['bit_exact']}/{s['images']}, class agree {s['class_agree']}/{s['images']}, "
+              + (f"RTL accuracy {s['rtl_accuracy']:.4f}, " if named else "no accuracy (the model names no classes), ")
+              + f"cycles/image {s['cycles']['mean'] if s['cycles'] else '-'}, "
+              f"{s['images_per_second'] or 0:.1f} images/s at {args.clock_mhz:g} MHz (stream of {s['stream_images']}: "
+              f"{s['throughput_images_per_second'] or 0:.1f} images/s, {s['dsp_efficiency'] or 0:.1%} of the "
+              f"{args.board} DSP bound {s['dsp_bound_images_per_second'] or 0:.0f}), "
+              f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
+              f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
+        if out.diagnosis:
+            print(out.diagnosis)
+        if s["bit_exact"] != s["images"]:
+            return 1
+        if args.work is None:  # nothing to look at: keep only the JSON
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
+    except BaseException as e:
+        if bar is not None:  # before the error line, which must be the last
+            bar.close()
+        if args.work is None and not isinstance(e, RuntimeError):  # a failed build or simulation names its log there
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from sim.__main__ import main
     (["--split", "val", "--array", "0x4"], "array must be 1..16 x 1..16"),
     (["--split", "val", "--onnx", "/nonexistent.onnx"], "/nonexistent.onnx: no such ONNX model"),
     (["--split", "val", "--clock-mhz", "-5"], "--clock-mhz must be positive"),
+    (["--split", "val", "--board", "nope"], "unknown board 'nope'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     if "--data" not in args:
@@ -62,6 +63,36 @@ def test_ctrl_c_is_exit_130_and_no_json(tmp_path, capsys, monkeypatch):
     assert main(["run", "--data", str(tmp_path), "--split", "val", "--onnx", str(tmp_path / "m.onnx"),
                  "--json", str(tmp_path / "s.json")]) == 130
     assert capsys.readouterr().err == "interrupted\n" and not (tmp_path / "s.json").exists()
+
+
+def test_an_unwritable_json_is_refused_before_the_model_is_compiled(tmp_path, capsys, monkeypatch):
+    import export.compile
+
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(export.compile, "compile_onnx", lambda path: pytest.fail("compiled before the check"))
+    assert main(["run", "--data", str(tmp_path), "--split", "val", "--json", str(tmp_path / "afile" / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'afile'}: Not a directory"), err
+
+
+def test_an_interrupted_run_leaves_no_work_folder_and_ends_on_the_error_line(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import sim.verify
+
+    def interrupt(*a, on_image, **k):
+        on_image({"index": 0, "got": None, "label": 0, "bit_exact": False, "error": "x", "cycles": 0})
+        raise KeyboardInterrupt
+
+    class_images(tmp_path / "data" / "val", per_class=1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(sim.verify, "verify", interrupt)
+    assert main(["run", "--data", str(tmp_path / "data"), "--split", "val", "--limit", "1", "--json",
+                 str(tmp_path / "s.json")]) == 130
+    assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "s.json").exists()
+    assert capsys.readouterr().err.endswith("\ninterrupted\n")
 
 
 def test_skipped_files_are_one_warning_line_each(bundled_onnx, tmp_path):
