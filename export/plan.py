@@ -318,4 +318,4 @@ class PlanError(ValueError):
     """A plan that cannot be read, or that breaks the number contract."""
 
 
-__all__ = ["ACC_LIMIT", "INPUT", "IntType", "Layer", "Plan", "PlanError", "PLAN_VERSION", "pair", "replace", "square"]
+__all__ = ["ACC_LIMIT", "INPUT", "IntType", "Layer", "Plan", "PlanError", "PLAN_VERSION", "fields", "pair", "replace", "square"]
