@@ -82,6 +82,15 @@ def train_config(args, qat: bool):
 
 
 def cmd_train(args) -> int:
+    """`quant train` with its --out checked writable and locked, so two runs cannot write one checkpoint."""
+    from common.atomic import check_writable
+    from common.lock import exclusive
+    check_writable(args.out)
+    with exclusive(args.out, "quant train"):
+        return train_to_out(args)
+
+
+def train_to_out(args) -> int:
     from quant import checkpoint
     from quant.data import check_model_input, read_split
     from dataclasses import replace

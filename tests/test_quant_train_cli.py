@@ -173,6 +173,23 @@ def test_a_bad_training_option_is_refused_before_the_data_is_read(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.parametrize("out, message", [("afolder", "afolder: Is a directory"), ("afile/f.pt", "afile: Not a directory")])
+def test_an_unwritable_out_is_refused_before_the_data_is_read(tmp_path, capsys, out, message):
+    (tmp_path / "afolder").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert train(tmp_path / "no_data", arch_file(tmp_path / "tiny.json", TINY), tmp_path / out) == 2
+    one_line_error(capsys, message)
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    from common.lock import exclusive
+    out = tmp_path / "f.pt"
+    with exclusive(out, "quant train"):  # the first run
+        assert train(tmp_path / "no_data", arch_file(tmp_path / "tiny.json", TINY), out) == 2
+    one_line_error(capsys, f"{out}: another quant train is writing it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json"]  # the lock file goes with its holder
+
+
 def test_an_architecture_with_another_input_is_refused_before_the_data_is_read(tmp_path, capsys):
     out = tmp_path / "f.pt"
     arch = arch_file(tmp_path / "small.json", TINY, in_shape=[3, 32, 32])
