@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from quant import checkpoint
-from quant.data import Split, check_model_input, crop, english, read_split
+from quant.data import DataError, Split, check_model_input, crop, english, read_split
 from quant.metrics import classification_metrics
 from quant.model import ModelConfig
 from quant.plots import confusion_png, curves_png, grid_indices, grid_png
@@ -64,6 +64,8 @@ def evaluate(checkpoint_path: str | Path | None, data: str | Path, split: str = 
     With `plots_dir`, also writes confusion.png, curves.png (when the checkpoint has a history)
     and grid.png there.
     """
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit {limit}: must be at least 1 image per class")
     ckpt, name = load_checkpoint(checkpoint_path)
     shape = ModelConfig.from_dict(ckpt["config"]).in_shape
     check_model_input(shape, name, data, split)

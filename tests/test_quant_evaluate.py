@@ -68,6 +68,13 @@ def test_missing_bundled_checkpoint_says_what_to_do(trained, tmp_path, monkeypat
         evaluate(None, trained[0], "val")
 
 
+def test_a_limit_below_one_says_so(tmp_path, capsys):
+    from quant.__main__ import main
+    assert main(["evaluate", "--data", str(tmp_path), "--limit", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --limit 0: must be at least 1 image per class"], err
+
+
 def test_grid_indices_balance_the_classes():
     labels = np.repeat(np.arange(5), 12)
     idx = grid_indices(labels, 5)
