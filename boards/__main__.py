@@ -26,7 +26,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     plan = Plan.load(plan_path)
     num_classes = plan.layers[-1].out_shape[0]
     names = plan.class_names or [str(i) for i in range(num_classes)]
-    image = load_image(args.image)
+    image = load_image(args.image, plan.input_shape)
     c, h, w = plan.input_shape
     if image.shape != (h, w, c):
         raise BoardError(f"{args.image}: loads as {image.shape}, the model takes {(h, w, c)} (HWC)")

@@ -136,15 +136,16 @@ def choose_array(plan, profile: BoardProfile, array: str | None):
 
 
 def rtl_images(plan, data: str | None, split: str, n: int, seed: int):
-    """(images uint8 (N, C, H, W), labels or None, source): N images spread over the classes, or seeded random."""
+    """(images (N, *input_shape) of the plan's input integers, labels or None, source): N inputs
+    spread over the classes, or seeded random ones over the input type's range."""
     if data is None:
-        rng = np.random.default_rng(seed)
-        return rng.integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8), None, f"{n} random images (seed {seed})"
+        rng, t = np.random.default_rng(seed), plan.input_type
+        return rng.integers(t.min, t.max + 1, size=(n, *plan.input_shape)), None, f"{n} random images (seed {seed})"
     from quant.data import check_model_input, load_split
 
-    check_model_input(plan.input_shape, "the model")
+    check_model_input(plan.input_shape, "the model", data, split)
     per_class = math.ceil(n / max(1, len(plan.class_names) or 1))
-    images, labels, names = load_split(data, split, limit=per_class)
+    images, labels, names = load_split(data, split, limit=per_class, shape=tuple(plan.input_shape))
     if plan.class_names:
         unknown = [c for c in names if c not in plan.class_names]
         if unknown:
@@ -212,8 +213,8 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         raise BoardError(f"--clock-mhz {clock_mhz:g}: the core clock must be a positive number of MHz, e.g. {profile.clock_mhz:g}")
     if pnr_timeout_s is not None and not 0 < pnr_timeout_s < math.inf:
         raise BoardError(f"--pnr-timeout {pnr_timeout_s:g}: must be a positive number of seconds, e.g. {PNR_TIMEOUT_S:.0f}")
-    if data is not None and not (Path(data) / split).is_dir():
-        raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/)")
+    if data is not None and not (Path(data) / split).is_dir() and not (Path(data) / f"{split}.npz").is_file():
+        raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/ or DIR/{split}.npz)")
     if limit < 1:
         raise BoardError(f"--limit must be at least 1, got {limit}")
     parse_array(array)

@@ -11,20 +11,20 @@ import numpy as np
 from boards.errors import BoardError
 from boards.top import LOGIT_BYTES, MAGIC
 
-SOURCE_SIZE = 72  # the data set's image size; the model sees the centre 64x64
-
 
 class LinkError(BoardError, RuntimeError):
     """The board did not answer, or answered something that is not a reply."""
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as the model sees it, uint8 HWC 64x64x3: the training data's 72-px
-    shorter side, then the centre 64x64 crop (quant.data's loader and crop)."""
-    from quant.data import SIZE, centre_crop
+def load_image(path: str | Path, shape: tuple[int, int, int] = (3, 64, 64)) -> np.ndarray:
+    """An image file as a model of input `shape` (C, H, W; grey or RGB) sees it, uint8 HWC: decoded
+    and cropped as quant.data's loader does for that shape (3x64x64: the 72-px side, centre crop)."""
+    from quant.data import check_image_shape, crop, source_size
     from quant.data import load_image as load_chw
 
-    return np.ascontiguousarray(centre_crop(load_chw(Path(path), SOURCE_SIZE), SIZE).transpose(1, 2, 0))
+    check_image_shape(shape, path)
+    chw = load_chw(Path(path), source_size(shape), int(shape[0]))
+    return np.ascontiguousarray(crop(chw[None], tuple(shape))[0].transpose(1, 2, 0))
 
 
 def encode_request(image: np.ndarray) -> bytes:
@@ -80,4 +80,4 @@ def classify(port: str, image: np.ndarray, num_classes: int, baud: int, timeout_
     return decode_reply(data, num_classes)
 
 
-__all__ = ["SOURCE_SIZE", "LinkError", "check_link", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]
+__all__ = ["LinkError", "check_link", "classify", "decode_reply", "encode_request", "load_image", "reply_size"]

@@ -26,7 +26,7 @@ from hw.memories import banks_for, buffer_rows
 from hw.pool import PoolUnit
 from hw.requant import MAX_LEFT, shift_layout
 from hw.sparse import SparseUnit, auto_lanes, sparse_encoding
-from hw.stream_io import EmitUnit, LoadUnit
+from hw.stream_io import PIXEL_BITS, EmitUnit, LoadUnit
 from hw.window import WindowFeatures
 
 MAX_BITS = 8  # activation and weight widths the datapath is generated for
@@ -194,8 +194,9 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     layers = plan.layers
     if len(plan.input_shape) != 3:
         raise UnsupportedPlan(f"input shape {plan.input_shape}: the accelerator takes one (C, H, W) image")
-    if plan.input_type.bits != 8 or plan.input_type.signed:
-        raise UnsupportedPlan(f"input type {plan.input_type}: the pixel stream carries uint8; quantize the input as unsigned 8-bit")
+    if not 1 <= plan.input_type.bits <= PIXEL_BITS:
+        raise UnsupportedPlan(f"input type {plan.input_type}: the pixel stream carries {PIXEL_BITS}-bit integers; "
+                              f"quantize the input to at most {PIXEL_BITS} bits")
     if not layers or layers[-1].kind != "linear" or layers[-1].out is not None:
         raise UnsupportedPlan("the last layer must be a linear layer emitting raw accumulators (out=None)")
     for i, l in enumerate(layers):
@@ -204,7 +205,7 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in AVERAGES])
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
-    act_width = max([8] + [l.out.bits for l in layers if l.out is not None])
+    act_width = max([PIXEL_BITS] + [l.out.bits for l in layers if l.out is not None])
     units = _units(layers)
     encoded = {i: sparse_encoding(l) for i, (l, u) in enumerate(zip(layers, units)) if u is SPARSE}
     w_width = max([2] + [l.w_type.bits + (not l.w_type.signed) for l, u in zip(layers, units)
@@ -235,7 +236,7 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     for j, (i, l, u) in enumerate(runs):
         prev = runs[j - 1][2] if j else None
         stage_of.append(1 if j == 0 else stage_of[-1] + (u is SPARSE and prev is not SPARSE))
-    cur, shape, signed, pair = 0, tuple(plan.input_shape), False, []
+    cur, shape, signed, pair = 0, tuple(plan.input_shape), plan.input_type.signed, []
     for i, l in enumerate(layers):
         _check_types(i, l)
         if min(l.out_shape) <= 0:

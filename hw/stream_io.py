@@ -1,31 +1,49 @@
 """The accelerator's two streams: pixels in (HWC, as images travel) and logits out.
 
-PixelLoader writes each uint8 pixel into the first activation buffer at its (C, H, W) address, so
-the layers see channel-major tensors. LogitEmitter owns the small logits memory the last layer
+The pixel stream carries bytes: each input integer (the plan's input type, at most 8 bits, signed
+or not) as its 8-bit two's complement (`pixel_bytes`). PixelLoader writes each into the first
+activation buffer at its (C, H, W) address, sign-extended for a signed input, so the layers see
+channel-major tensors. LogitEmitter owns the small logits memory the last layer
 writes its raw accumulators into, and sends them as signed 32-bit transfers, class 0 first.
 LoadUnit and EmitUnit are their engine units (hw.engines): the first pass and the last.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from export.plan import IntType
 from hw.engines import EngineSignature, EngineUnit
+
+PIXEL_BITS = 8  # one pixel-stream transfer
+
+
+def pixel_bytes(images: np.ndarray, input_type: IntType) -> np.ndarray:
+    """uint8 transfers of integer inputs (any leading dims): each value's 8-bit two's complement.
+    Values outside `input_type`'s range are refused (ValueError naming the range)."""
+    x = np.asarray(images)
+    if x.size and (x.min() < input_type.min or x.max() > input_type.max):
+        raise ValueError(f"input values span {int(x.min())}..{int(x.max())}, the model's {input_type.bits}-bit "
+                         f"{'signed' if input_type.signed else 'unsigned'} input takes {input_type.min}..{input_type.max}")
+    return (x.astype(np.int64) & 0xFF).astype(np.uint8)
 
 
 class PixelLoader(wiring.Component):
     """After `start`, accepts exactly C*H*W pixels (order H, W, C) and writes them in (C, H, W)
-    order; `done` one cycle after the last write."""
+    order, each byte sign-extended when `signed`; `done` one cycle after the last write."""
 
     LATENCY = 2  # the last pixel accepted -> `done`: the write register, then `done`
 
-    def __init__(self, shape: tuple[int, int, int], cols: int, addr_width: int, act_width: int):
-        self.shape, self.addr_width = tuple(shape), addr_width
+    def __init__(self, shape: tuple[int, int, int], cols: int, addr_width: int, act_width: int, signed: bool = False):
+        if act_width < PIXEL_BITS:
+            raise ValueError(f"act_width {act_width}: the buffer must hold a {PIXEL_BITS}-bit pixel")
+        self.shape, self.addr_width, self.signed = tuple(shape), addr_width, signed
         super().__init__(EngineSignature(addr_width, cols=cols, act_width=act_width, writes=True,
-                                         pixels=In(stream.Signature(unsigned(8)))))
+                                         pixels=In(stream.Signature(unsigned(PIXEL_BITS)))))
 
     def elaborate(self, platform):
         m = Module()
@@ -38,7 +56,7 @@ class PixelLoader(wiring.Component):
             m.d.sync += [active.eq(1), ch.eq(0), pix.eq(0), addr.eq(0)]
         with m.Elif(self.pixels.valid & active):
             m.d.sync += [self.wr.valid.eq(1), self.wr.addr.eq(addr), self.wr.count.eq(1),
-                         self.wr.data[0].eq(self.pixels.payload)]
+                         self.wr.data[0].eq(self.pixels.payload.as_signed() if self.signed else self.pixels.payload)]
             with m.If(ch != c - 1):
                 m.d.sync += [ch.eq(ch + 1), addr.eq(addr + h * w)]
             with m.Else():
@@ -109,7 +127,7 @@ class LoadUnit(EngineUnit):
         return 1  # a pixel per write
 
     def build(self, s) -> PixelLoader:
-        return PixelLoader(s.plan.input_shape, s.config.cols, s.addr_width, s.act_width)
+        return PixelLoader(s.plan.input_shape, s.config.cols, s.addr_width, s.act_width, s.plan.input_type.signed)
 
 
 class EmitUnit(EngineUnit):

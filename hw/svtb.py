@@ -15,6 +15,7 @@ import numpy as np
 from common.atomic import atomic_write_text
 from export.plan import Plan
 from export.reference import logits as reference_logits
+from hw.stream_io import pixel_bytes
 
 TEMPLATE = """\
 // Self-checking testbench of `accelerator`, generated from the layer plan.
@@ -92,16 +93,17 @@ endmodule
 
 
 def test_image(plan: Plan, seed: int = 0) -> np.ndarray:
-    """The seeded uint8 (C, H, W) image the testbench uses."""
-    return np.random.default_rng(seed).integers(0, 256, size=plan.input_shape, dtype=np.uint8)
+    """The seeded (C, H, W) integer image the testbench uses, over the plan's input range."""
+    t = plan.input_type
+    return np.random.default_rng(seed).integers(t.min, t.max + 1, size=plan.input_shape, dtype=np.int16)
 
 
 def write_testbench(plan: Plan, out_dir: str | Path, timeout_cycles: int, image: np.ndarray | None = None) -> list[str]:
-    """Write accelerator_tb.sv and tb_image.hex into `out_dir`; returns their names."""
+    """Write accelerator_tb.sv and tb_image.hex (the pixel stream's bytes) into `out_dir`; returns their names."""
     out_dir = Path(out_dir)
-    image = test_image(plan) if image is None else np.asarray(image, dtype=np.uint8)
+    image = test_image(plan) if image is None else np.asarray(image)
     want = reference_logits(plan, image)
-    hwc = image.transpose(1, 2, 0).reshape(-1)
+    hwc = pixel_bytes(image.transpose(1, 2, 0).reshape(-1), plan.input_type)
     expected = "\n".join(f"    expected[{i}] = {'-' if v < 0 else ''}32'sd{abs(int(v))};" for i, v in enumerate(want))
     atomic_write_text(out_dir / "tb_image.hex", "".join(f"{int(v):02x}\n" for v in hwc))
     atomic_write_text(out_dir / "accelerator_tb.sv", TEMPLATE.format(

@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="simulate the accelerator on a data split and compare with ONNX Runtime")
     r.add_argument("--onnx", type=Path, help="the golden model (default: the bundled QAT+pruned model)")
-    r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders")
+    r.add_argument("--data", type=Path, required=True, help="ImageFolder root with <split>/<class>/ folders, or a folder "
+                                                           "with <split>.npz (x: the model's integer inputs, y: labels)")
     r.add_argument("--split", required=True, choices=("train", "val", "test"))
     r.add_argument("--limit", type=int, help="at most N images, classes taken in turn")
     r.add_argument("--array", default=None, help="systolic array RxC (RxC/L: with L sparse lanes), or auto: the one "
@@ -80,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--clock-mhz must be positive, got {args.clock_mhz}")
     multipliers = get_profile(args.board).dsps  # an unknown board is refused now, not after ONNX Runtime
     check_writable(args.json)
-    if not (args.data / args.split).is_dir():
-        raise UsageError(f"{args.data / args.split}: no such folder (--data DIR needs DIR/{args.split}/<class>/)")
+    if not (args.data / args.split).is_dir() and not (args.data / f"{args.split}.npz").is_file():
+        raise UsageError(f"{args.data / args.split}: no such folder (--data DIR needs DIR/{args.split}/<class>/ "
+                         f"or DIR/{args.split}.npz)")
     onnx_path = args.onnx or default_onnx()
     if not Path(onnx_path).is_file():
         raise UsageError(f"{onnx_path}: no such ONNX model")
@@ -91,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if fit:
         print(f"--array auto: {array} ({fit})", file=sys.stderr)
     schedule(plan, config)  # a layer the hardware refuses is named now, before the images and ONNX Runtime
-    check_model_input(plan.input_shape, onnx_path)
-    images, labels, names = load_split(args.data, args.split, limit=args.limit)  # limit is per class there
+    check_model_input(plan.input_shape, onnx_path, args.data, args.split)
+    # limit is per class there
+    images, labels, names = load_split(args.data, args.split, limit=args.limit, shape=tuple(plan.input_shape))
     if args.limit is not None:
         images, labels = balanced(images, labels, args.limit)
     if len(images) == 0:

@@ -25,11 +25,13 @@ def names_classes(onnx_path: str | Path) -> bool:
 
 
 def expected_logits(onnx_path: str | Path, plan: Plan, images: np.ndarray) -> np.ndarray:
-    """int64 (N, classes): ONNX Runtime's logits in units of the last accumulator's LSB."""
+    """int64 (N, classes): ONNX Runtime's logits for integer `images` fed as x * 2**input_type.exp
+    (contract rule 2), in units of the last accumulator's LSB."""
     from export.ort import golden_session, run_logits
     session = golden_session(onnx_path)
     batch = session.get_inputs()[0].shape[0]  # a model exported with a fixed batch takes that many
-    out = run_logits(session, images, **({"batch": batch} if isinstance(batch, int) else {})).astype(np.float64)
+    out = run_logits(session, images, exp=plan.input_type.exp,
+                     **({"batch": batch} if isinstance(batch, int) else {})).astype(np.float64)
     return np.round(out * 2.0 ** -plan.logit_exp).astype(np.int64)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from export.plan import Plan
 from hw.inventory import INVENTORY_FILE, Inventory
+from hw.stream_io import pixel_bytes
 from sim import runner
 from sim.golden import first_difference, read_trace
 
@@ -104,13 +105,14 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
            labels: np.ndarray | None = None, work_dir: str | Path | None = None, clock_mhz: float = 100.0,
            gaps: bool = False, backpressure: bool = False, diagnose: bool = True, multipliers: int | None = None,
            on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> Outcome:
-    """Generate the accelerator for `plan` on an `array` ("RxC"), simulate `images` (uint8
-    (N, C, H, W)) and compare with `expected` integer logits (N, classes), e.g. from
-    sim.golden.expected_logits. `multipliers`: the board's, for the DSP-bound figures."""
-    images = np.asarray(images, dtype=np.uint8)
+    """Generate the accelerator for `plan` on an `array` ("RxC"), simulate `images` (integers of the
+    plan's input type, (N, *input_shape)) and compare with `expected` integer logits (N, classes),
+    e.g. from sim.golden.expected_logits. `multipliers`: the board's, for the DSP-bound figures."""
+    images = np.asarray(images)
     expected = np.asarray(expected, dtype=np.int64)
     if images.shape[1:] != tuple(plan.input_shape):
         raise ValueError(f"images are {images.shape[1:]}, the plan's input is {tuple(plan.input_shape)}")
+    stream = pixel_bytes(images, plan.input_type)
     if expected.shape != (len(images), plan.layers[-1].out_shape[0]):
         raise ValueError(f"expected logits are {expected.shape}, need ({len(images)}, {plan.layers[-1].out_shape[0]})")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sim-"))
@@ -135,7 +137,7 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
         if on_image:
             on_image(r)
 
-    sim = runner.simulate(build, images, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
+    sim = runner.simulate(build, stream, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
                           gaps=gaps, backpressure=backpressure, on_image=judge)
     out = Outcome(records, summarize(records, sim.summary, clock_mhz, multipliers, plan.macs_effective), run_dir=work_dir,
                   mismatches=[r["index"] for r in records if not r["bit_exact"]])
@@ -152,7 +154,7 @@ def locate(plan: Plan, array: str, rtl_dir: Path, images: np.ndarray, i: int, wo
     build = runner.build(rtl_dir, int(np.prod(plan.input_shape)), waves=True, log=log)
     run_dir = work_dir / f"mismatch-image{i}"
     trace = run_dir / "trace.txt"
-    res = runner.simulate(build, images[i:i + 1], plan.layers[-1].out_shape[0], run_dir,
+    res = runner.simulate(build, pixel_bytes(images[i:i + 1], plan.input_type), plan.layers[-1].out_shape[0], run_dir,
                           timeout_cycles=timeout_cycles(plan), trace_file=trace)
     rerun = res.images[0]
     cols = int(array.lower().split("x")[1])

@@ -7,6 +7,7 @@ from amaranth.sim import Simulator
 
 from export.encoding import encode_best
 from export.plan import IntType, Layer, Plan
+from hw.stream_io import pixel_bytes
 
 
 def _weights(rng, shape, bits, density=1.0):
@@ -36,11 +37,12 @@ def _layer(rng, name, kind, in_shape, out_shape, inp, out_bits, w_bits, kernel=1
 
 
 def random_plan(rng: np.random.Generator, shape=(3, 8, 8), c1=3, k1=3, c2=4, k2=2, hidden=6, classes=3,
-                act_bits=8, w_bits=8, density=0.3, signed_mid=False, fc_bits=None) -> Plan:
+                act_bits=8, w_bits=8, density=0.3, signed_mid=False, fc_bits=None,
+                img: IntType = IntType(8, False, -8)) -> Plan:
     """conv k1 (ReLU) -> maxpool 2 -> conv k2 -> maxpool 2 -> flatten -> linear P (sparse) -> linear NP.
     (The shape must leave at least one pixel after the second pool.)
-    The paper model's shape, small. `signed_mid`: the second conv has no ReLU and a signed output."""
-    img = IntType(8, False, -8)
+    The paper model's shape, small. `signed_mid`: the second conv has no ReLU and a signed output.
+    `img`: the input's type."""
     a = IntType(act_bits, False, -4)
     C, H, W = shape
     layers = []
@@ -71,7 +73,9 @@ def vocabulary_specs(**kwargs):
 
 
 def random_image(rng: np.random.Generator, plan: Plan) -> np.ndarray:
-    return rng.integers(0, 256, size=plan.input_shape).astype(np.uint8)
+    """Integers over the plan's whole input range, at its input shape."""
+    t = plan.input_type
+    return rng.integers(t.min, t.max + 1, size=plan.input_shape).astype(np.int16)
 
 
 def run_accelerator(dut, image: np.ndarray, **kwargs):
@@ -104,7 +108,7 @@ def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list
             started.append(1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            hwc = np.transpose(image, (1, 2, 0)).reshape(-1)
+            hwc = pixel_bytes(np.transpose(image, (1, 2, 0)).reshape(-1), dut.plan.input_type)
             i = 0
             while i < len(hwc):
                 stall = rng is not None and rng.random() < 0.3

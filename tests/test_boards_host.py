@@ -44,7 +44,7 @@ def test_classify_prints_the_boards_logits_and_class(tmp_path, capsys, monkeypat
     plan.save(tmp_path / "plan")
     image = np.random.default_rng(0).integers(0, 256, (2, 2, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "x.png")
-    monkeypatch.setattr(boards.host, "load_image", lambda path: image)
+    monkeypatch.setattr(boards.host, "load_image", lambda path, shape: image)
     master, slave = pty.openpty()
     board = threading.Thread(target=fake_board, args=(master, plan), daemon=True)
     board.start()
@@ -108,3 +108,5 @@ def test_load_image_crops_like_the_training_data(tmp_path):
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and (img == 7).all()
     assert encode_request(img)[0] == MAGIC and len(encode_request(img)) == 1 + 64 * 64 * 3
     assert reply_size(5) == 21 and decode_reply(bytes(20) + b"\0", 5)[1] == 0
+    grey = load_image(tmp_path / "a.png", (1, 28, 20))
+    assert grey.shape == (28, 20, 1) and (grey == 7).all()

@@ -2,23 +2,27 @@
 accumulators -> signed 32-bit stream under random back-pressure) under amaranth.sim."""
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
-from hw.stream_io import LogitEmitter, PixelLoader
+from export.plan import IntType
+from hw.stream_io import LogitEmitter, PixelLoader, pixel_bytes
 
 
-def test_loader_writes_chw_addresses():
+@pytest.mark.parametrize("shape, t", [((3, 4, 5), IntType(8, False, -8)), ((1, 5, 3), IntType(8, True, -7)),
+                                      ((2, 3, 4), IntType(4, True, 0))])
+def test_loader_writes_chw_addresses(shape, t):
+    """Bytes in HWC order land at (C, H, W) addresses, sign-extended into a 10-bit buffer element when signed."""
     rng = np.random.default_rng(0)
-    shape = (3, 4, 5)
-    image = rng.integers(0, 256, size=shape)
-    dut = PixelLoader(shape, cols=2, addr_width=8, act_width=8)
+    image = rng.integers(t.min, t.max + 1, size=shape)
+    dut = PixelLoader(shape, cols=2, addr_width=8, act_width=10, signed=t.signed)
     stored = {}
 
     async def bench(ctx):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        stream = list(np.transpose(image, (1, 2, 0)).reshape(-1))
+        stream = list(pixel_bytes(np.transpose(image, (1, 2, 0)).reshape(-1), t))
         done = False
         for _ in range(400):
             gap = rng.random() < 0.3
@@ -38,7 +42,13 @@ def test_loader_writes_chw_addresses():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert [stored[a] for a in range(image.size)] == list(image.reshape(-1))
+    assert [stored[a] for a in range(image.size)] == list(image.reshape(-1) & 0x3FF)
+
+
+def test_pixel_bytes_refuses_values_outside_the_input_type():
+    assert pixel_bytes(np.array([-128, -1, 0, 127]), IntType(8, True, -7)).tolist() == [128, 255, 0, 127]
+    with pytest.raises(ValueError, match="span -9..3, the model's 4-bit signed input takes -8..7"):
+        pixel_bytes(np.array([-9, 3]), IntType(4, True, 0))
 
 
 def test_emitter_streams_logits_under_backpressure():

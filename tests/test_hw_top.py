@@ -243,3 +243,19 @@ def test_basic_plan_generates_no_vocabulary_hardware():
     s = schedule(random_plan(np.random.default_rng(4)), ArrayConfig(2, 2))
     assert s.window == WindowFeatures() and not s.images["array_shifts"] and not s.images["sparse_shifts"]
     assert not {"array_shifts", "sparse_shifts"} & set(s.memory_inits)
+
+
+@pytest.mark.parametrize("shape, img", [((1, 13, 9), IntType(8, True, -7)), ((3, 10, 12), IntType(8, False, -8)),
+                                        ((2, 11, 10), IntType(4, True, -3))])
+def test_any_input_shape_and_type_matches_reference_cycle_exact(shape, img):
+    """1 to 3 channels, any H x W, signed or unsigned inputs of up to 8 bits, extremes included."""
+    rng = np.random.default_rng(sum(shape))
+    plan = random_plan(rng, shape=shape, img=img)
+    image = random_image(rng, plan)
+    image.reshape(-1)[:2] = img.min, img.max
+    check_against_reference(Accelerator(plan, ArrayConfig(2, 3)), plan, image)
+
+
+def test_an_input_wider_than_the_pixel_stream_is_refused():
+    plan = random_plan(np.random.default_rng(0), img=IntType(9, True, -8))
+    _refused(plan, "input type .*: the pixel stream carries 8-bit integers")

@@ -34,8 +34,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 @pytest.mark.parametrize("in_shape, stride, message", [
     # stride 17: export compiles it, the window generator makes strides up to 16
     ((3, 64, 64), 17, "error: layer 0 'conv' (conv2d): stride 17: the window generator makes strides up to 16"),
-    # a grey 16x16 input: not what the data loader makes
-    ((1, 16, 16), 2, "error: {model} takes 1x16x16 images (C x H x W), but the data loader makes 3x64x64 RGB"),
+    # two channels: neither grey nor RGB images, and the folder has no val.npz
+    ((2, 16, 16), 2, "error: {model}: the model takes 2x16x16 inputs, which are not grey (1xHxW) or RGB (3xHxW) images"),
 ])
 def test_a_model_the_chain_refuses_is_one_line_before_the_images_are_read(tmp_path, capsys, in_shape, stride, message):
     import numpy as np
@@ -158,6 +158,22 @@ def test_model_naming_no_classes_runs_on_any_folders(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no accuracy (the model names no classes)" in captured.out
     assert "label      zebra" in captured.err
+
+
+def test_a_signed_one_channel_model_runs_on_npz_tensors(tmp_path, capsys):
+    """A 1x28x28 model whose input is int8 at 2^-7 (not an image), on DIR/val.npz tensors with the
+    extremes -128 and 127: fed to ONNX Runtime as x / 128, streamed as two's-complement bytes."""
+    pytest.importorskip("brevitas")
+    from plain_models import SHAPES, chain_onnx, write_npz
+
+    path = chain_onnx("int8_1x28x28", tmp_path / "m.onnx")
+    write_npz(tmp_path / "data", SHAPES["int8_1x28x28"], 3)
+    out = tmp_path / "s.json"
+    assert main(["run", "--onnx", str(path), "--data", str(tmp_path / "data"), "--split", "val", "--limit", "2",
+                 "--array", "4x4", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["images"] == s["bit_exact"] == 2, s["diagnosis"]
+    assert capsys.readouterr().out.startswith("bit-exact 2/2")
 
 
 def test_stream_figures_need_every_image():
