@@ -182,7 +182,7 @@ def plan_storage(path: Path) -> dict:
 
 def cmd_report(args) -> int:
     from quant.report import build_report, markdown, side_by_side, write_report
-    reps = [build_report(r, plan_storage) for r in args.results]
+    reps = [build_report(r, plan_storage, args.data) for r in args.results]
     if len(reps) == 1:
         write_report(reps[0], args.json, args.markdown)
         print(Path(args.markdown).read_text() if args.markdown else json.dumps(reps[0], indent=1))
@@ -241,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="accuracy/compression table of an experiment's results, beside the paper's figures")
-    p.add_argument("--results", required=True, nargs="+", help="the experiment's --out folder; several (e.g. a paper and an edge experiment) are shown side by side: accuracy, P/R/F1, params, MACs, weight bits stored, compression, training time")
+    p.add_argument("--results", required=True, nargs="+", metavar="DIR|QAT.pt",
+                   help="an experiment's --out folder, or a QAT checkpoint (shown with the float checkpoint it was fine-tuned "
+                        "from, e.g. quant/checkpoints/resnet8_qat.pt); several (e.g. paper, edge and resnet8) are shown side "
+                        "by side: accuracy, P/R/F1, params, MACs, weight bits stored, compression, training time")
+    p.add_argument("--data", default=None, help="for a checkpoint in --results: the data folder to evaluate it on (default: "
+                                                "the folder beside the default data whose classes are the checkpoint's)")
     p.add_argument("--json", default=None, help="write the report as JSON")
     p.add_argument("--markdown", default=None, help="write the report as Markdown")
     p.set_defaults(func=cmd_report)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_write_text
+from common.data import DEFAULT_DATA
 from quant import checkpoint
 from quant.data import Split, dataset_hash, read_split
 from quant.evaluate import score
@@ -44,17 +45,22 @@ def float_storage(ckpt: dict) -> dict:
 
 
 def model_size(ckpt: dict) -> dict:
-    """Parameters (weights and biases of the conv/linear layers) and MACs per image of the float description."""
-    from quant.model import ModelConfig, WEIGHTED, shapes
+    """Parameters (weights and biases of the conv/linear modules) and MACs per image of the float
+    description, counted on the built model (so a residual block's convs count too)."""
+    from dataclasses import replace
+
+    from quant.model import ModelConfig, build
     cfg = ModelConfig.from_dict(ckpt["config"])
-    shape, params, macs = tuple(cfg.in_shape), 0, 0
-    for l, out in zip(cfg.layers, shapes(cfg)):
-        if l.kind in WEIGHTED:
-            fan_in = shape[0] * l.kernel * l.kernel if l.kind == "conv" else shape[0]
-            params += l.out * (fan_in + 1)
-            macs += l.out * fan_in * (out[1] * out[2] if l.kind == "conv" else 1)
-        shape = out
-    return {"params": params, "macs": macs}
+    model = build(replace(cfg, quantized=False, bn_folded=True)).eval()
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    macs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: macs.append(o[0].numel() * m.weight[0].numel())) for m in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, *cfg.in_shape))
+    for h in hooks:
+        h.remove()
+    params = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in layers)
+    return {"params": int(params), "macs": int(sum(macs))}
 
 
 def read_manifest(results: Path) -> dict:
@@ -91,11 +97,40 @@ def run_row(name: str, path: Path, ckpt: dict, val: Split, storage: Storage) -> 
             "per_class": m["per_class"], "confusion": m["confusion"]}
 
 
-def build_report(results_dir: str | Path, storage: Storage) -> dict:
-    """Evaluate every run of an experiment folder on its val split; the report as a JSON-able dict.
-    `storage(path)` gives a quantized checkpoint's weight bits as stored."""
+def checkpoint_runs(path: Path, data: str | Path | None) -> dict:
+    """A QAT checkpoint and the float checkpoint it was fine-tuned from, as an experiment manifest
+    (`data`: the folder to evaluate on; default: a data folder beside the default one whose classes
+    are the checkpoint's)."""
+    ckpt = checkpoint.load(path)
+    if not ckpt["config"].get("quantized"):
+        raise ReportError(f"{path}: a float checkpoint; give the QAT checkpoint (its float twin is found from it)")
+    twin = checkpoint.float_twin(path)
+    if twin is None:
+        raise ReportError(f"{path}: its float checkpoint is not on disk (neither the recorded init nor a sibling *_float.pt)")
+    data = data or data_for_classes(ckpt["class_names"])
+    if data is None:
+        raise ReportError(f"{path}: no data folder holds its classes ({', '.join(ckpt['class_names'])}); pass --data DIR")
+    fl = checkpoint.load(twin)
+    final = "qat_pruned" if any(l.get("cls") == "P" for l in ckpt["config"]["layers"]) else "qat_unpruned"
+    return {"data": str(data), "runs": {f"float_{fl['train']['optimizer']}": twin.resolve(), final: path.resolve()},
+            "arch": ckpt["config"]["arch"]}
+
+
+def data_for_classes(classes: list[str]) -> Path | None:
+    """The data folder beside the default one (../shared/data/*) whose val classes are `classes`."""
+    from quant.data import class_dirs
+    base = DEFAULT_DATA.parent
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        if (d / "val").is_dir() and sorted(class_dirs(d / "val")) == sorted(classes):
+            return d
+    return None
+
+
+def build_report(results_dir: str | Path, storage: Storage, data: str | Path | None = None) -> dict:
+    """Evaluate every run of an experiment folder (or a QAT checkpoint and its float twin) on its val
+    split; the report as a JSON-able dict. `storage(path)` gives a quantized checkpoint's weight bits as stored."""
     results = Path(results_dir)
-    manifest = read_manifest(results)
+    manifest = checkpoint_runs(results, data) if results.suffix == ".pt" else read_manifest(results)
     data, runs = manifest["data"], manifest["runs"]
     splits: dict[tuple[str, ...], Split] = {}
     rows: dict[str, dict] = {}
@@ -104,9 +139,10 @@ def build_report(results_dir: str | Path, storage: Storage) -> dict:
         ckpt = checkpoint.load(path)
         key = tuple(ckpt["class_names"])
         if key not in splits:
-            splits[key] = read_split(data, "val", list(key))
+            splits[key] = read_split(data, "val", list(key), shape=tuple(ckpt["config"].get("in_shape", (3, 64, 64))))
         rows[name] = run_row(name, path, ckpt, splits[key], storage)
-    ref = manifest.get("float_reference") or max(("float_adam", "float_sgd"), key=lambda r: rows[r]["accuracy"])
+    ref = manifest.get("float_reference") or max((r for r in ("float_adam", "float_sgd") if r in rows),
+                                                  key=lambda r: rows[r]["accuracy"])
     for row in rows.values():
         row["accuracy_delta"] = row["accuracy"] - rows[ref]["accuracy"]
     final = "qat_pruned" if "qat_pruned" in rows else "qat_unpruned"

@@ -170,3 +170,21 @@ def test_a_recipe_that_distils_gives_the_qat_runs_the_float_pair_as_teachers(tmp
         assert ck["teachers"] == pair and ck["train"]["distill"] == 0.5
         assert ck["init"]["path"] == f"{manifest['float_reference']}.pt"
         assert checkpoint.float_twin(exp / f"{name}.pt") == exp / f"{manifest['float_reference']}.pt"
+
+
+def test_a_qat_checkpoint_is_reported_with_its_float_twin_beside_an_experiment(report):
+    exp, data, rep = report
+    one = build_report(exp / "qat_pruned.pt", plan_storage, data)
+    twin = checkpoint.float_twin(exp / "qat_pruned.pt")
+    assert list(one["runs"]) == [f"float_{checkpoint.load(twin)['train']['optimizer']}", "qat_pruned"]
+    assert one["runs"]["qat_pruned"]["accuracy"] == rep["runs"]["qat_pruned"]["accuracy"]
+    assert one["runs"]["qat_pruned"]["weight_bits"] == rep["runs"]["qat_pruned"]["weight_bits"]
+    with pytest.raises(ReportError, match="a float checkpoint; give the QAT checkpoint"):
+        build_report(twin, plan_storage, data)
+
+
+def test_model_size_counts_the_convs_inside_residual_blocks():
+    from quant.model import named_config
+    from quant.report import model_size
+    size = model_size({"config": named_config("resnet8").to_dict()})
+    assert size == {"params": 77_706, "macs": 12_501_632}  # 78,378 with batch norm (folded here); 12.5 M MACs
