@@ -22,7 +22,7 @@ from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from export.plan import IntType, Layer
+from export.plan import IntType, Layer, pair
 from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
@@ -302,16 +302,18 @@ def as_conv(l: Layer) -> Layer:
 
 
 def _strided(l: Layer) -> bool:
-    """Whether the conv needs the window generator's stride hardware (window_config: with one
-    output column a stride steps only rows)."""
-    return l.stride > 1 and l.out_shape[-1] > 1
+    """Whether the conv needs the window generator's stride hardware: a column stride over more
+    than one output column (window_config: otherwise a stride steps only rows)."""
+    return l.stride_hw[1] > 1 and l.out_shape[-1] > 1
 
 
 def window_features(layers: list[Layer]) -> WindowFeatures:
-    """What the plan's convs and average pools need of the window generator: padding, strides."""
+    """What the plan's convs and average pools need of the window generator: padding, column strides,
+    non-square kernels."""
     convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
     return WindowFeatures(pad=any(any(l.pad) for l in convs),
-                          max_stride=min(16, max([1] + [l.stride for l in convs if _strided(l)])))
+                          max_stride=min(16, max([1] + [l.stride_hw[1] for l in convs if _strided(l)])),
+                          rect=any(len(set(l.kernel_hw)) > 1 for l in convs))
 
 
 def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
@@ -341,11 +343,12 @@ class ArrayUnit(EngineUnit):
         if l.kind == "conv2d":
             if len(l.in_shape) != 3:
                 raise refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
-            if _strided(l) and l.stride > ctx.window.max_stride:
-                raise refuse(i, l, f"stride {l.stride}: the window generator makes strides up to {ctx.window.max_stride}")
+            if _strided(l) and l.stride_hw[1] > ctx.window.max_stride:
+                raise refuse(i, l, f"stride {l.stride_hw[1]}: the window generator makes strides up to {ctx.window.max_stride}")
             (cin, h, w), (cout, oh, ow), k, s, pad = l.in_shape, l.out_shape, l.kernel, l.stride, tuple(l.pad)
         else:
             (cin,), (cout,), h, w, k, oh, ow, s, pad = l.in_shape, l.out_shape, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)
+        (kh, kw), sy = pair(k), pair(s)[0]
         win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img["array_weights"]), len(img["array_biases"]),
                             stride=s, pad=pad, features=ctx.window)
         w2 = l.weight.reshape(cout, -1).astype(np.int64)
@@ -364,8 +367,8 @@ class ArrayUnit(EngineUnit):
             img["array_shifts"] += _pack_rows(words.reshape(n_og, rows), shift_layout(ctx.acc_width).size)
         # the last element a tap inside the map reads, as the start of a vector: the last input row
         # it reaches, the last column tile's start
-        last_row = min(h - 1, (oh - 1) * s + k - 1 - pad[0])
-        last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + k - 1 - pad[1])
+        last_row = min(h - 1, (oh - 1) * sy + kh - 1 - pad[0])
+        last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + kw - 1 - pad[1])
         top = (cin - 1) * h * w + last_row * w + last_col
         return Lowered({"win": win, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}, macs, top)
 

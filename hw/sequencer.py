@@ -137,14 +137,17 @@ def _check_types(i: int, l: Layer) -> None:
 
 
 def _check_chain(i: int, l: Layer, prev: str) -> None:
-    """The engines run a chain of ungrouped layers with square kernels and strides (plan version 3 can say more)."""
+    """The engines run a chain of ungrouped layers, with square kernels and strides except in convs
+    (plan version 3 can say more)."""
+    square = isinstance(l.kernel, int) and isinstance(l.stride, int)
     what = ("reads " + ", ".join(map(repr, l.inputs)) if l.inputs not in ((), (prev,)) else
             "a residual add" if l.kind == "add" else "an activation requantizer" if l.kind == "requant" else
             f"{l.groups} groups" if l.groups != 1 else
-            f"kernel {l.kernel} / stride {l.stride}" if not (isinstance(l.kernel, int) and isinstance(l.stride, int)) else
+            f"kernel {l.kernel} / stride {l.stride}" if not square and l.kind != "conv2d" else
             f"an average over {int(np.prod(l.kernel_hw))} values (multiplier {l.mult})" if l.mult != 1 else None)
     if what is not None:
-        raise refuse(i, l, f"{what}: the hardware runs chains of ungrouped, square layers with power-of-two averages")
+        raise refuse(i, l, f"{what}: the hardware runs chains of ungrouped layers, square but for convs, with "
+                           "power-of-two averages")
 
 
 def _unit_for(layer: Layer, after_sparse: bool = False) -> EngineUnit | None:

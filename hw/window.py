@@ -10,9 +10,10 @@ rows of the input on chip and slide over them, here the whole input tensor alrea
 Zero padding (`WindowFeatures.pad`): the walk runs over the padded map, with addresses in the
 unpadded buffer (modulo 2**addr_width, so a tap left of or above the map has a "negative"
 address), and `taps` says which columns' taps lie inside the map; the engine zeroes the others.
-Stride s (`WindowFeatures.max_stride`): rows step by s; along a row the PE columns compute
-consecutive stride-1 positions, of which columns 0, s, 2s, ... are outputs, so a tile yields
-ceil(cols / s) outputs and the next tile starts s * ceil(cols / s) positions on.
+Strides (sy, sx) (`WindowFeatures.max_stride` bounds sx): rows step by sy; along a row the PE
+columns compute consecutive stride-1 positions, of which columns 0, sx, 2sx, ... are outputs, so a
+tile yields ceil(cols / sx) outputs and the next tile starts sx * ceil(cols / sx) positions on.
+Kernels kh x kw: non-square ones (`WindowFeatures.rect`) count kx to their own end, `kw_m1`.
 
 Order: output-channel group og, output row y, column tile xt, then ci, ky, kx (the weight
 memory's word order). A tile's `last` step is held back until the array's drain of the previous
@@ -28,18 +29,23 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from export.plan import pair
+
 WINDOW_FIELDS = ("k_m1", "cin_m1", "d_ky", "d_ci", "w_base", "k_steps", "b_base", "n_og_m1", "oh_m1",
                  "n_xt_m1", "in_w", "out_ow", "out_ohow", "out_og_step", "last_cols", "last_rows")
 STRIDE_FIELDS = ("stride_m1", "tile_step", "tile_cols")  # unsigned
+RECT_FIELDS = ("kw_m1",)  # unsigned; without them k_m1 is the width too
 PAD_FIELDS = ("a_base", "iy_base", "ix_base", "iy_step", "map_h", "map_w")  # signed
 
 
 @dataclass(frozen=True)
 class WindowFeatures:
-    """What the generator makes beyond valid stride-1 windows: zero padding, strides 1..max_stride."""
+    """What the generator makes beyond valid stride-1 square windows: zero padding, column strides
+    1..max_stride (row strides need nothing), non-square kernels (`rect`)."""
 
     pad: bool = False
     max_stride: int = 1
+    rect: bool = False
 
     def __post_init__(self):
         if not 1 <= self.max_stride <= 16:
@@ -52,31 +58,37 @@ def window_layout(addr_width: int, features: WindowFeatures = WindowFeatures()) 
         fields.update({name: unsigned(addr_width) for name in STRIDE_FIELDS})
     if features.pad:
         fields.update({name: signed(addr_width + 1) for name in PAD_FIELDS})
+    if features.rect:
+        fields.update({name: unsigned(addr_width) for name in RECT_FIELDS})
     return data.StructLayout(fields)
 
 
-def window_config(cin: int, h: int, w: int, k: int, cout: int, oh: int, ow: int, rows: int, cols: int,
-                  w_base: int, b_base: int, *, stride: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
-                  features: WindowFeatures = WindowFeatures()) -> dict:
-    """The constants of one layer (a conv over (cin, h, w) zero-padded by (top, left, bottom,
-    right); a dense layer is cin=in, h=w=k=1)."""
+def window_config(cin: int, h: int, w: int, k: int | tuple[int, int], cout: int, oh: int, ow: int, rows: int,
+                  cols: int, w_base: int, b_base: int, *, stride: int | tuple[int, int] = 1,
+                  pad: tuple[int, int, int, int] = (0, 0, 0, 0), features: WindowFeatures = WindowFeatures()) -> dict:
+    """The constants of one layer (a conv over (cin, h, w) with a k = (kh, kw) kernel and strides
+    (sy, sx), an int when square, zero-padded by (top, left, bottom, right); a dense layer is
+    cin=in, h=w=k=1)."""
+    (kh, kw), (sy, sx) = pair(k), pair(stride)
     # with one output column the stride steps only rows (in_w, iy_step), no stride hardware
-    col_stride = 1 if ow == 1 else stride
-    if col_stride > features.max_stride or (any(pad) and not features.pad):
-        raise ValueError(f"stride {stride}, padding {list(pad)}: the generator makes {features}")
+    col_stride = 1 if ow == 1 else sx
+    if col_stride > features.max_stride or (any(pad) and not features.pad) or (kh != kw and not features.rect):
+        raise ValueError(f"kernel {kh}x{kw}, stride {sy}x{sx}, padding {list(pad)}: the generator makes {features}")
     tile_cols = -(-cols // col_stride)
     n_og, n_xt = -(-cout // rows), -(-ow // tile_cols)
     cfg = {
-        "k_m1": k - 1, "cin_m1": cin - 1, "d_ky": w - k + 1, "d_ci": h * w - (k - 1) * w - (k - 1),
-        "w_base": w_base, "k_steps": cin * k * k, "b_base": b_base, "n_og_m1": n_og - 1, "oh_m1": oh - 1,
-        "n_xt_m1": n_xt - 1, "in_w": stride * w, "out_ow": ow, "out_ohow": oh * ow, "out_og_step": rows * oh * ow,
+        "k_m1": kh - 1, "cin_m1": cin - 1, "d_ky": w - kw + 1, "d_ci": h * w - (kh - 1) * w - (kw - 1),
+        "w_base": w_base, "k_steps": cin * kh * kw, "b_base": b_base, "n_og_m1": n_og - 1, "oh_m1": oh - 1,
+        "n_xt_m1": n_xt - 1, "in_w": sy * w, "out_ow": ow, "out_ohow": oh * ow, "out_og_step": rows * oh * ow,
         "last_cols": ow - (n_xt - 1) * tile_cols, "last_rows": cout - (n_og - 1) * rows,
     }
     if features.max_stride > 1:
         cfg.update({"stride_m1": col_stride - 1, "tile_step": col_stride * tile_cols, "tile_cols": tile_cols})
     if features.pad:
-        cfg.update({"a_base": -pad[0] * w - pad[1], "iy_base": -pad[0], "ix_base": -pad[1], "iy_step": stride,
+        cfg.update({"a_base": -pad[0] * w - pad[1], "iy_base": -pad[0], "ix_base": -pad[1], "iy_step": sy,
                     "map_h": h, "map_w": w})
+    if features.rect:
+        cfg["kw_m1"] = kw - 1
     return cfg
 
 
@@ -127,7 +139,11 @@ class WindowGenerator(wiring.Component):
         kx_end, ky_end, ci_end, xt_end, y_end, og_end = (
             Signal(name=f"{n}_end") for n in ("kx", "ky", "ci", "xt", "y", "og"))
         first, last, cooling = Signal(), Signal(), Signal()
-        k1, cin1 = cfg.k_m1 == 0, cfg.cin_m1 == 0  # the layer constants hold while busy
+        # the layer constants hold while busy; k1: the kernel is one tap, kw1: one column
+        kw_m1 = cfg.kw_m1 if self.features.rect else cfg.k_m1
+        kh1, cin1 = cfg.k_m1 == 0, cfg.cin_m1 == 0
+        kw1 = kw_m1 == 0 if self.features.rect else kh1
+        k1 = kh1 & kw1 if self.features.rect else kh1
         valid = self.busy & ~(last & cooling)
         strided, pad = self.features.max_stride > 1, self.features.pad
         tile_step, tile_cols = (cfg.tile_step, cfg.tile_cols) if strided else (self.cols, self.cols)
@@ -149,7 +165,7 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [cool.eq(cool - 1), cooling.eq(cool != 1)]
 
         def tile_start():  # kx = ky = ci = 0: the first step of a tile
-            return [kx.eq(0), ky.eq(0), ci.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci_end.eq(cin1),
+            return [kx.eq(0), ky.eq(0), ci.eq(0), kx_end.eq(kw1), ky_end.eq(kh1), ci_end.eq(cin1),
                     first.eq(1), last.eq(k1 & cin1)]
 
         def taps_at(row, col):  # the tap walk restarts at input row `row`, column `col`
@@ -166,15 +182,15 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += [iy_row.eq(cfg.iy_base), ix_tile.eq(cfg.ix_base), *taps_at(cfg.iy_base, cfg.ix_base)]
         with m.Elif(valid & ~last):
             m.d.sync += [w_addr.eq(w_addr + 1), first.eq(0)]
-            kx_at_end, ky_at_end, ci_at_end = kx + 1 == cfg.k_m1, ky + 1 == cfg.k_m1, ci + 1 == cfg.cin_m1
+            kx_at_end, ky_at_end, ci_at_end = kx + 1 == kw_m1, ky + 1 == cfg.k_m1, ci + 1 == cfg.cin_m1
             with m.If(~kx_end):
                 m.d.sync += [kx.eq(kx + 1), a.eq(a + 1), kx_end.eq(kx_at_end), last.eq(kx_at_end & ky_end & ci_end),
                              *taps_at(iy, ix + 1)]
             with m.Elif(~ky_end):
-                m.d.sync += [kx.eq(0), kx_end.eq(k1), ky.eq(ky + 1), ky_end.eq(ky_at_end),
-                             a.eq(a + cfg.d_ky), last.eq(k1 & ky_at_end & ci_end), *taps_at(iy + 1, ix_tile)]
+                m.d.sync += [kx.eq(0), kx_end.eq(kw1), ky.eq(ky + 1), ky_end.eq(ky_at_end),
+                             a.eq(a + cfg.d_ky), last.eq(kw1 & ky_at_end & ci_end), *taps_at(iy + 1, ix_tile)]
             with m.Else():
-                m.d.sync += [kx.eq(0), ky.eq(0), kx_end.eq(k1), ky_end.eq(k1), ci.eq(ci + 1),
+                m.d.sync += [kx.eq(0), ky.eq(0), kx_end.eq(kw1), ky_end.eq(kh1), ci.eq(ci + 1),
                              ci_end.eq(ci_at_end), a.eq(a + cfg.d_ci), last.eq(k1 & ci_at_end), *taps_at(iy_row, ix_tile)]
         with m.Elif(valid):  # the tile's last step: move to the next tile
             m.d.sync += [*tile_start(), w_addr.eq(w_tile)]

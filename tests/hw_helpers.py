@@ -6,7 +6,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from export.encoding import encode_best
-from export.plan import IntType, Layer, Plan
+from export.plan import IntType, Layer, Plan, pair
 from hw.stream_io import pixel_bytes
 
 
@@ -21,7 +21,7 @@ def _weights(rng, shape, bits, density=1.0):
 def _layer(rng, name, kind, in_shape, out_shape, inp, out_bits, w_bits, kernel=1, relu=True, signed_out=False,
            density=1.0, sparse=False, last=False, shift=None):
     cout = out_shape[0]
-    wshape = (cout, in_shape[0], kernel, kernel) if kind == "conv2d" else (cout, in_shape[0])
+    wshape = (cout, in_shape[0], *pair(kernel)) if kind == "conv2d" else (cout, in_shape[0])
     w = _weights(rng, wshape, w_bits, density)
     w_type = IntType(w_bits, True, -(w_bits - 1))
     k = int(np.prod(wshape[1:]))
@@ -260,6 +260,24 @@ def to_signed(raw: dict, width: int, signed: bool) -> dict:
     if not signed:
         return raw
     return {a: v - (1 << width) if v >= 1 << (width - 1) else v for a, v in raw.items()}
+
+
+def rect_plan(rng: np.random.Generator, shape=(1, 13, 6), img: IntType = IntType(8, True, -7), c1=3,
+              k1=(5, 2), stride1=(2, 1), pad1=(2, 1, 2, 0), c2=4, k2=(1, 3), stride2=(1, 2), classes=3) -> Plan:
+    """Non-square kernels with per-axis strides and pads (DS-CNN's first layer, small): conv k1
+    strided and padded (ReLU) -> conv k2 strided, signed -> flatten -> linear NP."""
+    def out_hw(hw, k, s, pad):
+        (h, w), (kh, kw), (sy, sx) = hw, pair(k), pair(s)
+        return (h + pad[0] + pad[2] - kh) // sy + 1, (w + pad[1] + pad[3] - kw) // sx + 1
+
+    l1 = _layer(rng, "conv1", "conv2d", shape, (c1, *out_hw(shape[1:], k1, stride1, pad1)), img, 8, 8, k1)
+    l1.stride, l1.pad = stride1, tuple(pad1)
+    o2 = (c2, *out_hw(l1.out_shape[1:], k2, stride2, (0, 0, 0, 0)))
+    l2 = _layer(rng, "conv2", "conv2d", l1.out_shape, o2, l1.out, 8, 8, k2, relu=False, signed_out=True)
+    l2.stride = stride2
+    flat = Layer("flatten", "flatten", o2, (int(np.prod(o2)),), l2.out, l2.out)
+    fc = _layer(rng, "fc", "linear", flat.out_shape, (classes,), l2.out, 8, 8, last=True)
+    return Plan(tuple(shape), img, [l1, l2, flat, fc], [f"c{i}" for i in range(classes)])
 
 
 def vocab_plan(rng: np.random.Generator, shape=(2, 9, 9), c1=3, c2=4, pad1=(1, 1, 1, 1), stride1=2,

@@ -18,7 +18,8 @@ from hw.inventory import Inventory, Port
 from hw.sequencer import UnsupportedPlan, schedule
 from hw.top import Accelerator, generate, resources
 from hw.window import WindowFeatures, window_config
-from tests.hw_helpers import first_mismatch, random_image, random_plan, run_accelerator, run_images, vocab_plan
+from tests.hw_helpers import (first_mismatch, random_image, random_plan, rect_plan, run_accelerator, run_images,
+                               vocab_plan)
 
 
 def check_against_reference(dut, plan, image) -> list:
@@ -259,3 +260,15 @@ def test_any_input_shape_and_type_matches_reference_cycle_exact(shape, img):
 def test_an_input_wider_than_the_pixel_stream_is_refused():
     plan = random_plan(np.random.default_rng(0), img=IntType(9, True, -8))
     _refused(plan, "input type .*: the pixel stream carries 8-bit integers")
+
+
+@pytest.mark.parametrize("array, k1, stride1, pad1, k2, stride2", [
+    ("2x3", (5, 2), (2, 1), (2, 1, 2, 0), (1, 3), (1, 2)),  # DS-CNN's first layer, small; a wide kernel, a column stride
+    ("3x2", (2, 4), (1, 2), (0, 1, 1, 2), (3, 1), (2, 1)),  # a wide kernel with a column stride; a tall one, a row stride
+])
+def test_non_square_kernels_per_axis_strides_and_pads_match_reference_cycle_exact(array, k1, stride1, pad1, k2, stride2):
+    rng = np.random.default_rng(len(array) + k1[0])
+    plan = rect_plan(rng, k1=k1, stride1=stride1, pad1=pad1, k2=k2, stride2=stride2)
+    dut = Accelerator(plan, ArrayConfig.parse(array))
+    assert dut.sched.window.rect
+    check_against_reference(dut, plan, random_image(rng, plan))

@@ -3,31 +3,40 @@ step's activation, weight and bias address, first/last, and the tile's output ad
 valid columns/rows; with a short reduction (K < the array's tile period) the last step waits
 for the drain.
 With zero padding, the taps inside the map (and addresses modulo 2**addr_width outside it);
-with strides, rows skipped and ceil(cols/stride) outputs per tile."""
+with strides, rows skipped and ceil(cols/stride) outputs per tile; non-square kernels and
+strides (kh x kw, sy x sx) count each axis to its own end."""
 
 import pytest
 from amaranth.sim import Simulator
 
+from export.plan import pair
 from hw.array import SystolicArray
 from hw.window import WindowFeatures, WindowGenerator, window_config
 
 AW = 12
 
 
+def _out_hw(h, w, k, s, pad):
+    (kh, kw), (sy, sx) = pair(k), pair(s)
+    return (h + pad[0] + pad[2] - kh) // sy + 1, (w + pad[1] + pad[3] - kw) // sx + 1
+
+
 def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
-    oh, ow = (h + pad[0] + pad[2] - k) // s + 1, (w + pad[1] + pad[3] - k) // s + 1
-    tcols = -(-cols // s)
+    (kh, kw), (sy, sx) = pair(k), pair(s)
+    oh, ow = _out_hw(h, w, k, s, pad)
+    cs = sx if ow > 1 else 1
+    tcols = -(-cols // cs)
     for og in range(-(-cout // rows)):
         for y in range(oh):
             for xt in range(-(-ow // tcols)):
                 for ci in range(cin):
-                    for ky in range(k):
-                        for kx in range(k):
-                            kidx = (ci * k + ky) * k + kx
-                            iy, ix = y * s + ky - pad[0], xt * tcols * s + kx - pad[1]
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            kidx = (ci * kh + ky) * kw + kx
+                            iy, ix = y * sy + ky - pad[0], xt * tcols * cs + kx - pad[1]
                             step = {"act_addr": (ci * h * w + iy * w + ix) % (1 << AW),
-                                    "w_addr": 5 + og * cin * k * k + kidx, "b_addr": 2 + og,
-                                    "first": kidx == 0, "last": kidx == cin * k * k - 1,
+                                    "w_addr": 5 + og * cin * kh * kw + kidx, "b_addr": 2 + og,
+                                    "first": kidx == 0, "last": kidx == cin * kh * kw - 1,
                                     "out_addr": og * rows * oh * ow + y * ow + xt * tcols,
                                     "ncols": min(tcols, ow - xt * tcols), "nrows": min(rows, cout - og * rows)}
                             if any(pad):
@@ -43,15 +52,20 @@ def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
     (2, 7, 7, 3, 3, 2, 3, 2, (1, 1, 1, 1)),   # stride 2, "same" padding, odd cols
     (1, 4, 9, 2, 2, 3, 1, 3, (0, 1, 1, 0)),   # stride 3 on one column
     (3, 2, 3, 3, 2, 2, 5, 1, (0, 0, 1, 0)),   # a padded global-pool window, wider tile than the map
+    (1, 11, 6, (5, 2), 3, 2, 3, 2, (2, 1, 2, 0)),  # DS-CNN's first layer, small: tall kernel, stride 2, pads 2/1
+    (2, 6, 7, (1, 3), 3, 2, 4, (2, 1), (0, 1, 0, 1)),  # a wide kernel, a row stride only
+    (1, 9, 8, (3, 2), 2, 3, 3, (1, 3), (1, 0, 1, 0)),  # a column stride only
+    (2, 4, 5, (2, 3), 2, 2, 2, 1, (0, 0, 0, 0)),   # non-square, no padding
 ])
 def test_window_walk(cin, h, w, k, cout, rows, cols, s, pad):
-    features = WindowFeatures(pad=any(pad), max_stride=s)
+    (kh, kw), (sy, sx) = pair(k), pair(s)
+    oh, ow = _out_hw(h, w, k, s, pad)
+    features = WindowFeatures(pad=any(pad), max_stride=sx if ow > 1 else 1, rect=kh != kw)
     period = SystolicArray.tile_period(rows)
     dut = WindowGenerator(rows, cols, AW, features, tile_period=period)
-    oh, ow = (h + pad[0] + pad[2] - k) // s + 1, (w + pad[1] + pad[3] - k) // s + 1
     cfg = window_config(cin, h, w, k, cout, oh, ow, rows, cols, w_base=5, b_base=2, stride=s, pad=pad, features=features)
     want = list(_walk(cin, h, w, k, cout, rows, cols, s, pad))
-    kk = cin * k * k
+    kk = cin * kh * kw
 
     async def bench(ctx):
         ctx.set(dut.cfg, dut.cfg.shape().const(cfg))
@@ -83,3 +97,5 @@ def test_window_config_refuses_what_the_generator_does_not_make():
         window_config(1, 4, 4, 2, 1, 2, 2, 2, 2, 0, 0, stride=2)
     with pytest.raises(ValueError, match=r"padding \[1, 0, 0, 0\]"):
         window_config(1, 4, 4, 2, 1, 4, 3, 2, 2, 0, 0, pad=(1, 0, 0, 0), features=WindowFeatures(max_stride=2))
+    with pytest.raises(ValueError, match="kernel 3x2"):
+        window_config(1, 4, 4, (3, 2), 1, 2, 3, 2, 2, 0, 0)

@@ -160,14 +160,16 @@ def test_model_naming_no_classes_runs_on_any_folders(tmp_path, capsys):
     assert "label      zebra" in captured.err
 
 
-def test_a_signed_one_channel_model_runs_on_npz_tensors(tmp_path, capsys):
-    """A 1x28x28 model whose input is int8 at 2^-7 (not an image), on DIR/val.npz tensors with the
-    extremes -128 and 127: fed to ONNX Runtime as x / 128, streamed as two's-complement bytes."""
+@pytest.mark.parametrize("kind", ["int8_1x28x28", "int8_1x49x10"])
+def test_a_signed_one_channel_model_runs_on_npz_tensors(tmp_path, capsys, kind):
+    """A model whose input is int8 at 2^-7 (not an image), on DIR/val.npz tensors with the extremes
+    -128 and 127: fed to ONNX Runtime as x / 128, streamed as two's-complement bytes. The 1x49x10
+    one starts with DS-CNN's first layer: a 10x4 kernel, stride 2, pads 5/1."""
     pytest.importorskip("brevitas")
     from plain_models import SHAPES, chain_onnx, write_npz
 
-    path = chain_onnx("int8_1x28x28", tmp_path / "m.onnx")
-    write_npz(tmp_path / "data", SHAPES["int8_1x28x28"], 3)
+    path = chain_onnx(kind, tmp_path / "m.onnx")
+    write_npz(tmp_path / "data", SHAPES[kind], 3)
     out = tmp_path / "s.json"
     assert main(["run", "--onnx", str(path), "--data", str(tmp_path / "data"), "--split", "val", "--limit", "2",
                  "--array", "4x4", "--json", str(out)]) == 0
