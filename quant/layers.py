@@ -20,15 +20,23 @@ COMMON = {"kind"}
 WEIGHT_FIELDS = {"out", "w_bits", "a_bits", "cls", "sparsity", "relu", "dropout", "per_channel"}
 
 
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
+def pair(v) -> tuple[int, int]:
+    """A field that is one int for both axes, or [height, width]."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def conv_padding(l) -> int:
-    """The zero padding on every side: an int, or "same" for odd kernels."""
+def is_pair(v, low: int) -> bool:
+    """An int >= low, or a list of two such ints (height, width)."""
+    ints = [v] if isinstance(v, int) and not isinstance(v, bool) else list(v) if isinstance(v, (list, tuple)) and len(v) == 2 else []
+    return bool(ints) and all(isinstance(i, int) and not isinstance(i, bool) and i >= low for i in ints)
+
+
+def conv_padding(l) -> tuple[int, int]:
+    """The zero padding (height, width) on both sides of each axis: "same" for odd kernels, an int or a pair."""
     if l.padding == "same":
-        return (l.kernel - 1) // 2
-    return int(l.padding)
+        kh, kw = pair(l.kernel)
+        return ((kh - 1) // 2, (kw - 1) // 2)
+    return pair(l.padding)
 
 
 class Kind:
@@ -79,23 +87,29 @@ def _weight_kw(l, last: bool) -> dict:
 
 
 class Conv(Kind):
-    """k x k convolution, zero padding ("same" or 0..k-1), stride, optional batch norm, ReLU."""
+    """kh x kw convolution (`kernel`, `stride`, `padding`: an int, or [height, width]), zero padding
+    ("same" for odd kernels, or 0..k-1 per axis), `groups` (channels split into groups; groups equal
+    to the input channels is a depthwise conv), optional batch norm, ReLU."""
 
     name = "conv"
-    fields = WEIGHT_FIELDS | {"kernel", "stride", "padding", "bn"}
+    fields = WEIGHT_FIELDS | {"kernel", "stride", "padding", "bn", "groups"}
     weighted = True
 
     def validate(self, l, where: str) -> None:
         _check_weighted(l, where)
-        if not isinstance(l.kernel, int) or l.kernel < 1:
-            raise ConfigError(f"{where}: field 'kernel' must be a positive integer, got {l.kernel!r}")
-        if not isinstance(l.stride, int) or l.stride < 1:
-            raise ConfigError(f"{where}: field 'stride' must be a positive integer, got {l.stride!r}")
+        if not is_pair(l.kernel, 1):
+            raise ConfigError(f"{where}: field 'kernel' must be a positive integer or [height, width], got {l.kernel!r}")
+        if not is_pair(l.stride, 1):
+            raise ConfigError(f"{where}: field 'stride' must be a positive integer or [height, width], got {l.stride!r}")
+        if not isinstance(l.groups, int) or isinstance(l.groups, bool) or l.groups < 1 or l.out % l.groups:
+            raise ConfigError(f"{where}: field 'groups' must be a positive integer that divides 'out' ({l.out}), got {l.groups!r}")
+        kh, kw = pair(l.kernel)
         if l.padding == "same":
-            if l.kernel % 2 == 0:
+            if kh % 2 == 0 or kw % 2 == 0:
                 raise ConfigError(f"{where}: field 'padding' \"same\" needs an odd kernel (got {l.kernel}); give the pad as an integer")
-        elif not isinstance(l.padding, int) or not 0 <= l.padding < l.kernel:
-            raise ConfigError(f"{where}: field 'padding' must be \"same\" or an integer 0..{l.kernel - 1}, got {l.padding!r}")
+        elif not is_pair(l.padding, 0) or any(p >= k for p, k in zip(pair(l.padding), (kh, kw))):
+            raise ConfigError(f"{where}: field 'padding' must be \"same\", or an integer (or [height, width]) from 0 to the "
+                              f"kernel size - 1, got {l.padding!r}")
         if l.cls == "P":
             raise ConfigError(f"{where}: field 'cls' P: the sparse engine runs linear layers only; mark convolutions NP")
 
@@ -103,12 +117,14 @@ class Conv(Kind):
         if len(shape) != 3:
             raise ConfigError(f"{where}: a convolution needs a (C, H, W) input, got {shape}; put it before the flatten")
         c, h, w = shape
-        p = conv_padding(l)
-        return (l.out, (h + 2 * p - l.kernel) // l.stride + 1, (w + 2 * p - l.kernel) // l.stride + 1)
+        if c % l.groups:
+            raise ConfigError(f"{where}: field 'groups' {l.groups} does not divide the {c} input channels")
+        (ph, pw), (kh, kw), (sh, sw) = conv_padding(l), pair(l.kernel), pair(l.stride)
+        return (l.out, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
     def modules(self, l, shape, quantized, last, bn_folded):
-        args = (shape[0], l.out, l.kernel)
-        kw = dict(stride=l.stride, padding=conv_padding(l))
+        args = (shape[0], l.out, pair(l.kernel))
+        kw = dict(stride=pair(l.stride), padding=conv_padding(l), groups=l.groups)
         if quantized:
             import brevitas.nn as qnn
             if l.bn and not bn_folded:
@@ -152,14 +168,16 @@ class _Pool(Kind):
     fields = {"kernel"}
 
     def validate(self, l, where):
-        if not isinstance(l.kernel, int) or l.kernel < 2:
-            raise ConfigError(f"{where}: field 'kernel' must be an integer >= 2 (a k x k window, stride k), got {l.kernel!r}")
+        if not is_pair(l.kernel, 1) or pair(l.kernel) == (1, 1):
+            raise ConfigError(f"{where}: field 'kernel' must be an integer >= 2 or [height, width] (the window, and its "
+                              f"stride), got {l.kernel!r}")
 
     def out_shape(self, l, shape, where):
         if len(shape) != 3:
             raise ConfigError(f"{where}: pooling needs a (C, H, W) input, got {shape}")
         c, h, w = shape
-        return (c, h // l.kernel, w // l.kernel)
+        kh, kw = pair(l.kernel)
+        return (c, h // kh, w // kw)
 
 
 class MaxPool(_Pool):
@@ -168,7 +186,7 @@ class MaxPool(_Pool):
     name = "maxpool"
 
     def modules(self, l, shape, quantized, last, bn_folded):
-        return [nn.MaxPool2d(l.kernel)]
+        return [nn.MaxPool2d(pair(l.kernel))]
 
 
 def _requant(l) -> nn.Module:
@@ -181,23 +199,20 @@ def _requant(l) -> nn.Module:
 
 
 class AvgPool(_Pool):
-    """k x k average pool, stride k, k*k a power of two (rule 11), then a requantizer."""
+    """kh x kw average pool, stride = window, then a requantizer. Over a power-of-two count it is a
+    shift (contract rule 11); over any other count a multiply and shift that the compiler proves
+    exact (rule 14)."""
 
     name = "avgpool"
     fields = {"kernel", "a_bits"}
 
-    def validate(self, l, where):
-        super().validate(l, where)
-        if not _pow2(l.kernel * l.kernel):
-            raise ConfigError(f"{where}: field 'kernel' {l.kernel}: an average over {l.kernel}x{l.kernel} is not a power-of-two "
-                              "count (contract rule 11); use 2, 4 or 8")
-
     def modules(self, l, shape, quantized, last, bn_folded):
-        return [nn.AvgPool2d(l.kernel), _requant(l) if quantized else nn.Identity()]
+        return [nn.AvgPool2d(pair(l.kernel)), _requant(l) if quantized else nn.Identity()]
 
 
 class GlobalAvgPool(Kind):
-    """Average over the whole H x W map (H*W a power of two, rule 11), then a requantizer; (C, 1, 1)."""
+    """Average over the whole H x W map, then a requantizer; (C, 1, 1). Contract rule 11 for a
+    power-of-two count, rule 14 for any other."""
 
     name = "gap"
     fields = {"a_bits"}
@@ -205,11 +220,7 @@ class GlobalAvgPool(Kind):
     def out_shape(self, l, shape, where):
         if len(shape) != 3:
             raise ConfigError(f"{where}: global pooling needs a (C, H, W) input, got {shape}")
-        c, h, w = shape
-        if not _pow2(h * w):
-            raise ConfigError(f"{where}: a global average over a {h}x{w} map is not a power-of-two count (contract rule 11); "
-                              "change the input size or the pooling before it so that H*W is 1, 4, 16, 64, ...")
-        return (c, 1, 1)
+        return (shape[0], 1, 1)
 
     def modules(self, l, shape, quantized, last, bn_folded):
         return [nn.AdaptiveAvgPool2d(1), _requant(l) if quantized else nn.Identity()]

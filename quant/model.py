@@ -24,17 +24,18 @@ ARCH_DIR = Path(__file__).parent / "archs"
 class LayerSpec:
     """One layer of a model description; which fields a kind takes is said by its unit in quant/layers.py."""
 
-    kind: str  # conv | maxpool (pool) | avgpool | gap | flatten | linear
+    kind: str  # conv | maxpool (pool) | avgpool | gap | residual | flatten | linear
     out: int = 0  # channels / features
-    kernel: int = 2  # conv kernel, or pool window
+    kernel: int | list[int] = 2  # conv kernel, or pool window: k, or [height, width]
     w_bits: int = 8
     a_bits: int = 8  # the output activation's width (after ReLU, or the pool's requantizer)
     cls: str = "NP"  # NP: dense; P: pruned to `sparsity`
     sparsity: float = 0.0
     relu: bool = True
     dropout: float = 0.0
-    stride: int = 1
-    padding: int | str = 0  # conv zero padding per side, or "same" (odd kernels)
+    stride: int | list[int] = 1  # s, or [height, width]
+    padding: int | str | list[int] = 0  # conv zero padding per side: p, [height, width], or "same" (odd kernels)
+    groups: int = 1  # conv: input and output channels split into this many groups (= input channels: depthwise)
     bn: bool = False  # conv: batch norm after it, trained in float and folded before QAT
     per_channel: bool = False  # one power-of-two weight scale per output channel (contract rule 10)
 
@@ -48,7 +49,8 @@ class ModelConfig:
     arch: str
     layers: list[LayerSpec]
     num_classes: int = 5
-    in_shape: tuple[int, int, int] = (3, 64, 64)
+    in_shape: tuple[int, ...] = (3, 64, 64)  # C x H x W, or (F,) for a flat feature vector
+    in_signed: bool = False  # int8 inputs q seen as q / 128 (else uint8 p seen as p / 256; contract rule 2)
     quantized: bool = False
     bn_folded: bool = False  # batch norm already folded into the convs (the QAT model and its float twin)
 
@@ -69,8 +71,10 @@ class ModelConfig:
         d.setdefault("arch", Path(where).stem)
         d["layers"] = [_layer_from_dict(l, i, where, strict) for i, l in enumerate(d["layers"])]
         shape = d.get("in_shape", (3, 64, 64))
-        if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ConfigError(f"{where}: field 'in_shape' must be [C, H, W] of positive integers, got {shape!r}")
+        if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3) or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise ConfigError(f"{where}: field 'in_shape' must be [C, H, W] (or [F], a flat feature vector) of positive integers, got {shape!r}")
+        if not isinstance(d.get("in_signed", False), bool):
+            raise ConfigError(f"{where}: field 'in_signed' must be true or false, got {d['in_signed']!r}")
         d["in_shape"] = tuple(shape)
         return cls(**d)
 
@@ -100,8 +104,9 @@ def _layer_from_dict(d: dict, i: int, where: str, strict: bool) -> LayerSpec:
               int: lambda v: isinstance(v, int) and not isinstance(v, bool), str: lambda v: isinstance(v, str)}
         if key == "kind":
             continue
-        if key == "padding":
-            good = val == "same" or ok[int](val)
+        if key in ("kernel", "stride", "padding"):
+            good = (key == "padding" and val == "same") or ok[int](val) or (
+                isinstance(val, list) and len(val) == 2 and all(ok[int](v) for v in val))
         else:
             good = ok[type(default)](val)
         if not good:
@@ -194,7 +199,7 @@ class Net(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config.validate()
-        self.inp = _input_quant() if config.quantized else nn.Identity()
+        self.inp = _input_quant(config.in_signed) if config.quantized else nn.Identity()
         self.features = nn.Sequential(*_modules(config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,11 +211,11 @@ class Net(nn.Module):
         return [m for m in self.features if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _input_quant() -> nn.Module:
+def _input_quant(signed: bool) -> nn.Module:
     import brevitas.nn as qnn
 
-    from quant.quantizers import InputQuant
-    return qnn.QuantIdentity(act_quant=InputQuant, return_quant_tensor=True)
+    from quant.quantizers import InputQuant, SignedInputQuant
+    return qnn.QuantIdentity(act_quant=SignedInputQuant if signed else InputQuant, return_quant_tensor=True)
 
 
 def _modules(config: ModelConfig) -> list[nn.Module]:

@@ -35,3 +35,12 @@ class PerChannelWeightQuant(Int8WeightPerTensorFixedPoint):
     """Rule 10: one power-of-two scale per output channel (Brevitas 0.13 has no ready per-channel FixedPoint)."""
 
     scaling_per_output_channel = True
+
+
+class SignedInputQuant(Int8ActPerTensorFixedPoint):
+    """Rule 2 for signed inputs: int8 with the constant scale 2**-7, so q / 128 enters as q."""
+
+    scaling_impl_type = ScalingImplType.CONST
+    scaling_const = 1.0
+    max_val = 1.0
+    min_val = -1.0

@@ -90,9 +90,9 @@ def lr_at(tc: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return 0.5 * tc.lr * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / total)))
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels p -> p/256 (contract rule 2)."""
-    return images.float() / 256.0
+def to_input(images: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """uint8 pixels p -> p/256, or int8 values q -> q/128 (contract rule 2)."""
+    return images.float() / (128.0 if signed else 256.0)
 
 
 def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -193,12 +193,21 @@ def augment(batch: torch.Tensor, gen: torch.Generator, crop_scale: float = 1.0,
     return out.round().clamp(0, 255) / 256.0
 
 
+def batch_input(batch: torch.Tensor, gen: torch.Generator, tc: TrainConfig, config: ModelConfig) -> torch.Tensor:
+    """A training batch as the model's float input: augmented images, or (no augmentation, or
+    signed tensors that are not images) the centre crop as it is."""
+    if tc.augment and not config.in_signed and len(config.in_shape) == 3:
+        return augment(batch, gen, tc.crop_scale, config.in_shape)
+    return to_input(crop(batch, config.in_shape), config.in_signed)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Logits for a split's uint8 images, centre-cropped to the model's input shape."""
     model.eval()
     x = torch.as_tensor(np.ascontiguousarray(crop(np.asarray(images), model.config.in_shape)))
-    return torch.cat([model(to_input(x[i:i + batch])) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
+    signed = model.config.in_signed
+    return torch.cat([model(to_input(x[i:i + batch], signed)) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
 
 
 def evaluate_loss(model: nn.Module, split: Split) -> tuple[float, float]:
@@ -276,12 +285,12 @@ def batch_norms(model: nn.Module) -> list[nn.Module]:
 BN_REFRESH_IMAGES = 2048  # training images (augmented, seeded) that re-estimate batch norm for an averaged model
 
 
-def bn_batches(images: torch.Tensor, tc: TrainConfig, shape: tuple[int, ...]) -> list[torch.Tensor]:
+def bn_batches(images: torch.Tensor, tc: TrainConfig, config: ModelConfig) -> list[torch.Tensor]:
     """The same BN_REFRESH_IMAGES training images each epoch, augmented from their own seeded
     generator (the training's random stream is untouched), in batches of `tc.batch`."""
     gen = torch.Generator().manual_seed(tc.seed + 1)
     idx = torch.randperm(len(images), generator=gen)[:BN_REFRESH_IMAGES]
-    prep = (lambda b: augment(b, gen, tc.crop_scale, shape)) if tc.augment else (lambda b: to_input(crop(b, shape)))
+    prep = lambda b: batch_input(b, gen, tc, config)
     return [prep(images[idx[i:i + tc.batch]]) for i in range(0, len(idx), tc.batch)]
 
 
@@ -385,6 +394,10 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     if bool(teachers) != (tc.distill > 0):
         raise ConfigError("distillation needs both teachers and a weight: give --teacher CKPT with --distill ALPHA (0 < ALPHA <= 1), or neither")
     tc.validate()
+    if (train_split.images.dtype == np.int8) != config.in_signed:
+        raise ConfigError(f"the data holds {train_split.images.dtype} inputs, but the model takes "
+                          f"{'signed int8' if config.in_signed else 'unsigned uint8'} ones; set \"in_signed\": "
+                          f"{str(train_split.images.dtype == np.int8).lower()} in the architecture, or give matching data")
     teacher_models = load_teachers(teachers, [r.get("path", "?") for r in (teacher_records or [{}] * len(teachers))],
                                    train_split.class_names) if teachers else []
     resume_path = out.with_suffix(".resume.pt")
@@ -434,8 +447,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False)
             for s in bar:
                 idx = perm[s * tc.batch:(s + 1) * tc.batch]
-                x = (augment(images[idx], gen, tc.crop_scale, config.in_shape) if tc.augment
-                     else to_input(crop(images[idx], config.in_shape)))
+                x = batch_input(images[idx], gen, tc, config)
                 if tc.erase:
                     x = random_erase(x, gen, tc.erase)
                 y = labels[idx]
@@ -467,7 +479,7 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
                 correct += float((logits.argmax(1) == labels[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            kept = model if average is None else average.model(model, bn_batches(images, tc, config.in_shape) if batch_norms(model) else [])  # what a checkpoint of this epoch holds
+            kept = model if average is None else average.model(model, bn_batches(images, tc, config) if batch_norms(model) else [])  # what a checkpoint of this epoch holds
             val_loss, val_acc = evaluate_loss(kept, val_split)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "elapsed": time.time() - t_start}
