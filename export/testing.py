@@ -2,7 +2,9 @@
 
 `model_specs()` draws a `RandomModel` (a layer sequence from the vocabulary: padded and strided
 convs with folded batch norm and per-channel scales, max/average/global pools, NP and P linear
-layers; channels, kernels 1-5, bit widths 2-8, sparsity 0-95%, a seed); `materialize(spec,
+layers; channels, kernels 1-5, bit widths 2-8, sparsity 0-95%, a seed; with the "standard"
+vocabulary also residual blocks, grouped and depthwise convs, kh x kw kernels with per-axis strides
+and pads, averages over any count, H x W inputs and signed int8 inputs); `materialize(spec,
 folder)` builds the Brevitas model with weights that include +-max and all-zero rows, exports it
 to ONNX and compiles it, returning the ONNX path and the plan. Needs hypothesis (the `test` extra).
 """
@@ -29,14 +31,19 @@ class RandomModel:
         def one(l: LayerSpec) -> str:
             if l.kind == "conv":
                 return (f"conv({l.out},k{l.kernel},s{l.stride},p{l.padding},w{l.w_bits},a{l.a_bits}"
-                        f"{',bn' if l.bn else ''}{',pc' if l.per_channel else ''})")
+                        f"{f',g{l.groups}' if l.groups > 1 else ''}{',bn' if l.bn else ''}{',pc' if l.per_channel else ''})")
+            if l.kind == "residual":
+                return f"residual({l.out},s{l.stride},w{l.w_bits},a{l.a_bits}{',bn' if l.bn else ''})"
             if l.kind == "linear":
                 return f"linear({l.out},w{l.w_bits},a{l.a_bits},{l.cls},{l.sparsity:.2f}{',pc' if l.per_channel else ''})"
             return f"{l.kind}({l.kernel})" if l.kind in ("maxpool", "avgpool") else l.kind
-        return f"RandomModel(in={self.config.in_shape}, seed={self.seed}, [{', '.join(one(l) for l in self.config.layers)}])"
+        signed = ", int8" if self.config.in_signed else ""
+        return f"RandomModel(in={self.config.in_shape}{signed}, seed={self.seed}, [{', '.join(one(l) for l in self.config.layers)}])"
 
 
-VOCABULARIES = ("full", "basic")  # basic: valid stride-1 convs, 2x2 max-pool, per-tensor scales (today's hardware)
+# basic: valid stride-1 convs, 2x2 max-pool, per-tensor scales; full: the chain vocabulary below;
+# standard: full plus what MLPerf Tiny's models need (residual blocks, groups, per-axis kernels, any average, any input)
+VOCABULARIES = ("full", "basic", "standard")
 
 
 @st.composite
@@ -48,6 +55,8 @@ def model_specs(draw, max_size: int = 10, classes: int | None = None, w_bits: in
     per-channel weight scales, k x k max-pools, 2x2 average pools and global average pools."""
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary {vocabulary!r}: use one of {VOCABULARIES}")
+    if vocabulary == "standard":
+        return draw(_standard_specs(max_size, classes, w_bits, a_bits))
     full = vocabulary == "full"
     bits = lambda fixed: st.just(fixed) if fixed is not None else st.integers(2, 8)
     c = draw(st.integers(1, 3))
@@ -71,6 +80,13 @@ def model_specs(draw, max_size: int = 10, classes: int | None = None, w_bits: in
             h //= pk
     if full and h * h & (h * h - 1) == 0 and draw(st.booleans()):
         layers.append(LayerSpec("gap", a_bits=draw(bits(a_bits))))
+    return _head(draw, layers, ModelConfig("random", [], 0, (c, size, size)), classes, w_bits, a_bits, pruned, full)
+
+
+def _head(draw, layers: list[LayerSpec], cfg: ModelConfig, classes: int | None, w_bits: int | None, a_bits: int | None,
+          pruned: bool | None, full: bool) -> RandomModel:
+    """Flatten, an optional hidden NP or P linear layer, the logits; the drawn model."""
+    bits = lambda fixed: st.just(fixed) if fixed is not None else st.integers(2, 8)
     layers.append(LayerSpec("flatten"))
     want_p = draw(st.booleans()) if pruned is None else pruned
     if want_p or draw(st.booleans()):
@@ -80,8 +96,49 @@ def model_specs(draw, max_size: int = 10, classes: int | None = None, w_bits: in
                                 cls=cls, sparsity=sparsity, per_channel=full and draw(st.booleans())))
     n = classes or draw(st.integers(2, 5))
     layers.append(LayerSpec("linear", n, w_bits=draw(bits(w_bits)), relu=False))
-    cfg = ModelConfig("random", layers, n, (c, size, size))
+    cfg = ModelConfig("random", layers, n, cfg.in_shape, in_signed=cfg.in_signed)
     return RandomModel(cfg.validate(), draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def _standard_specs(draw, max_size: int, classes: int | None, w_bits: int | None, a_bits: int | None) -> RandomModel:
+    """The "standard" vocabulary: an H x W input (uint8, or int8 at 2^-7), then up to three of conv
+    (kh x kw, per-axis stride and pad, groups: 1, some, or depthwise), residual block and pool
+    (max, or an average over any kh x kw count), an optional global average, the linear head."""
+    bits = lambda fixed: st.just(fixed) if fixed is not None else st.integers(2, 8)
+    in_shape = (draw(st.integers(1, 3)), draw(st.integers(3, max_size)), draw(st.integers(3, max_size)))
+    shape, layers = in_shape, []
+    for _ in range(draw(st.integers(1, 3))):
+        c, h, w = shape
+        what = draw(st.sampled_from(["conv", "conv", "residual", "pool"]))
+        if what == "conv":
+            kh, kw = draw(st.integers(1, min(5, h))), draw(st.integers(1, min(5, w)))
+            groups = draw(st.sampled_from(sorted({1, c} | {g for g in (2, 3) if c % g == 0})))
+            out = groups * draw(st.integers(1, 2 if groups > 1 else 4))
+            pad = "same" if kh % 2 and kw % 2 and draw(st.booleans()) else [draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))]
+            l = LayerSpec("conv", out, [kh, kw], draw(bits(w_bits)), draw(bits(a_bits)), stride=[draw(st.integers(1, 2)), draw(st.integers(1, 2))],
+                          padding=pad, groups=groups, bn=draw(st.booleans()), per_channel=draw(st.booleans()))
+        elif what == "residual":
+            l = LayerSpec("residual", draw(st.integers(1, 4)), w_bits=draw(bits(w_bits)), a_bits=draw(bits(a_bits)),
+                          stride=draw(st.integers(1, 2)), bn=draw(st.booleans()), per_channel=draw(st.booleans()))
+        elif h >= 2 and w >= 2:
+            kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+            l = LayerSpec(kind, kernel=[draw(st.integers(1, min(3, h))), draw(st.integers(2, min(3, w)))], a_bits=draw(bits(a_bits)))
+        else:
+            continue
+        try:
+            l.unit.validate(l, "drawn layer")
+            new = l.unit.out_shape(l, shape, "drawn layer")
+        except ValueError:  # e.g. groups that do not divide the channels
+            continue
+        if min(new) < 1:
+            continue
+        layers.append(l)
+        shape = new
+    if draw(st.booleans()):
+        layers.append(LayerSpec("gap", a_bits=draw(bits(a_bits))))
+    return _head(draw, layers, ModelConfig("random", [], 0, in_shape, in_signed=draw(st.booleans())),
+                 classes, w_bits, a_bits, None, True)
 
 
 def _set_weights(model, spec: RandomModel) -> None:
@@ -149,7 +206,8 @@ def materialize(spec: RandomModel, folder: str | Path) -> tuple[Path, Plan]:
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():  # let the activation quantizers see data (their scales stay powers of two)
         for _ in range(3):
-            x = torch.randint(0, 256, (8, *spec.config.in_shape), generator=gen).float() / 256.0
+            x = torch.randint(0, 256, (8, *spec.config.in_shape), generator=gen).float()
+            x = (x - 128) / 128.0 if spec.config.in_signed else x / 256.0
             model(x)
     model.eval()
     path = export_model(model, {"class_names": json.dumps([f"class{i}" for i in range(spec.config.num_classes)])},
@@ -158,10 +216,12 @@ def materialize(spec: RandomModel, folder: str | Path) -> tuple[Path, Plan]:
 
 
 def random_images(plan: Plan, n: int, seed: int = 0) -> np.ndarray:
-    """uint8 images with the extremes 0 and 255 included."""
+    """Integer inputs of the plan's type (uint8, or int8 for a signed input) with both extremes included."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(n, *plan.input_shape), dtype=np.uint8)
+    t = plan.input_type
+    lo, hi = (-(1 << (t.bits - 1)), (1 << (t.bits - 1)) - 1) if t.signed else (0, (1 << t.bits) - 1)
+    x = rng.integers(lo, hi + 1, size=(n, *plan.input_shape)).astype(np.int8 if t.signed else np.uint8)
     if n >= 2:
-        x[0] = 0
-        x[1] = 255
+        x[0] = lo
+        x[1] = hi
     return x
