@@ -102,7 +102,9 @@ def train_to_out(args) -> int:
                           "or choose another --out")
     if args.distill is not None and not args.teacher:
         raise ConfigError(f"--distill {args.distill}: distillation needs both teachers and a weight; give --teacher CKPT too, or drop --distill")
-    init = checkpoint.load(args.init) if args.qat else None
+    init = checkpoint.load(args.init) if args.init else None
+    if init is not None and init["config"].get("quantized"):
+        raise ConfigError(f"{args.init}: a quantized checkpoint; --init takes a float one (QAT starts from float weights)")
     teachers = [checkpoint.load(t) for t in args.teacher or []]  # before the data: a bad path fails at once
     if init is not None:
         cfg = ModelConfig.from_dict(init["config"])
@@ -112,7 +114,7 @@ def train_to_out(args) -> int:
                     l.sparsity = args.sparsity
         if args.config is not None:
             apply_overrides(cfg, args.config)
-        cfg = quantized_twin(cfg).validate()
+        cfg = quantized_twin(cfg).validate() if args.qat else cfg.validate()
     else:
         cfg = named_config(args.arch, args.config, sparsity=args.sparsity)
     if args.teacher and args.distill is None:
@@ -123,7 +125,7 @@ def train_to_out(args) -> int:
     tr = read_split(args.data, "train", classes, shape=cfg.in_shape)
     va = read_split(args.data, "val", tr.class_names, shape=cfg.in_shape)
     if init is not None and tr.class_names != init["class_names"]:
-        raise ConfigError(f"{args.init} was trained on classes {', '.join(init['class_names'])}; QAT needs the same ones in "
+        raise ConfigError(f"{args.init} was trained on classes {', '.join(init['class_names'])}; training from it needs the same ones in "
                           f"the same order, not {', '.join(tr.class_names)} (drop --classes or train a float model on them)")
     n = len(tr.class_names)
     if cfg.num_classes != n:  # a --classes subset: one logit per class
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(p)
     add_train_args(p)
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning (needs --init)")
-    p.add_argument("--init", default=None, help="float checkpoint to start QAT from")
+    p.add_argument("--init", default=None, help="float checkpoint to start from: with --qat, QAT of its quantized twin (batch "
+                                                "norm folded); without, float training warm-started from its weights (a "
+                                                "second schedule, e.g. a restart of the cosine at a lower learning rate)")
     p.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
                    help="knowledge distillation from these checkpoints (e.g. the float Adam and SGD runs): the student "
                         "also learns their mean softmax on each augmented batch (see --distill); recorded in the checkpoint")

@@ -405,7 +405,11 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
     torch.use_deterministic_algorithms(True)
     model = build(config)
     fold_record = None
-    if init is not None:  # QAT from a float checkpoint: same parameter names, quantizer params extra
+    if init is not None and not config.quantized:  # a float warm start: the same model, its weights
+        if ModelConfig.from_dict(init["config"]).to_dict() != config.to_dict():
+            raise ConfigError("the float checkpoint to start from describes another model; warm-start the same architecture")
+        model.load_state_dict(init["state_dict"])
+    elif init is not None:  # QAT from a float checkpoint: same parameter names, quantizer params extra
         init_state, fold_record = folded_init(init, val_split)
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected or any(k in model_keys(config, quantized=False) for k in missing):
