@@ -92,7 +92,7 @@ def cmd_train(args) -> int:
 
 def train_to_out(args) -> int:
     from quant import checkpoint
-    from quant.data import check_model_input, read_split
+    from quant.data import DataError, check_model_input, read_split
     from dataclasses import replace
 
     from quant.model import ConfigError, ModelConfig, apply_overrides, named_config, quantized_twin
@@ -128,6 +128,8 @@ def train_to_out(args) -> int:
         raise ConfigError(f"{args.init} was trained on classes {', '.join(init['class_names'])}; training from it needs the same ones in "
                           f"the same order, not {', '.join(tr.class_names)} (drop --classes or train a float model on them)")
     n = len(tr.class_names)
+    if n < 2:
+        raise DataError(f"{args.data}: the training data holds one class ({tr.class_names[0]}); a classifier needs two or more")
     if cfg.num_classes != n:  # a --classes subset: one logit per class
         cfg = replace(cfg, num_classes=n, layers=[*cfg.layers[:-1], replace(cfg.layers[-1], out=n)]).validate()
     print(f"data: {len(tr)} train / {len(va)} val images, classes {', '.join(tr.class_names)}"

@@ -146,7 +146,13 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int | tupl
     names = resolve_classes(found, classes, folder)
     images, labels, files, skipped = [], [], [], 0
     for i, name in enumerate(names):
-        listed = sorted(p for p in found[name].iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = sorted(p for p in found[name].iterdir() if not p.name.startswith("."))
+        for p in entries:
+            if not p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:  # a folder named *.jpg, a broken or looping link
+                warnings.warn(f"skipped {p}: not a readable file ({'a folder' if p.is_dir() else 'a broken or looping link'})",
+                              stacklevel=2)
+                skipped += 1
+        listed = [p for p in entries if p.is_file()]
         paths = [p for p in listed if keep(p)] if keep else listed
         n_before = len(labels)
         for p in paths:

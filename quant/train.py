@@ -448,41 +448,42 @@ def train(config: ModelConfig, train_split: Split, val_split: Split, tc: TrainCo
             model.train()
             perm = torch.randperm(len(labels), generator=gen)
             loss_sum = correct = seen = 0.0
-            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False)
-            for s in bar:
-                idx = perm[s * tc.batch:(s + 1) * tc.batch]
-                x = batch_input(images[idx], gen, tc, config)
-                if tc.erase:
-                    x = random_erase(x, gen, tc.erase)
-                y = labels[idx]
-                mixed = None
-                if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:
-                    mixed = cutmix(x, y, gen)
-                elif tc.mixup:
-                    mixed = mixup(x, y, gen, tc.mixup)
-                if mixed is not None:
-                    x, y_b, keep = mixed
-                    logits = model(x)
-                    loss = (keep * nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
-                            + (1 - keep) * nn.functional.cross_entropy(logits, y_b, label_smoothing=tc.label_smoothing))
-                else:
-                    logits = model(x)
-                    loss = nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
-                if teacher_models:
-                    loss = (1 - tc.distill) * loss + tc.distill * distill_loss(logits, teacher_models, x, tc.distill_temp)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(tc, epoch * steps + s, steps)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if pruner is not None:
-                    pruner.step()
-                if average is not None:
-                    average.update(model, pruner)
-                loss_sum += loss.item() * len(idx)
-                correct += float((logits.argmax(1) == labels[idx]).sum())
-                seen += len(idx)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            # a `with` bar is closed (and erased) before any error line is printed
+            with tqdm(range(steps), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and bars), leave=False) as bar:
+                for s in bar:
+                    idx = perm[s * tc.batch:(s + 1) * tc.batch]
+                    x = batch_input(images[idx], gen, tc, config)
+                    if tc.erase:
+                        x = random_erase(x, gen, tc.erase)
+                    y = labels[idx]
+                    mixed = None
+                    if tc.cutmix and float(torch.rand(1, generator=gen)) < tc.cutmix:
+                        mixed = cutmix(x, y, gen)
+                    elif tc.mixup:
+                        mixed = mixup(x, y, gen, tc.mixup)
+                    if mixed is not None:
+                        x, y_b, keep = mixed
+                        logits = model(x)
+                        loss = (keep * nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                                + (1 - keep) * nn.functional.cross_entropy(logits, y_b, label_smoothing=tc.label_smoothing))
+                    else:
+                        logits = model(x)
+                        loss = nn.functional.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                    if teacher_models:
+                        loss = (1 - tc.distill) * loss + tc.distill * distill_loss(logits, teacher_models, x, tc.distill_temp)
+                    for group in opt.param_groups:
+                        group["lr"] = lr_at(tc, epoch * steps + s, steps)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    if pruner is not None:
+                        pruner.step()
+                    if average is not None:
+                        average.update(model, pruner)
+                    loss_sum += loss.item() * len(idx)
+                    correct += float((logits.argmax(1) == labels[idx]).sum())
+                    seen += len(idx)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
             kept = model if average is None else average.model(model, bn_batches(images, tc, config) if batch_norms(model) else [])  # what a checkpoint of this epoch holds
             val_loss, val_acc = evaluate_loss(kept, val_split)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,

@@ -236,3 +236,14 @@ def test_a_bad_npz_file_is_one_error_naming_it(tmp_path, arrays, match):
     (tmp_path / "val.npz").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable .npz"):
         load_split(tmp_path, "val", shape=(1, 4, 4))
+
+
+def test_a_folder_named_like_an_image_and_a_looping_link_are_skipped_with_a_warning(tmp_path):
+    split_dataset(tmp_path)
+    (tmp_path / "train" / "cat" / "album.jpg").mkdir()
+    (tmp_path / "train" / "cow" / "loop.png").symlink_to(tmp_path / "train" / "cow" / "loop.png")
+    with pytest.warns(UserWarning) as rec:
+        tr = read_split(tmp_path, "train")
+    said = " ".join(str(w.message) for w in rec)
+    assert "album.jpg: not a readable file (a folder)" in said and "loop.png: not a readable file (a broken or looping link)" in said
+    assert tr.skipped == 2 and len(tr) == 20

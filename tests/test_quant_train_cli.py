@@ -9,6 +9,7 @@ import shutil
 import warnings
 
 import pytest
+import torch
 
 from quant import checkpoint
 from quant.__main__ import main
@@ -192,9 +193,10 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
 
 def test_an_architecture_with_another_input_is_refused_before_the_data_is_read(tmp_path, capsys):
     out = tmp_path / "f.pt"
-    arch = arch_file(tmp_path / "small.json", TINY, in_shape=[3, 32, 32])
+    arch = arch_file(tmp_path / "small.json", TINY, in_shape=[2, 32, 32])
+    (tmp_path / "no_data").mkdir()
     assert train(tmp_path / "no_data", arch, out) == 2
-    one_line_error(capsys, "architecture 'small' takes 3x32x32 images (C x H x W), but the data loader makes 3x64x64")
+    one_line_error(capsys, "architecture 'small': the model takes 2x32x32 inputs, which are not grey (1xHxW) or RGB")
     assert not out.exists()
 
 
@@ -203,3 +205,22 @@ def test_mixup_trains_and_is_recorded(tiny, tmp_path):
     out = tmp_path / "mix.pt"
     assert train(data, arch, out, "--mixup", "0.2") == 0
     assert checkpoint.load(out)["train"]["mixup"] == 0.2
+
+
+def test_a_float_warm_start_continues_from_the_checkpoints_weights(tiny, tmp_path, capsys):
+    data, _, float_pt = tiny
+    out = tmp_path / "again.pt"
+    assert main(["train", "--data", str(data), "--init", str(float_pt), *FAST, "--lr", "1e-9", "--out", str(out)]) == 0
+    ck, fl = checkpoint.load(out), checkpoint.load(float_pt)
+    assert not ck["config"]["quantized"] and ck["config"] == fl["config"] and ck["init"]["path"] == str(float_pt)
+    for k, v in fl["state_dict"].items():  # at a learning rate of 1e-9 one epoch leaves the weights where they were
+        assert torch.allclose(ck["state_dict"][k].float(), v.float(), atol=1e-6), k
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--init", str(tmp_path / "nope.pt"), *FAST, "--out", str(tmp_path / "x.pt")]) == 2
+    one_line_error(capsys, "nope.pt: no such checkpoint")
+
+
+def test_a_data_set_of_one_class_is_refused(tmp_path, capsys):
+    data = split_dataset(tmp_path / "data", classes=("cat",))
+    assert train(data, arch_file(tmp_path / "t.json", TINY), tmp_path / "f.pt") == 2
+    one_line_error(capsys, "the training data holds one class (cat); a classifier needs two or more")
