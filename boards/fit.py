@@ -322,6 +322,7 @@ def accelerator_demand(plan, rows: int, cols: int, *, lanes: int | None = None, 
     logic = rows * cols * LUTS_PER_PE_ACC_BIT * acc_width + BASE_LOGIC_LUTS
     logic += max(0, res["sparse_lanes"] - 1) * LUTS_PER_SPARSE_LANE
     logic += max(0, len(res["buffers"]) - 2) * LUTS_PER_EXTRA_BUFFER_COL * cols
+    logic += res["adds"] * LUTS_PER_ADD_COL * cols
     mems = memories_of(Accelerator(plan, config)) if memories else ()
     return Demand(mems, res["multipliers"], (res["act_width"] + 1, _w_width(plan)), logic)
 
@@ -335,6 +336,9 @@ LUTS_PER_SPARSE_LANE = 390
 # and a rotator) and their sequencers: an allowance, not measured per buffer. Without it the
 # tiny test model's auto array on the UP5K synthesised to 5,173 of 5,280 LCs and did not place.
 LUTS_PER_EXTRA_BUFFER_COL = 120
+# residual adds on the store (hw.residual): per array column a 9-bit and an accumulator-wide
+# requantizer, the shifted add and the skip bus's data mux; an allowance, not measured
+LUTS_PER_ADD_COL = 200
 
 
 def _w_width(plan) -> int:

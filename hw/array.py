@@ -27,6 +27,8 @@ from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout, shift_word
+from hw.residual import SKIP_LATENCY, AddOnStore, add_layout, identity_config
+from hw.residual import LATENCY as ADD_LATENCY
 from hw.window import WindowFeatures, WindowGenerator, window_config, window_layout
 
 AVERAGES = ("avgpool", "globalavgpool")  # pools the array runs as convs (as_conv)
@@ -147,11 +149,12 @@ class SystolicArray(wiring.Component):
 
 
 def array_pass_layout(addr_width: int, acc_width: int, act_width: int, window: WindowFeatures = WindowFeatures(),
-                      per_channel: bool = False) -> data.StructLayout:
+                      per_channel: bool = False, adds: bool = False) -> data.StructLayout:
     return data.StructLayout({
         "win": window_layout(addr_width, window),
         "rq": requant_layout(acc_width, act_width, per_channel),
         "logits": 1,  # the last layer: raw accumulators of column 0 go to the logits memory
+        **({"add": add_layout(act_width, acc_width)} if adds else {}),  # hw.residual
     })
 
 
@@ -168,6 +171,8 @@ class ArrayEngine(wiring.Component):
     requantizers. With `shift_words` (per-channel requantization) a word of `rows` shift_layout
     entries beside each bias word travels the same way. Taps outside the map (`window.pad`) are
     zeroed in front of the operand registers; with strides, output j of a tile is column j*stride.
+    With `adds`, every written vector goes through hw.residual's AddOnStore, which adds the vector
+    read on the skip bus at the same addresses when the pass stores a residual add.
     """
 
     @staticmethod
@@ -177,26 +182,40 @@ class ArrayEngine(wiring.Component):
         return 1 + READ_LATENCY + SystolicArray.ACC_DELAY + SystolicArray.drain_wait(config.rows)
 
     @staticmethod
-    def drain_stages(config: ArrayConfig) -> int:
-        """A drained row's trip to the write: the de-skew, the requantizers."""
+    def requant_stages(config: ArrayConfig) -> int:
+        """A drained row's trip to its requantized outputs: the de-skew, the requantizers."""
         return LATENCY + SystolicArray.out_delay(config.cols)
 
     @staticmethod
-    def latency(config: ArrayConfig) -> int:
+    def skip_wait(config: ArrayConfig) -> int:
+        """With adds: cycles the requantized outputs wait for the skip vector, whose read starts
+        (READ_LATENCY, then the skip's requantizer) no earlier than the drain."""
+        return max(0, READ_LATENCY + SKIP_LATENCY - ArrayEngine.requant_stages(config))
+
+    @staticmethod
+    def drain_stages(config: ArrayConfig, adds: bool = False) -> int:
+        """A drained row's trip to the write: the de-skew, the requantizers (with adds: the wait
+        for the skip vector, the add's requantizer)."""
+        extra = ArrayEngine.skip_wait(config) + ADD_LATENCY if adds else 0
+        return ArrayEngine.requant_stages(config) + extra
+
+    @staticmethod
+    def latency(config: ArrayConfig, adds: bool = False) -> int:
         """Cycles from the last reduction step's issue to `done`, besides the last tile's drain
         (one cycle per output channel it holds): the tile's tag, then the last drained row's trip
         to the write, the first idle cycle, quiet()."""
-        return ArrayEngine.tile_stages(config) + ArrayEngine.drain_stages(config) + 1 + QUIET_LATENCY
+        return ArrayEngine.tile_stages(config) + ArrayEngine.drain_stages(config, adds) + 1 + QUIET_LATENCY
 
     def __init__(self, config: ArrayConfig, addr_width: int, act_width: int, w_width: int, acc_width: int,
                  weight_words: list[int], bias_words: list[int], *, window: WindowFeatures = WindowFeatures(),
-                 shift_words: list[int] | None = None):
-        self.config, self.addr_width, self.window = config, addr_width, window
+                 shift_words: list[int] | None = None, adds: bool = False):
+        self.config, self.addr_width, self.window, self.adds = config, addr_width, window, adds
         self.act_width, self.w_width, self.acc_width = act_width, w_width, acc_width
         self.weight_words, self.bias_words, self.shift_words = weight_words or [0], bias_words or [0], shift_words
         super().__init__(EngineSignature(addr_width, cols=config.cols, act_width=act_width, acc_width=acc_width,
-                                         cfg=array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words)),
-                                         reads=True, writes=True, logit=Out))
+                                         cfg=array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words),
+                                                               adds),
+                                         reads=True, writes=True, logit=Out, skips=adds))
 
     def elaborate(self, platform):
         m = Module()
@@ -265,15 +284,24 @@ class ArrayEngine(wiring.Component):
                          ncols.eq(s_drain.ncols), biases.eq(bdata)]
             if per_channel:
                 m.d.sync += shifts.eq(sdata)
-        tags = delay_line(m, drain, self.drain_stages(self.config), "drain")
-        out = tags[-1]
+        tags = delay_line(m, drain, self.drain_stages(self.config, self.adds), "drain")
+        out = tags[self.requant_stages(self.config) - 1]
         # output j of the tile: column j * stride
         strides = range(1, self.window.max_stride + 1)
         outputs = [qs[c].q if self.window.max_stride == 1 else
                    Array([qs[c * s].q if c * s < cols else 0 for s in strides])[self.cfg.win.stride_m1]
                    for c in range(cols)]
-        m.d.comb += [self.wr.valid.eq(out.valid & ~self.cfg.logits), self.wr.addr.eq(out.addr),
-                     self.wr.count.eq(out.count), *(self.wr.data[c].eq(outputs[c]) for c in range(cols)),
+        written = tags[-1]
+        if self.adds:  # the skip vector at the write's addresses, read to meet the outputs
+            aos = m.submodules.add = AddOnStore(cols, self.act_width, accw)
+            wait = self.skip_wait(self.config)
+            issue = len(tags) - ADD_LATENCY - SKIP_LATENCY - READ_LATENCY  # tags[issue - 1] is that far ahead
+            m.d.comb += [self.skip_addr.eq((tags[issue - 1] if issue else drain).addr), aos.cfg.eq(self.cfg.add),
+                         aos.skip.eq(self.skip_data)]
+            m.d.comb += [aos.q[c].eq(delayed(m, outputs[c], wait, f"q{c}_wait", reset_less=True)) for c in range(cols)]
+            outputs = list(aos.out)
+        m.d.comb += [self.wr.valid.eq(written.valid & ~self.cfg.logits), self.wr.addr.eq(written.addr),
+                     self.wr.count.eq(written.count), *(self.wr.data[c].eq(outputs[c]) for c in range(cols)),
                      self.logit.valid.eq(out.valid & self.cfg.logits), self.logit.addr.eq(out.addr),
                      self.logit.data.eq(qs[0].raw)]
 
@@ -282,13 +310,18 @@ class ArrayEngine(wiring.Component):
 
 
 def as_conv(l: Layer) -> Layer:
-    """An average pool as the conv the array runs, bit-exact: no bias, the pool's shift, no ReLU.
+    """An average pool (or an activation requantizer) as the conv the array runs, bit-exact: no
+    bias, the layer's shift, no ReLU (a requantizer keeps its own).
 
     A global pool over a square map with one shift is one 1-channel conv over the buffer read as
     a (1, C*H, W) image: an H x H window of ones, stride H, one output per channel (H*H weights,
     one output column, so no stride hardware). Otherwise weight[c, c] = 1 over the window (a k x k
     window, stride k; the global pool one window over the map, zero-padded to a square): C times
     the additions it needs, and C*C*k*k weights."""
+    if l.kind == "requant":  # acc = x: an identity 1x1 conv into the layer's requantizer
+        c = l.in_shape[0]
+        return replace(l, kind="conv2d", weight=np.eye(c, dtype=np.int8).reshape(c, c, 1, 1),
+                       bias=np.zeros(c, dtype=np.int64), w_type=IntType(2, True, 0))
     c, h, w = l.in_shape
     if l.kind == "globalavgpool" and h == w and np.ndim(l.shift) == 0:
         return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=h, stride=h,
@@ -332,13 +365,15 @@ class ArrayUnit(EngineUnit):
     memories = ("array_weights", "array_biases", "array_shifts")
 
     def runs(self, layer) -> bool:
-        return layer.kind in ("conv2d", *AVERAGES) or (layer.kind == "linear" and layer.sparse is None)
+        return (layer.kind in ("conv2d", *AVERAGES) or (layer.kind == "linear" and layer.sparse is None)
+                or (layer.kind == "requant" and len(layer.in_shape) == 3))
 
     def lower(self, i, layer, ctx) -> Lowered:
         """The layer's window constants; its weight, bias (and shift) words appended to the memories."""
         # an average pool's useful work: one addition per input element it sums
-        macs = layer.macs_dense if layer.kind not in AVERAGES else int(np.prod(layer.out_shape)) * layer.unit.count(layer)
-        l = as_conv(layer) if layer.kind in AVERAGES else layer
+        macs = (layer.macs_dense if layer.kind not in (*AVERAGES, "requant") else
+                int(np.prod(layer.out_shape)) * (layer.unit.count(layer) if layer.kind in AVERAGES else 1))
+        l = as_conv(layer) if layer.kind in (*AVERAGES, "requant") else layer
         rows, cols, img = ctx.config.rows, ctx.config.cols, ctx.images
         if l.kind == "conv2d":
             if len(l.in_shape) != 3:
@@ -370,10 +405,13 @@ class ArrayUnit(EngineUnit):
         last_row = min(h - 1, (oh - 1) * sy + kh - 1 - pad[0])
         last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + kw - 1 - pad[1])
         top = (cin - 1) * h * w + last_row * w + last_col
-        return Lowered({"win": win, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}, macs, top)
+        cfg = {"win": win, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}
+        if ctx.adds is not None:  # a store that adds (hw.graph fused it), or passes its outputs on
+            cfg["add"] = ctx.adds.get(i) or identity_config(layer.out, ctx.act_width, ctx.acc_width)
+        return Lowered(cfg, macs, top)
 
     def latency(self, s) -> int:
-        return ArrayEngine.latency(s.config)
+        return ArrayEngine.latency(s.config, s.adds)
 
     def issue_cycles(self, p, s) -> int:
         """k steps per tile, tiles at least SystolicArray.tile_period apart."""
@@ -408,4 +446,4 @@ class ArrayUnit(EngineUnit):
     def build(self, s) -> ArrayEngine:
         img = s.images
         return ArrayEngine(s.config, s.addr_width, s.act_width, s.w_width, s.acc_width, img["array_weights"],
-                           img["array_biases"], window=s.window, shift_words=img["array_shifts"])
+                           img["array_biases"], window=s.window, shift_words=img["array_shifts"], adds=s.adds)

@@ -42,25 +42,29 @@ class EngineSignature(wiring.Signature):
     """The ports of an engine. Every engine: `start` (a pass begins; its constants are on `cfg`
     until `done`) and `done` (one cycle: the pass is over). Where it has them: `cfg`, the pass's
     constants; the activation read bus `raddr` / `rdata` (`reads`: rdata[c], sign-extended, is
-    the element at raddr + c, READ_LATENCY cycles after raddr); the write bus `wr` (`writes`,
-    hw.memories.write_layout); the logit bus `logit` (Out: the engine writes raw accumulators of
-    the last layer, In: it stores them). `external` members are the top level's ports of the same
-    name (the pixel and logit streams)."""
+    the element at raddr + c, READ_LATENCY cycles after raddr); the skip read bus `skip_addr` /
+    `skip_data` (`skips`: a second read bus, of the same timing, for the tensor a residual add
+    reads; hw.residual); the write bus `wr` (`writes`, hw.memories.write_layout); the logit bus
+    `logit` (Out: the engine writes raw accumulators of the last layer, In: it stores them).
+    `external` members are the top level's ports of the same name (the pixel and logit streams)."""
 
     def __init__(self, addr_width: int, *, cols: int = 1, act_width: int = 8, acc_width: int | None = None,
                  cfg: data.StructLayout | None = None, reads: bool = False, writes: bool = False,
-                 logit: wiring.Flow | None = None, **external: wiring.Member):
+                 logit: wiring.Flow | None = None, skips: bool = False, **external: wiring.Member):
         if addr_width < 1 or cols < 1 or act_width < 1:
             raise ValueError(f"addr_width, cols and act_width must be positive, got {addr_width}, {cols}, {act_width}")
         if logit not in (None, In, Out) or (logit is not None) != (acc_width is not None):
             raise ValueError("a logit bus is In or Out and needs acc_width; no logit bus, no acc_width")
         self.addr_width, self.cols, self.act_width, self.acc_width = addr_width, cols, act_width, acc_width
         self.cfg, self.reads, self.writes, self.logit, self.external = cfg, reads, writes, logit, dict(external)
+        self.skips = skips
         members = {"start": In(1)}
         if cfg is not None:
             members["cfg"] = In(cfg)
         if reads:
             members.update(raddr=Out(addr_width), rdata=In(data.ArrayLayout(signed(act_width + 1), cols)))
+        if skips:
+            members.update(skip_addr=Out(addr_width), skip_data=In(data.ArrayLayout(signed(act_width + 1), cols)))
         if logit is In:
             members["logit"] = In(logit_layout(addr_width, acc_width))
         members.update(external)
@@ -73,13 +77,13 @@ class EngineSignature(wiring.Signature):
 
     def _params(self) -> tuple:
         return (self.addr_width, self.cols, self.act_width, self.acc_width, self.cfg, self.reads, self.writes,
-                self.logit, self.external)
+                self.logit, self.skips, self.external)
 
     def __eq__(self, other):
         return type(other) is EngineSignature and self._params() == other._params()
 
     def __repr__(self) -> str:
-        uses = [n for n, on in (("reads", self.reads), ("writes", self.writes)) if on]
+        uses = [n for n, on in (("reads", self.reads), ("skips", self.skips), ("writes", self.writes)) if on]
         uses += [f"logit={self.logit.name}"] if self.logit is not None else []
         uses += [f"cfg={self.cfg!r}"] if self.cfg is not None else []
         return (f"EngineSignature(addr_width={self.addr_width}, cols={self.cols}, act_width={self.act_width}, "
@@ -91,8 +95,9 @@ class Lowering:
     """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
     the window generator's features, the engines whose shifts come per channel, the sparse
     engine's lanes, the plan-initialised memories' contents (by memory name), filled layer by
-    layer, and the stored entries of each layer the sparse engine runs (by layer index;
-    hw.sparse.sparse_encoding)."""
+    layer, the stored entries of each layer the sparse engine runs (by layer index;
+    hw.sparse.sparse_encoding), the activation width, and where the plan has residual adds, the
+    add constants of each conv whose store adds (by layer index; hw.residual), else None."""
 
     config: ArrayConfig
     acc_width: int
@@ -104,6 +109,8 @@ class Lowering:
     images: dict[str, list] = field(default_factory=dict)
     lanes: int = 1
     encoded: dict = field(default_factory=dict)
+    act_width: int = 8
+    adds: dict[int, dict] | None = None
 
 
 @dataclass

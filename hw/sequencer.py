@@ -19,12 +19,14 @@ from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from export.plan import INPUT, Layer, Plan
+from export.plan import Layer, Plan
 from hw.array import AVERAGES, ArrayConfig, ArrayUnit, window_features
 from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
+from hw.graph import INPUT_TENSOR, Buffers, check_shapes, steps
 from hw.memories import banks_for, buffer_rows
 from hw.pool import PoolUnit
 from hw.requant import MAX_LEFT, shift_layout
+from hw.residual import add_config
 from hw.sparse import SparseUnit, auto_lanes, sparse_encoding
 from hw.stream_io import PIXEL_BITS, EmitUnit, LoadUnit
 from hw.window import WindowFeatures
@@ -39,14 +41,17 @@ REGISTRY: tuple[EngineUnit, ...] = (LOAD, *LAYER_UNITS, EMIT)  # every engine, i
 
 @dataclass
 class Pass:
-    """One run of `unit`'s engine, reading buffer `src`, writing buffer `dst`."""
+    """One run of `unit`'s engine, reading buffer `src` (and `skip`, a residual add's other
+    operand, hw.residual), writing buffer `dst`."""
 
     unit: EngineUnit
-    layer: int  # index in plan.layers (-1: the image load, len(layers): the logits out)
+    layer: int  # index in plan.layers of the layer whose output it writes (-1: the image load, len(layers): the logits out)
     name: str
     src: int = 0
     dst: int = 0
     in_signed: bool = False
+    skip: int = -1
+    skip_signed: bool = False
     cfg: dict = field(default_factory=dict)
     macs: int = 0  # dense MACs (array) or stored entries (sparse)
     stage: int = 0  # the pipeline stage that runs it (Schedule.stages)
@@ -73,6 +78,7 @@ class Schedule:
     window: WindowFeatures
     images: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
     lanes: int  # the sparse engine's
+    adds: bool = False  # whether a pass stores a residual add (the array's skip bus, hw.residual)
 
     @property
     def stages(self) -> list[list[Pass]]:
@@ -136,17 +142,15 @@ def _check_types(i: int, l: Layer) -> None:
         raise refuse(i, l, f"requant left shift {-int(np.min(l.shift))} exceeds {MAX_LEFT}; rescale the layer")
 
 
-def _check_chain(i: int, l: Layer, prev: str) -> None:
-    """The engines run a chain of ungrouped layers, with square kernels and strides except in convs
-    (plan version 3 can say more)."""
+def _check_kind(i: int, l: Layer) -> None:
+    """The engines run ungrouped layers, with square kernels and strides except in convs (plan
+    version 3 can say more); graphs of them with residual adds (hw.graph)."""
     square = isinstance(l.kernel, int) and isinstance(l.stride, int)
-    what = ("reads " + ", ".join(map(repr, l.inputs)) if l.inputs not in ((), (prev,)) else
-            "a residual add" if l.kind == "add" else "an activation requantizer" if l.kind == "requant" else
-            f"{l.groups} groups" if l.groups != 1 else
+    what = (f"{l.groups} groups" if l.groups != 1 else
             f"kernel {l.kernel} / stride {l.stride}" if not square and l.kind != "conv2d" else
             f"an average over {int(np.prod(l.kernel_hw))} values (multiplier {l.mult})" if l.mult != 1 else None)
     if what is not None:
-        raise refuse(i, l, f"{what}: the hardware runs chains of ungrouped layers, square but for convs, with "
+        raise refuse(i, l, f"{what}: the hardware runs ungrouped layers, square but for convs, with "
                            "power-of-two averages")
 
 
@@ -203,9 +207,12 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     if not layers or layers[-1].kind != "linear" or layers[-1].out is not None:
         raise UnsupportedPlan("the last layer must be a linear layer emitting raw accumulators (out=None)")
     for i, l in enumerate(layers):
-        _check_chain(i, l, layers[i - 1].name if i else INPUT)
+        _check_kind(i, l)
+        _check_types(i, l)
+    check_shapes(plan)
+    graph = steps(plan)
     compute = [l for l in layers if l.weight is not None]
-    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in AVERAGES])
+    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in (*AVERAGES, "add")])
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
     act_width = max([PIXEL_BITS] + [l.out.bits for l in layers if l.out is not None])
@@ -220,67 +227,51 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     per_channel = {u.kind for l, u in zip(layers, units) if isinstance(l.shift, np.ndarray) and l.out is not None
                    and u is not None}
     lanes = config.lanes
+    type_of = lambda t: plan.input_type if t == INPUT_TENSOR else layers[t].out  # noqa: E731  (a tensor's integer type)
+    adds = {}  # the add constants of each conv whose store adds (hw.residual)
+    for st in graph:
+        if st.add is not None:
+            try:
+                adds[st.run] = add_config(layers[st.add], st.branch, type_of(st.skip),
+                                          layers[st.requant] if st.requant is not None else None, act_width, acc_width)
+            except ValueError as e:
+                raise refuse(st.add, layers[st.add], str(e)) from None
     ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
-                   {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded)
-    # Buffers: 0 holds the image (the load's stage hands it to the first layer's); each layer
-    # stage has a pair of its own between its passes and writes its last output into a new
-    # buffer that the next stage reads. A stage boundary lies where the engines change from the
-    # array's (and the pool's) to the sparse engine's, so the stages share no engine.
+                   {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded, act_width, adds if adds else None)
+    # Buffers (hw.graph.Buffers): 0 holds the image (the load's stage hands it to the first
+    # layer's); each layer stage has buffers of its own, reused as its tensors die, and writes its
+    # last output into a new buffer that the next stage reads. A stage boundary lies where the
+    # engines change from the array's (and the pool's) to the sparse engine's, so the stages share no engine.
     passes = [Pass(LOAD, -1, "image", dst=0)]
-    sizes, reads = [int(np.prod(plan.input_shape))], [0]
-
-    def new_buffer() -> int:
-        sizes.append(0)
-        reads.append(0)
-        return len(sizes) - 1
-
-    runs = [(i, l, u) for i, (l, u) in enumerate(zip(layers, units)) if l.kind != "flatten"]
     stage_of = []
-    for j, (i, l, u) in enumerate(runs):
-        prev = runs[j - 1][2] if j else None
+    for j, st in enumerate(graph):
+        u, prev = units[st.run], units[graph[j - 1].run] if j else None
         stage_of.append(1 if j == 0 else stage_of[-1] + (u is SPARSE and prev is not SPARSE))
-    cur, shape, signed, pair = 0, tuple(plan.input_shape), plan.input_type.signed, []
-    for i, l in enumerate(layers):
-        _check_types(i, l)
-        if min(l.out_shape) <= 0:
-            raise refuse(i, l, f"output shape {tuple(l.out_shape)} is empty; use a larger input or smaller kernels")
-        if tuple(l.in_shape) != shape:
-            raise refuse(i, l, f"input shape {tuple(l.in_shape)} does not follow the previous output {shape}")
-        last = i == len(layers) - 1
-        if l.out is None and not last:
-            raise refuse(i, l, "only the last layer may emit raw accumulators (out=None)")
+    bufs = Buffers(plan, graph, stage_of)
+    for j, st in enumerate(graph):
+        i, l, out = st.run, layers[st.run], layers[st.out]
+        if min(out.out_shape) <= 0:
+            raise refuse(st.out, out, f"output shape {tuple(out.out_shape)} is empty; use a larger input or smaller kernels")
+        if out.out is None and st.out != len(layers) - 1:
+            raise refuse(st.out, out, "only the last layer may emit raw accumulators (out=None)")
         if l.kind == "linear" and len(l.in_shape) != 1:
             raise refuse(i, l, f"input shape {tuple(l.in_shape)}: put a flatten before a linear layer")
-        if l.kind == "flatten":
-            shape = tuple(l.out_shape)
-            continue
         unit = units[i]
         if unit is None:
-            raise refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, linear are)")
-        j = next(j for j, r in enumerate(runs) if r[0] == i)
-        stage = stage_of[j]
-        if j == 0 or stage != stage_of[j - 1]:
-            pair = []  # the stage's own buffers, made as its passes need them (two at most)
+            raise refuse(i, l, f"kind {l.kind!r} is not generated (conv2d, maxpool, avgpool, globalavgpool, flatten, "
+                               "linear, requant, and add on the store of a conv are)")
         low = unit.lower(i, l, ctx)
-        if last:
-            dst = -1
-        elif stage_of[j + 1] != stage:
-            dst = new_buffer()  # the handoff to the next stage
-        else:
-            dst = next((b for b in pair if b != cur), None)
-            if dst is None:
-                dst = new_buffer()
-                pair.append(dst)
-        passes.append(Pass(unit, i, l.name, src=cur, dst=dst, in_signed=signed, cfg=low.cfg, macs=low.macs,
-                           stage=stage))
-        reads[cur] = max(reads[cur], low.top)
-        shape = tuple(l.out_shape)
-        if not last:
-            cur = dst
-            sizes[cur] = max(sizes[cur], int(np.prod(l.out_shape)))
-            signed = l.out.signed
+        src = bufs.read(j, st.src, low.top)
+        skip = -1 if st.skip is None else bufs.read(j, st.skip, int(np.prod(out.out_shape)) - 1)
+        dst = bufs.write(j, st.out, int(np.prod(out.out_shape)))
+        bufs.release(j)
+        name = l.name if st.add is None else f"{l.name} + {out.name}"
+        passes.append(Pass(unit, st.out, name, src=src, dst=dst, in_signed=type_of(st.src).signed, skip=skip,
+                           skip_signed=skip >= 0 and type_of(st.skip).signed, cfg=low.cfg, macs=low.macs,
+                           stage=stage_of[j]))
     passes.append(Pass(EMIT, len(layers), "logits", src=-1, dst=-1, stage=passes[-1].stage))
-    used = sorted({p.src for p in passes if p.src >= 0} | {p.dst for p in passes if p.dst >= 0})
+    sizes, reads = bufs.sizes, bufs.reads
+    used = sorted({b for p in passes for b in (p.src, p.dst, p.skip) if b >= 0})
     assert used == list(range(len(sizes))), (used, len(sizes))
 
     # a vector read at `top` touches bank rows up to (top >> log2 banks) + 1
@@ -290,7 +281,7 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
     addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
     return Schedule(plan, config, passes, act_width, w_width, acc_width, addr_width, depths, value_bits, index_bits,
-                    ctx.window, ctx.images, lanes)
+                    ctx.window, ctx.images, lanes, bool(adds))
 
 
 class Sequencer(wiring.Component):
@@ -300,7 +291,8 @@ class Sequencer(wiring.Component):
     stage's input buffer first waits until `out_full` is low (the next stage has read the image
     before). `took` pulses as the pass reading the input buffer finishes, `filled` as the pass
     writing the output buffer does; `done` as the stage's last pass does. `dst` is `none` (no
-    buffer, the logits memory included) while no pass runs."""
+    buffer, the logits memory included) while no pass runs. With adds (Schedule.adds), `skip` and
+    `skip_signed` name the pass's skip buffer (`none`: no add) and its signedness."""
 
     def __init__(self, sched: Schedule, layouts: dict[str, data.StructLayout], stage: int):
         self.sched, self.stage = sched, stage
@@ -326,6 +318,7 @@ class Sequencer(wiring.Component):
             "dst": Out(range(self.none + 1)),
             "in_signed": Out(1),
             "layer": Out(range(nlayers + 1)),
+            **({"skip": Out(range(self.none + 1)), "skip_signed": Out(1)} if sched.adds else {}),
         })
 
     def elaborate(self, platform):
@@ -350,6 +343,8 @@ class Sequencer(wiring.Component):
                                      *(self.kind[e].eq(e == p.kind) for e in self.engines)]
                         if p.kind in self.layouts:
                             m.d.sync += self.cfg[p.kind].eq(self.layouts[p.kind].const(p.cfg))
+                        if self.sched.adds:
+                            m.d.sync += [self.skip.eq(self.none if p.skip < 0 else p.skip), self.skip_signed.eq(p.skip_signed)]
                         m.next = f"R{i}"
                 with m.State(f"R{i}"):
                     m.d.comb += self.busy.eq(1)

@@ -87,6 +87,29 @@ class Accelerator(wiring.Component):
         kinds = None if stage is None else {p.kind for p in self.sched.stages[stage]}
         return [n for n, e in self.engines.items() if getattr(e.signature, bus) == flow and (kinds is None or n in kinds)]
 
+    def _read_bus(self, m: Module, seq: Sequencer, bus: str, ports: tuple[str, str], bufs: list[int], select,
+                  is_signed, k: int) -> Signal | None:
+        """Stage `k`'s read bus `bus` ("reads" or "skips"; the engines' `ports`, address and data):
+        the running engine's address, returned for the buffers `bufs`, and the data of the one
+        `select` names, sign-extended while `is_signed`, to every engine of the stage on that bus."""
+        engines = self.using(bus, stage=k)
+        if not engines:
+            return None
+        s, (addr_port, data_port) = self.sched, ports
+        addr = Signal(s.addr_width, name=f"{addr_port}{k}")
+        for n in engines:
+            with m.If(seq.kind[n]):
+                m.d.comb += addr.eq(getattr(self.engines[n], addr_port))
+        rdata = Signal(data.ArrayLayout(signed(s.act_width + 1), s.config.cols), name=f"{data_port}{k}")
+        for c in range(s.config.cols):
+            raw = self.buffers[bufs[0]].rdata[c]
+            for b in bufs[1:]:
+                raw = Mux(select == b, self.buffers[b].rdata[c], raw)
+            m.d.comb += rdata[c].eq(Mux(is_signed, raw.as_signed(), raw))
+        for n in engines:
+            m.d.comb += getattr(self.engines[n], data_port).eq(rdata)
+        return addr
+
     def elaborate(self, platform):
         m = Module()
         s, cols, aw = self.sched, self.config.cols, self.sched.addr_width
@@ -121,26 +144,20 @@ class Accelerator(wiring.Component):
 
         writer = {p.dst: p.stage for p in s.passes if p.dst >= 0}
         reader = {p.src: p.stage for p in s.passes if p.src >= 0}
+        skip_reader = {p.skip: p.stage for p in s.passes if p.skip >= 0}
         for k, seq in enumerate(seqs):
             # one read bus per stage: its running engine's address to the buffers it reads, the
-            # source's data back
-            readers = self.using("reads", stage=k)
+            # source's data back; with adds a second one, the skip bus, to the pass's skip buffer
             mine = [b for b in range(len(self.buffers)) if reader.get(b) == k]
-            if readers:
-                raddr = Signal(aw, name=f"raddr{k}")
-                for n in readers:
-                    with m.If(seq.kind[n]):
-                        m.d.comb += raddr.eq(self.engines[n].raddr)
-                rdata = Signal(data.ArrayLayout(signed(s.act_width + 1), cols), name=f"rdata{k}")
-                for c in range(cols):
-                    raw = self.buffers[mine[0]].rdata[c]
-                    for b in mine[1:]:
-                        raw = Mux(seq.src == b, self.buffers[b].rdata[c], raw)
-                    m.d.comb += rdata[c].eq(Mux(seq.in_signed, raw.as_signed(), raw))
-                for b in mine:
-                    m.d.comb += self.buffers[b].raddr.eq(raddr)
-                for n in readers:
-                    m.d.comb += self.engines[n].rdata.eq(rdata)
+            skipped = [b for b in range(len(self.buffers)) if skip_reader.get(b) == k]
+            raddr = self._read_bus(m, seq, "reads", ("raddr", "rdata"), mine, seq.src, seq.in_signed, k)
+            if skipped:
+                skip_addr = self._read_bus(m, seq, "skips", ("skip_addr", "skip_data"), skipped, seq.skip,
+                                           seq.skip_signed, k)
+            for b in mine if raddr is not None else []:
+                m.d.comb += self.buffers[b].raddr.eq(Mux(seq.skip == b, skip_addr, raddr) if b in skipped else raddr)
+            for b in set(skipped) - set(mine):
+                m.d.comb += self.buffers[b].raddr.eq(skip_addr)
 
             # one write bus per stage: the running engine's (registered) write to the destination
             # buffer, in a register (the engines and the buffers' banks are far apart)
@@ -187,7 +204,7 @@ def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule |
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()), "buffers": list(s.buffer_depths),
             "multipliers": sum(u.multipliers(s) for u in s.units),
             "sparse_lanes": s.lanes if "sparse" in s.engines else 0,
-            "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width}
+            "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width, "adds": s.adds}
 
 
 def generate(plan: Plan, config: ArrayConfig, out_dir: str | Path) -> dict:

@@ -185,15 +185,16 @@ def run_images(dut, images, *, rng=None, max_cycles: int = 200_000, passes: list
     return out
 
 
-def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int) -> str | None:
-    """Replay the trace into per-layer tensors; name the first layer/channel/pixel that differs."""
+def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int, stored: set[int] | None = None) -> str | None:
+    """Replay the trace into per-layer tensors; name the first layer/channel/pixel that differs.
+    `stored`: the layers whose outputs the accelerator writes (None: all but flatten and the logits)."""
     got = {}
     for layer, addr, vals in writes:
         buf = got.setdefault(layer, {})
         for i, v in enumerate(vals):
             buf[addr + i] = v
     for i, (l, ref) in enumerate(zip(plan.layers, outs)):
-        if l.kind == "flatten" or l.out is None:
+        if l.kind == "flatten" or l.out is None or (stored is not None and i not in stored):
             continue
         flat = ref.reshape(-1)
         for a, want in enumerate(flat):

@@ -1,8 +1,8 @@
 """Verification ladder step 3: the generated accelerator RTL under cocotb + Verilator against
 ONNX Runtime, bit for bit: random models from export's strategy on 1x1, 4x4 and 8x8 arrays at 8
 and 4 bits, pruned and unpruned, of the basic and the full vocabulary (padding, stride 2,
-average and global pools, per-channel shifts); the mismatch report; the bundled paper model on
-seeded random images."""
+average and global pools, per-channel shifts); a tiny residual network; the mismatch report; the
+bundled paper model on seeded random images."""
 
 from __future__ import annotations
 
@@ -61,6 +61,23 @@ def test_vocabulary_model_bit_exact(tmp_path, array, seed):
     onnx, plan = vocab_model(tmp_path, seed)
     images = random_images(plan, 4, seed=seed)
     out = verify(plan, array, images, expected_logits(onnx, plan, images), work_dir=tmp_path / "sim")
+    assert out.diagnosis is None, out.diagnosis
+    assert out.summary["bit_exact"] == len(images), out.records
+
+
+def test_residual_model_bit_exact(tmp_path):
+    """A tiny ResNet (a stem, an identity block, a stride-2 block with a 1x1 shortcut) in Brevitas:
+    the adds run on the store of a conv, the identity's requantizer on the skip read."""
+    from export.testing import RandomModel
+    from quant.model import ModelConfig
+    config = ModelConfig.from_dict({"arch": "tiny-resnet", "num_classes": 3, "in_shape": [3, 8, 8], "layers": [
+        {"kind": "conv", "out": 4, "kernel": 3, "padding": "same"},
+        {"kind": "residual", "out": 4, "stride": 1}, {"kind": "residual", "out": 6, "stride": 2},
+        {"kind": "gap"}, {"kind": "flatten"}, {"kind": "linear", "out": 3, "relu": False}]})
+    onnx, plan = materialize(RandomModel(config, seed=1), tmp_path)
+    assert [l.kind for l in plan.layers].count("add") == 2 and "requant" in [l.kind for l in plan.layers]
+    images = random_images(plan, 2, seed=1)
+    out = verify(plan, "4x4", images, expected_logits(onnx, plan, images), work_dir=tmp_path / "sim")
     assert out.diagnosis is None, out.diagnosis
     assert out.summary["bit_exact"] == len(images), out.records
 

@@ -68,3 +68,22 @@ def test_bundled_edge_model_bit_exact_on_the_whole_validation_split(tmp_path, da
     s = json.loads(out.read_text())
     print({k: v for k, v in s.items() if k != "per_image"})
     assert rc == 0 and s["bit_exact"] == s["class_agree"] == s["images"] == 700, s["diagnosis"]
+
+
+@pytest.mark.slow
+def test_resnet8_bit_exact_on_the_whole_validation_split(tmp_path, cifar_dir):
+    """The trained resnet8 (quant/checkpoints/resnet8_qat.pt) on all 5,000 CIFAR-10 validation
+    images at the default array, bit for bit: about 1.2 G cycles, hours of simulator."""
+    from pathlib import Path
+
+    from export.onnx_export import export
+
+    ckpt = Path(__file__).resolve().parents[1] / "quant" / "checkpoints" / "resnet8_qat.pt"
+    if not ckpt.is_file():
+        pytest.skip(f"{ckpt} is not trained yet (python -m quant train --arch resnet8 ...)")
+    onnx = export(ckpt, tmp_path / "resnet8.onnx")
+    out = tmp_path / "resnet8.json"
+    rc = main(["run", "--onnx", str(onnx), "--data", str(cifar_dir), "--split", "val", "--json", str(out)])
+    s = json.loads(out.read_text())
+    print({k: v for k, v in s.items() if k != "per_image"})
+    assert rc == 0 and s["bit_exact"] == s["class_agree"] == s["images"] == 5000, s["diagnosis"]
