@@ -82,16 +82,17 @@ class Accelerator(wiring.Component):
         self.layouts = {k: e.signature.cfg for k, e in self.engines.items() if e.signature.cfg is not None}
 
     def using(self, bus: str, flow=True, stage: int | None = None) -> list[str]:
-        """The engines whose signature has `bus`: "reads", "writes", or "logit" (`flow` Out: the
+        """The engines whose signature has `bus`: "reads", "skips", "writes", or "logit" (`flow` Out: the
         engine drives it, In: it takes it); with `stage`, those of that pipeline stage."""
         kinds = None if stage is None else {p.kind for p in self.sched.stages[stage]}
         return [n for n, e in self.engines.items() if getattr(e.signature, bus) == flow and (kinds is None or n in kinds)]
 
     def _read_bus(self, m: Module, seq: Sequencer, bus: str, ports: tuple[str, str], bufs: list[int], select,
-                  is_signed, k: int) -> Signal | None:
+                  is_signed, k: int, address) -> Signal | None:
         """Stage `k`'s read bus `bus` ("reads" or "skips"; the engines' `ports`, address and data):
-        the running engine's address, returned for the buffers `bufs`, and the data of the one
-        `select` names, sign-extended while `is_signed`, to every engine of the stage on that bus."""
+        the running engine's address (returned), `address(b, addr)` into each of the buffers `bufs`
+        (None: b takes its address elsewhere), and the data of the one `select` names,
+        sign-extended while `is_signed`, to every engine of the stage on that bus."""
         engines = self.using(bus, stage=k)
         if not engines:
             return None
@@ -106,6 +107,9 @@ class Accelerator(wiring.Component):
             for b in bufs[1:]:
                 raw = Mux(select == b, self.buffers[b].rdata[c], raw)
             m.d.comb += rdata[c].eq(Mux(is_signed, raw.as_signed(), raw))
+        for b in bufs:
+            if (a := address(b, addr)) is not None:
+                m.d.comb += self.buffers[b].raddr.eq(a)
         for n in engines:
             m.d.comb += getattr(self.engines[n], data_port).eq(rdata)
         return addr
@@ -150,14 +154,10 @@ class Accelerator(wiring.Component):
             # source's data back; with adds a second one, the skip bus, to the pass's skip buffer
             mine = [b for b in range(len(self.buffers)) if reader.get(b) == k]
             skipped = [b for b in range(len(self.buffers)) if skip_reader.get(b) == k]
-            raddr = self._read_bus(m, seq, "reads", ("raddr", "rdata"), mine, seq.src, seq.in_signed, k)
-            if skipped:
-                skip_addr = self._read_bus(m, seq, "skips", ("skip_addr", "skip_data"), skipped, seq.skip,
-                                           seq.skip_signed, k)
-            for b in mine if raddr is not None else []:
-                m.d.comb += self.buffers[b].raddr.eq(Mux(seq.skip == b, skip_addr, raddr) if b in skipped else raddr)
-            for b in set(skipped) - set(mine):
-                m.d.comb += self.buffers[b].raddr.eq(skip_addr)
+            skip_addr = self._read_bus(m, seq, "skips", ("skip_addr", "skip_data"), skipped, seq.skip, seq.skip_signed,
+                                       k, lambda b, a: None if b in mine else a) if skipped else None
+            self._read_bus(m, seq, "reads", ("raddr", "rdata"), mine, seq.src, seq.in_signed, k,
+                           lambda b, a: Mux(seq.skip == b, skip_addr, a) if b in skipped else a)
 
             # one write bus per stage: the running engine's (registered) write to the destination
             # buffer, in a register (the engines and the buffers' banks are far apart)
