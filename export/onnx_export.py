@@ -15,8 +15,8 @@ from pathlib import Path
 import onnx
 import torch
 
+from common.atomic import atomic_write
 from quant import checkpoint
-from quant.atomic import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 OPSET = 13  # Brevitas's default for the standard ONNX managers, stated so it does not warn

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write
 from export.encoding import SparseRows, dense_weight_bits
-from quant.atomic import atomic_write
 
 PLAN_VERSION = 3  # 3: a graph (each layer's inputs), add / requant, groups, non-square kernels and strides, average multipliers
 INPUT = "input"  # the name a layer's `inputs` gives the plan's input tensor

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from quant import checkpoint
-from quant.atomic import atomic_write_text
 from quant.data import check_model_input, read_split
 from quant.model import ConfigError, ModelConfig, named_config, quantized_twin
 from quant.train import TrainConfig, train

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.atomic import atomic_write
 from quant import checkpoint
-from quant.atomic import atomic_write
 from quant.data import DEFAULT_SHAPE, SIZE, Split, crop, dataset_hash
 from quant.fold import fold_batchnorm, needs_folding
 from quant.model import ConfigError, ModelConfig, build
