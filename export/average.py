@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.plan import IntType
+from export.arith import IntType, requantize
 
 MAX_PRODUCT = 1 << 62  # S * mult stays inside int64
 
@@ -26,7 +26,6 @@ def ort_average(sums: np.ndarray, n: int, inp: IntType, out: IntType) -> np.ndar
 def multiply_shift(n: int, inp: IntType, out: IntType) -> tuple[int, int] | None:
     """The smallest shift k >= 0 and a multiplier m with round_half_even(S*m / 2**k) == ort_average(S)
     for every reachable S in [n*inp.min, n*inp.max]; None when none exists (contract rule 14)."""
-    from export.reference import requantize
     sums = np.arange(n * inp.min, n * inp.max + 1, dtype=np.int64)
     want = ort_average(sums, n, inp, out)
     d = inp.exp - out.exp  # the quotient S/n in output units is S * 2**d / n

@@ -5,8 +5,8 @@ It walks the graph in topological order and recognises one pattern per layer:
 (`Conv`, `Gemm`, `MatMul`+`Add`, `AveragePool`, `GlobalAveragePool`, an `Add` of two activations,
 or an activation itself: a requantizer) then `[Relu]` and a requantizing
 `QuantizeLinear -> [Clip] -> DequantizeLinear`; `MaxPool`; `Flatten | Reshape`.
-This module holds the QCDQ pattern itself; each layer kind's own op is recognised by its unit in
-export/kinds/, dispatched by op type. Constant sub-graphs (weights through Clip/DequantizeLinear)
+This module holds the QCDQ pattern itself; each layer kind's own op is recognised by its handler in
+export/handlers.py, dispatched by op type. Constant sub-graphs (weights through Clip/DequantizeLinear)
 are folded. A trailing Softmax/LogSoftmax/Sigmoid is cut off (export/golden.py). Anything else is
 refused; the walk goes on past a refused node (skipping what depends on it), so one error lists
 every node that breaks the contract, each with its op and what to change.
@@ -21,11 +21,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from export.golden import cut_note, cut_trailing
-from export.kinds import HANDLERS, KINDS
-from export.kinds.flatten import append_flatten
-from export.plan import IntType, Plan
-from export.kinds.weighted import bias_ints
+from export import handlers
+from export.arith import IntType
+from export.golden import cut_note, cut_trailing, read_model
+from export.plan import Plan
 from export.walker import (Act, CompileError, Pending, QConst, Walker, attrs, check_bound, check_zero_point,
                            int_type_of, pow2_exp, where)
 
@@ -109,24 +108,24 @@ def _step(w: Walker, node: onnx.NodeProto) -> None:
             w.acts[out] = Act(itype, src.shape)
     elif op == "Add" and ins[0] in w.pending and ins[1] in w.qconsts:
         p = w.pending.pop(ins[0])
-        p.layer.bias = bias_ints(w.qconsts[ins[1]], p.layer, node)
+        p.layer.bias = handlers.bias_ints(w.qconsts[ins[1]], p.layer, node)
         w.pending[out] = p
     elif op == "Add" and all(i in w.acts for i in ins):
-        KINDS["add"].compile(w, node)
+        handlers.add(w, node)
     elif op == "Relu" and ins[0] in w.pending and w.pending[ins[0]].layer.kind in ("conv2d", "linear", "add"):
         p = w.pending.pop(ins[0])
         p.relu = True
         w.pending[out] = p
     elif op == "BatchNormalization":
         raise CompileError(f"{where(node)}: {BN_MESSAGE}")
-    elif op in HANDLERS:
-        HANDLERS[op].compile(w, node)
+    elif op in handlers.HANDLERS:
+        handlers.HANDLERS[op](w, node)
     elif op == "Add":
         raise CompileError(f"{where(node)}: adds {ins}, which are not two quantized activations; a residual add needs a "
                            "quantizer (Brevitas QuantIdentity) on each branch (contract rule 13)")
     else:
         raise CompileError(f"{where(node)}: not supported here (inputs {ins}); the compiler knows QuantizeLinear/"
-                           f"DequantizeLinear/Clip, Relu, Add (bias or residual), {', '.join(HANDLERS)} in the QCDQ pattern")
+                           f"DequantizeLinear/Clip, Relu, Add (bias or residual), {', '.join(handlers.HANDLERS)} in the QCDQ pattern")
 
 
 def _quantize(w: Walker, node: onnx.NodeProto) -> None:
@@ -144,7 +143,7 @@ def _quantize(w: Walker, node: onnx.NodeProto) -> None:
     elif src in w.pending:
         w.quantized[node.output[0]] = (w.pending.pop(src), itype, node)
     elif src in w.acts:
-        w.quantized[node.output[0]] = (KINDS["requant"].start(w, node, w.acts[src]), itype, node)
+        w.quantized[node.output[0]] = (handlers.requant(w, node, w.acts[src]), itype, node)
     else:
         raise CompileError(f"{where(node)}: quantizes {src!r}, which is not the input, an activation or an accumulator; "
                            "the supported pattern is Conv/Gemm -> [Relu] -> QuantizeLinear -> DequantizeLinear")
@@ -155,7 +154,7 @@ def _static_errors(w: Walker, node: onnx.NodeProto) -> list[str]:
     op = node.op_type
     if op == "BatchNormalization":
         return [f"{where(node)}: {BN_MESSAGE}"]
-    if op not in PATTERN_OPS and op not in HANDLERS:
+    if op not in PATTERN_OPS and op not in handlers.HANDLERS:
         return [f"{where(node)}: not supported here"]
     if op in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1 and w.const(node.input[1]) is not None:
         try:
@@ -187,7 +186,6 @@ def _logits(w: Walker, outputs: list[str]):
 
 def compile_onnx(path: str | Path) -> Plan:
     """Compile an ONNX file: QCDQ, or QONNX (converted to QCDQ first, export/qonnx_import.py)."""
-    from export.golden import read_model
     return compile_model(read_model(path))
 
 
@@ -229,13 +227,13 @@ def _finish(w: Walker, p: Pending, out: IntType, tensor: str) -> None:
     if l.kind == "requant" and out == l.inp:  # requantizing an activation to its own type is no layer
         w.acts[tensor] = Act(out, l.in_shape, l.inputs[0])
         return
-    l.unit.close(l, out, p.node)
+    handlers.close(l, out, p.node)
     l.relu, l.tensor = p.relu, tensor
     check_bound(l, p.node)
     w.layers.append(l)
     w.acts[tensor] = Act(out, l.out_shape, l.name)
     if p.flatten:  # the flatten the op did besides (ReduceMean, keepdims=0); the same tensor
-        append_flatten(w, f"{l.name}_flatten", w.acts[tensor], tensor)
+        handlers.append_flatten(w, f"{l.name}_flatten", w.acts[tensor], tensor)
 
 
 def default_onnx(cache_dir: str | Path | None = None) -> Path:

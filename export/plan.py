@@ -18,44 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
-from export.encoding import SparseRows, dense_weight_bits
+from export import kinds
+from export.arith import IntType, pair, square
+from export.encoding import SparseRows
 
 PLAN_VERSION = 3  # 3: a graph (each layer's inputs), add / requant, groups, non-square kernels and strides, average multipliers
 INPUT = "input"  # the name a layer's `inputs` gives the plan's input tensor
 ACC_LIMIT = 1 << 24  # contract rule 5: float32 sums of integers are exact below this
 ARRAY_FIELDS = ("weight", "bias", "shift", "w_exps")  # stored in the .npz
 TYPE_FIELDS = ("inp", "out", "w_type", "inp2")
-
-
-def pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of a kernel or stride stored as an int when square."""
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def square(h: int, w: int) -> int | tuple[int, int]:
-    """The stored form of (h, w): an int when h == w."""
-    return int(h) if h == w else (int(h), int(w))
-
-
-@dataclass(frozen=True)
-class IntType:
-    """An integer tensor type: `bits` wide, signed or not, real value = q * 2**exp."""
-
-    bits: int
-    signed: bool
-    exp: int
-
-    @property
-    def min(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def max(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
-
-    @property
-    def max_abs(self) -> int:
-        return max(-self.min, self.max)
 
 
 @dataclass(eq=False)
@@ -111,9 +82,9 @@ class Layer:
         return pair(self.stride)
 
     @property
-    def unit(self):
-        from export.kinds import unit
-        return unit(self.kind)
+    def unit(self) -> kinds.LayerKind:
+        """The layer kind's unit: its semantics and accounting, looked up by `kind`."""
+        return kinds.unit(self.kind)
 
     @property
     def per_channel(self) -> bool:

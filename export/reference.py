@@ -1,37 +1,15 @@
 """The integer reference: a numpy executor of the plan, exactly as the hardware computes.
 
 int64 accumulators, arithmetic shifts with round-half-to-even, saturation, ReLU. Each layer kind's
-arithmetic lives in its unit (export/kinds/); this module holds the shared requantizer and runs the
-plan. P-layers run from their stored sparse encoding, so the encoding is checked too.
+arithmetic lives in its unit (export/kinds/), the shared requantizer in export/arith.py; this module
+runs the plan. P-layers run from their stored sparse encoding, so the encoding is checked too.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from export.kinds.maxpool import maxpool  # noqa: F401  (re-exported: the hardware tests' model of the pool)
-from export.plan import INPUT, IntType, Layer, Plan
-
-
-def round_shift(acc: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
-    """acc * 2**-shift rounded half to even (ONNX QuantizeLinear); a negative shift is exact.
-
-    A `shift` array applies along axis 0 (one shift per output channel)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    s = np.asarray(shift, dtype=np.int64)
-    s = s.reshape(s.shape + (1,) * (acc.ndim - s.ndim)) if s.ndim else s
-    right, left = np.maximum(s, 0), np.maximum(-s, 0)
-    half = np.where(right > 0, (np.int64(1) << np.maximum(right - 1, 0)) - 1, 0)
-    odd = (acc >> right) & 1
-    rounded = np.where(right > 0, (acc + half + odd) >> right, acc)
-    return rounded << left
-
-
-def requantize(acc: np.ndarray, shift: int | np.ndarray, relu: bool, out: IntType) -> np.ndarray:
-    q = round_shift(acc, shift)
-    if relu:
-        q = np.maximum(q, 0)
-    return np.clip(q, out.min, out.max)
+from export.plan import INPUT, Layer, Plan
 
 
 def run_layer(layer: Layer, *xs: np.ndarray) -> np.ndarray:

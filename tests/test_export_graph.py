@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from export import reference
+from export.arith import requantize, round_shift
 from export.check import compare
 from export.compile import CompileError, compile_model
 from export.plan import INPUT, IntType, Plan
@@ -74,7 +75,7 @@ def test_an_add_of_two_scales_shifts_the_coarser_left(tmp_path):
     add = plan.layers[2]
     assert (add.inp.exp, add.inp2.exp, add.acc_exp) == (-3, -6, -6) and add.shift == 1
     got = outs[2][2]
-    want = reference.requantize((outs[2][0] << 3) + outs[2][1], 1, False, add.out)
+    want = requantize((outs[2][0] << 3) + outs[2][1], 1, False, add.out)
     assert np.array_equal(got, want)
 
 
@@ -112,7 +113,7 @@ def test_a_depthwise_conv_on_one_by_one_maps_and_a_grouped_one(tmp_path):
     dw, grouped = plan.layers[:2]
     assert (dw.groups, dw.out_shape, grouped.groups, grouped.kernel) == (4, (4, 1, 1), 2, (2, 1))
     x = _inputs(plan)[1].astype(np.int64)  # only the centre tap sees a pixel: acc = w[c, 0, 1, 1] * x + b
-    assert np.array_equal(reference.round_shift((np.arange(1, 37).reshape(4, 9)[:, 4] - 18) * x[:, 0, 0] + [5, 6, 7, 8], 6)
+    assert np.array_equal(round_shift((np.arange(1, 37).reshape(4, 9)[:, 4] - 18) * x[:, 0, 0] + [5, 6, 7, 8], 6)
                           .clip(0, 255), outs[1][0].reshape(-1))
 
 

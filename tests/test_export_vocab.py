@@ -8,6 +8,7 @@ import onnx
 import pytest
 
 from export import reference
+from export.arith import round_shift
 from export.check import compare
 from export.compile import CompileError, compile_model
 from onnx_builders import vocab_graph
@@ -40,7 +41,7 @@ def test_padding_at_the_corners_of_an_odd_map(tmp_path):
     xp = np.pad(x, ((1, 1), (2, 0)))
     acc = np.array([[xp[i:i + 3, j:j + 3].sum() for j in range(7)] for i in range(5)])
     assert acc[0, 0] == x[:2, :1].sum() and acc[-1, -1] == x[-2:, -3:].sum()
-    assert np.array_equal(outs[1][0][0], np.clip(reference.round_shift(acc, 4), 0, 255))
+    assert np.array_equal(outs[1][0][0], np.clip(round_shift(acc, 4), 0, 255))
 
 
 def test_stride_two_on_an_odd_map(tmp_path):
@@ -85,7 +86,7 @@ def test_global_pool_over_one_pixel(tmp_path):
     plan, outs = _run(m, _images((1, 3, 3)), tmp_path)
     gap = plan.layers[1]
     assert gap.kind == "globalavgpool" and gap.out_shape == (2, 1, 1) and gap.shift == 1
-    assert np.array_equal(outs[0][1], reference.round_shift(outs[0][0], 1))
+    assert np.array_equal(outs[0][1], round_shift(outs[0][0], 1))
 
 
 def test_global_pool_over_an_eight_by_eight_map(tmp_path):

@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from export.kinds.maxpool import maxpool
 from export.plan import IntType, Layer, Plan
-from export.reference import maxpool
 from hw.array import ArrayConfig
 from hw.engines import START
 from hw.pool import POOL_FIELDS, PoolEngine, PoolFeatures, pool_config, pool_features, pool_layout

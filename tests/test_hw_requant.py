@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Requantizer under amaranth.sim against export.reference.requantize: random, ties, saturation,
+"""Requantizer under amaranth.sim against export.arith.requantize: random, ties, saturation,
 negative accumulators, left shifts, shifts beyond the accumulator; per channel, a different
 shift with every value."""
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from export.plan import IntType
-from export.reference import requantize
+from export.arith import IntType, requantize
 from hw.requant import LATENCY, Requantizer, requant_config, shift_config
 
 ACC = 20

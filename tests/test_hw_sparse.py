@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from export import reference
+from export.arith import IntType, requantize
 from export.encoding import encode_rows
-from export.plan import IntType
-from export.reference import requantize
 from hw.array import ArrayConfig
 from hw.cycles import predict
 from hw.engines import START

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.kinds import LayerKind, register
-from export.plan import Layer
-from export.walker import CompileError, Pending, where
+from export.arith import requantize
+from export.kinds.base import LayerKind
 
 
-@register
 class Add(LayerKind):
     kind = "add"
-    ops = ()  # recognised by the compiler: an Add of two activations (an Add onto an accumulator is its bias)
 
     def acc_exps(self, layer):
         return min(layer.inp.exp, layer.inp2.exp)
@@ -27,15 +24,7 @@ class Add(LayerKind):
         e = self.acc_exps(layer)
         return (layer.inp.max_abs << (layer.inp.exp - e)) + (layer.inp2.max_abs << (layer.inp2.exp - e))
 
-    def compile(self, w, node):
-        a, b = w.act(node, 0), w.act(node, 1)
-        if a.shape != b.shape:
-            raise CompileError(f"{where(node)}: adds shapes {a.shape} and {b.shape}; a residual add needs equal shapes")
-        layer = Layer(w.layer_name(node, "add"), self.kind, a.shape, a.shape, a.itype, None, inputs=(a.src, b.src), inp2=b.itype)
-        w.pending[node.output[0]] = Pending(layer, node)
-
     def run(self, layer, a, b):
-        from export.reference import requantize
         e = self.acc_exps(layer)
         acc = (np.asarray(a, np.int64) << (layer.inp.exp - e)) + (np.asarray(b, np.int64) << (layer.inp2.exp - e))
         return requantize(acc, layer.shift, layer.relu, layer.out)
