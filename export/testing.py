@@ -79,7 +79,7 @@ def model_specs(draw, max_size: int = 10, classes: int | None = None, w_bits: in
             layers.append(LayerSpec(pool, kernel=pk, a_bits=draw(bits(a_bits))))
             h //= pk
     if full and h * h & (h * h - 1) == 0 and draw(st.booleans()):
-        layers.append(LayerSpec("gap", a_bits=draw(bits(a_bits))))
+        layers.append(LayerSpec("globalavgpool", a_bits=draw(bits(a_bits))))
     return _head(draw, layers, ModelConfig("random", [], 0, (c, size, size)), classes, w_bits, a_bits, pruned, full)
 
 
@@ -136,7 +136,7 @@ def _standard_specs(draw, max_size: int, classes: int | None, w_bits: int | None
         layers.append(l)
         shape = new
     if draw(st.booleans()):
-        layers.append(LayerSpec("gap", a_bits=draw(bits(a_bits))))
+        layers.append(LayerSpec("globalavgpool", a_bits=draw(bits(a_bits))))
     return _head(draw, layers, ModelConfig("random", [], 0, in_shape, in_signed=draw(st.booleans())),
                  classes, w_bits, a_bits, None, True)
 

@@ -55,7 +55,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "edge-wide: edge at 12-32-48-64-96-128) or a "
                         ".json/.yaml description file: {\"layers\": [{\"kind\": \"conv\", \"out\": 16, \"kernel\": 3, "
                         "\"padding\": \"same\", \"bn\": true, \"per_channel\": true}, {\"kind\": \"maxpool\", \"kernel\": 2}, ...]}; "
-                        "kinds: conv, maxpool, avgpool, gap, flatten, linear")
+                        "kinds: conv, maxpool, avgpool, globalavgpool, residual, flatten, linear")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity of P-layers (default 0.9)")
     p.add_argument("--config", default=None, help="JSON file of per-layer overrides: {\"layers\": {\"2\": {\"w_bits\": 4, \"cls\": \"P\", \"sparsity\": 0.8}}} (weighted layers counted from 0)")
 

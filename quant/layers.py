@@ -214,7 +214,7 @@ class GlobalAvgPool(Kind):
     """Average over the whole H x W map, then a requantizer; (C, 1, 1). Contract rule 11 for a
     power-of-two count, rule 14 for any other."""
 
-    name = "gap"
+    name = "globalavgpool"
     fields = {"a_bits"}
 
     def out_shape(self, l, shape, where):
@@ -304,7 +304,7 @@ class Flatten(Kind):
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Residual(), Flatten())}
-ALIASES = {"pool": "maxpool", "globalavgpool": "gap"}
+ALIASES = {"pool": "maxpool", "gap": "globalavgpool"}  # older names, still read in architecture files
 
 
 def kind_of(name: str, where: str) -> Kind:

@@ -24,7 +24,7 @@ ARCH_DIR = Path(__file__).parent / "archs"
 class LayerSpec:
     """One layer of a model description; which fields a kind takes is said by its unit in quant/layers.py."""
 
-    kind: str  # conv | maxpool (pool) | avgpool | gap | residual | flatten | linear
+    kind: str  # conv | maxpool (pool) | avgpool | globalavgpool (gap) | residual | flatten | linear
     out: int = 0  # channels / features
     kernel: int | list[int] = 2  # conv kernel, or pool window: k, or [height, width]
     w_bits: int = 8
