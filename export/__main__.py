@@ -112,7 +112,7 @@ def cmd_check(args) -> int:
         print(f"  mismatch: {m}")
     ok = res.exact == res.images
     if any(line.startswith("a QONNX model") for line in lines):
-        from export.qonnx_import import qonnx_agreement
+        from export.check import qonnx_agreement
         equal, worst = qonnx_agreement(args.model, plan.input_float(x))
         print(f"QCDQ golden model == qonnx execution of the QONNX original: {equal}/{len(x)} {args.split} images "
               f"(max |difference| {worst:.3g})")

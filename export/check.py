@@ -2,6 +2,8 @@
 
 Each plan layer names the ONNX tensor holding its output; the graph is re-served with those
 tensors as outputs, so every intermediate integer tensor is compared, not just the logits.
+`qonnx_agreement` checks a QONNX input's conversion: qonnx's own execution against ONNX Runtime
+on the QCDQ golden model.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from export import reference
+from export.golden import golden_model
 from export.ort import session_of
 from export.plan import Layer, Plan
 
@@ -42,7 +46,6 @@ def layer_exp(layer: Layer) -> int:
 
 def traced_session(model_path: str | Path, plan: Plan):
     """An ORT session on the golden model that also outputs every plan layer's tensor."""
-    from export.golden import golden_model
     model = golden_model(model_path)
     have = {o.name for o in model.graph.output}
     for l in plan.layers:
@@ -58,7 +61,6 @@ def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bo
     names = [o.name for o in sess.get_outputs()]
     inp = sess.get_inputs()[0].name
     res = Agreement()
-    from tqdm import tqdm
     bar = tqdm(total=len(images), desc="reference vs ONNX Runtime", unit="img", disable=not progress)
     dim = sess.get_inputs()[0].shape[0]
     batch = dim if isinstance(dim, int) and dim > 0 else 64  # a model exported with a fixed batch (often 1) runs in its own
@@ -82,3 +84,25 @@ def compare(model_path: str | Path, plan: Plan, images: np.ndarray, progress: bo
         bar.update(len(chunk))
     bar.close()
     return res
+
+
+def qonnx_agreement(path: str | Path, inputs: np.ndarray) -> tuple[int, float]:
+    """qonnx's own execution of the original QONNX model (qonnx.core.onnx_exec) vs ONNX Runtime on its
+    QCDQ golden model, at the golden model's output: (inputs whose outputs are equal, max |difference|).
+    `inputs` are float32 ONNX inputs (N, ...), run one at a time."""
+    from qonnx.core.modelwrapper import ModelWrapper  # optional, and only QONNX inputs need it
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+    golden = golden_model(path)
+    out_name = golden.graph.output[0].name
+    sess = session_of(golden)
+    original = ModelWrapper(str(path)).transform(InferShapes())
+    in_name = original.graph.input[0].name
+    equal, worst = 0, 0.0
+    for x in inputs:
+        ours = sess.run([out_name], {sess.get_inputs()[0].name: x[None]})[0]
+        theirs = execute_onnx(original, {in_name: x[None]}, return_full_exec_context=True)[out_name]
+        diff = float(np.abs(ours.astype(np.float64) - theirs).max())
+        equal += diff == 0.0
+        worst = max(worst, diff)
+    return equal, worst

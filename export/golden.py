@@ -7,6 +7,9 @@ from pathlib import Path
 
 import onnx
 
+from export.qonnx_import import is_qonnx, to_qcdq
+from export.walker import CompileError
+
 TRAILING = ("Softmax", "LogSoftmax", "Sigmoid")
 
 
@@ -34,8 +37,6 @@ def cut_trailing(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.NodeProt
 def read_model(path: str | Path) -> onnx.ModelProto:
     """An ONNX file as a QCDQ model: QONNX (Quant nodes) converted (export/qonnx_import.py); the trailing
     function, if any, still there. An unreadable file is a CompileError naming it."""
-    from export.qonnx_import import is_qonnx, to_qcdq
-    from export.walker import CompileError
     path = Path(path)
     if not path.is_file():
         raise CompileError(f"{path}: no such ONNX file (write one with `python -m export onnx --out {path}`)")

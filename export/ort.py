@@ -14,12 +14,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from export.golden import golden_model
+
 
 def golden_session(model_path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     """A CPU session at ORT_ENABLE_BASIC on the golden model of `model_path` (export/golden.py: QONNX
     converted, a trailing Softmax cut off); `threads` sets the intra-op thread count (ORT's default
     when None: one per physical core)."""
-    from export.golden import golden_model
     return session_of(golden_model(model_path), threads)
 
 

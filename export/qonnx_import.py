@@ -90,27 +90,3 @@ def _fold_constant_quants(model: onnx.ModelProto, consts: dict[str, np.ndarray])
     del g.node[:]
     g.node.extend(nodes)
 
-
-def qonnx_agreement(path: str | Path, inputs: np.ndarray) -> tuple[int, float]:
-    """qonnx's own execution of the original QONNX model (qonnx.core.onnx_exec) vs ONNX Runtime on its
-    QCDQ golden model, at the golden model's output: (inputs whose outputs are equal, max |difference|).
-    `inputs` are float32 ONNX inputs (N, ...), run one at a time."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-    from qonnx.transformation.infer_shapes import InferShapes
-
-    from export.golden import golden_model
-    from export.ort import session_of
-    golden = golden_model(path)
-    out_name = golden.graph.output[0].name
-    sess = session_of(golden)
-    original = ModelWrapper(str(path)).transform(InferShapes())
-    in_name = original.graph.input[0].name
-    equal, worst = 0, 0.0
-    for x in inputs:
-        ours = sess.run([out_name], {sess.get_inputs()[0].name: x[None]})[0]
-        theirs = execute_onnx(original, {in_name: x[None]}, return_full_exec_context=True)[out_name]
-        diff = float(np.abs(ours.astype(np.float64) - theirs).max())
-        equal += diff == 0.0
-        worst = max(worst, diff)
-    return equal, worst

@@ -4,10 +4,14 @@ A `LayerSpec` names its kind; the kind's unit says which fields it takes, checks
 the output shape and builds the float or Brevitas modules. Adding a kind is one class here (and
 its export unit in export/kinds/). The quantized modules follow the number contract
 (docs/number-contract.md, rules 1-3, 9-12): power-of-two scales, Int32Bias, batch norm folded before QAT,
-average pools over a power-of-two count followed by a requantizer.
+average pools over a power-of-two count followed by a requantizer. Brevitas is imported where a
+quantized module is built, so a float model and the commands that only read descriptions do not
+pay for its import.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from torch import nn
 
@@ -286,7 +290,6 @@ class Residual(Kind):
 
 def _spec(l, **kw):
     """A copy of LayerSpec `l` with fields replaced (the conv units inside a block)."""
-    from dataclasses import replace
     return replace(l, **kw)
 
 

@@ -9,6 +9,7 @@ of the compiled layer plan, so this module reads no layer above quant).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,8 +19,9 @@ import torch
 from common.atomic import atomic_write_text
 from common.data import DEFAULT_DATA
 from quant import checkpoint
-from quant.data import Split, dataset_hash, read_split
+from quant.data import Split, class_dirs, dataset_hash, read_split
 from quant.evaluate import score
+from quant.model import ModelConfig, build
 
 REQUIRED = ("float_adam", "float_sgd", "qat_unpruned")  # and qat_pruned where the model has P-layers
 ORDER = ("float_adam", "float_sgd", "float_adam_paper-nopool2", "float_sgd_paper-nopool2", "qat_unpruned", "qat_pruned")
@@ -47,9 +49,6 @@ def float_storage(ckpt: dict) -> dict:
 def model_size(ckpt: dict) -> dict:
     """Parameters (weights and biases of the conv/linear modules) and MACs per image of the float
     description, counted on the built model (so a residual block's convs count too)."""
-    from dataclasses import replace
-
-    from quant.model import ModelConfig, build
     cfg = ModelConfig.from_dict(ckpt["config"])
     model = build(replace(cfg, quantized=False, bn_folded=True)).eval()
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
@@ -118,7 +117,6 @@ def checkpoint_runs(path: Path, data: str | Path | None) -> dict:
 
 def data_for_classes(classes: list[str]) -> Path | None:
     """The data folder beside the default one (../shared/data/*) whose val classes are `classes`."""
-    from quant.data import class_dirs
     base = DEFAULT_DATA.parent
     for d in sorted(base.iterdir()) if base.is_dir() else []:
         if (d / "val").is_dir() and sorted(class_dirs(d / "val")) == sorted(classes):

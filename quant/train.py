@@ -11,7 +11,7 @@ import copy
 import io
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +321,6 @@ def folded_init(init: dict, val_split: Split) -> tuple[dict, dict | None]:
 
 def model_keys(cfg: ModelConfig, quantized: bool) -> set[str]:
     """The state-dict keys of the float (or quantized) model of a config."""
-    from dataclasses import replace
     return set(build(replace(cfg, quantized=quantized)).state_dict())
 
 
@@ -351,13 +350,12 @@ def distill_loss(student: torch.Tensor, teachers: list[nn.Module], x: torch.Tens
 
 def load_teachers(ckpts: list[dict], names: list[str], class_names: list[str]) -> list[nn.Module]:
     """Teacher models (eval mode, frozen) from checkpoints trained on the same classes in the same order."""
-    from quant.checkpoint import model_from
     models = []
     for ck, name in zip(ckpts, names):
         if ck.get("class_names") != class_names:
             raise ConfigError(f"teacher {name} was trained on classes {', '.join(ck.get('class_names') or ['?'])}, this run "
                               f"on {', '.join(class_names)}: a teacher needs the same classes in the same order")
-        m = model_from(ck).eval()
+        m = checkpoint.model_from(ck).eval()
         for q in m.parameters():
             q.requires_grad_(False)
         models.append(m)

@@ -55,7 +55,7 @@ def _shape(plan: Plan) -> list[tuple]:
 def test_a_qonnx_export_compiles_to_the_plan_of_the_qcdq_export(tmp_path):
     from brevitas.export import export_onnx_qcdq, export_qonnx
 
-    from export.qonnx_import import qonnx_agreement
+    from export.check import qonnx_agreement
     net, x = _net(), torch.zeros(1, 3, 9, 9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
