@@ -23,10 +23,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType, Layer, pair
+from hw.depthwise import as_row_conv, depthwise_window, is_depthwise
 from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
-from hw.requant import LATENCY, Requantizer, requant_layout, shift_layout, shift_word
+from hw.requant import LATENCY, Requantizer, mult_bits, mult_config, requant_layout, shift_layout, shift_word
 from hw.residual import SKIP_LATENCY, AddOnStore, add_layout, identity_config
 from hw.residual import LATENCY as ADD_LATENCY
 from hw.window import WindowFeatures, WindowGenerator, window_config, window_layout
@@ -149,10 +150,10 @@ class SystolicArray(wiring.Component):
 
 
 def array_pass_layout(addr_width: int, acc_width: int, act_width: int, window: WindowFeatures = WindowFeatures(),
-                      per_channel: bool = False, adds: bool = False) -> data.StructLayout:
+                      per_channel: bool = False, adds: bool = False, mult_bits: int = 0) -> data.StructLayout:
     return data.StructLayout({
         "win": window_layout(addr_width, window),
-        "rq": requant_layout(acc_width, act_width, per_channel),
+        "rq": requant_layout(acc_width, act_width, per_channel, mult_bits),
         "logits": 1,  # the last layer: raw accumulators of column 0 go to the logits memory
         **({"add": add_layout(act_width, acc_width)} if adds else {}),  # hw.residual
     })
@@ -172,7 +173,8 @@ class ArrayEngine(wiring.Component):
     entries beside each bias word travels the same way. Taps outside the map (`window.pad`) are
     zeroed in front of the operand registers; with strides, output j of a tile is column j*stride.
     With `adds`, every written vector goes through hw.residual's AddOnStore, which adds the vector
-    read on the skip bus at the same addresses when the pass stores a residual add.
+    read on the skip bus at the same addresses when the pass stores a residual add. With
+    `mult_bits`, the requantizers multiply by an average's multiplier (contract rule 14).
     """
 
     @staticmethod
@@ -208,13 +210,14 @@ class ArrayEngine(wiring.Component):
 
     def __init__(self, config: ArrayConfig, addr_width: int, act_width: int, w_width: int, acc_width: int,
                  weight_words: list[int], bias_words: list[int], *, window: WindowFeatures = WindowFeatures(),
-                 shift_words: list[int] | None = None, adds: bool = False):
+                 shift_words: list[int] | None = None, adds: bool = False, mult_bits: int = 0):
         self.config, self.addr_width, self.window, self.adds = config, addr_width, window, adds
+        self.mult_bits = mult_bits
         self.act_width, self.w_width, self.acc_width = act_width, w_width, acc_width
         self.weight_words, self.bias_words, self.shift_words = weight_words or [0], bias_words or [0], shift_words
         super().__init__(EngineSignature(addr_width, cols=config.cols, act_width=act_width, acc_width=acc_width,
                                          cfg=array_pass_layout(addr_width, acc_width, act_width, window, bool(shift_words),
-                                                               adds),
+                                                               adds, mult_bits),
                                          reads=True, writes=True, logit=Out, skips=adds))
 
     def elaborate(self, platform):
@@ -270,7 +273,7 @@ class ArrayEngine(wiring.Component):
             shift = delayed(m, shifts[:sw], out_delay, "shift", reset_less=True)
         qs = []
         for c in range(cols):
-            rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width, per_channel)
+            rq = m.submodules[f"rq{c}"] = Requantizer(accw, self.act_width, per_channel, self.mult_bits)
             m.d.comb += [rq.acc.eq(arr.out[c] + bias), rq.cfg.eq(self.cfg.rq)]
             if per_channel:
                 m.d.comb += rq.shift.eq(shift)
@@ -313,22 +316,26 @@ def as_conv(l: Layer) -> Layer:
     """An average pool (or an activation requantizer) as the conv the array runs, bit-exact: no
     bias, the layer's shift, no ReLU (a requantizer keeps its own).
 
-    A global pool over a square map with one shift is one 1-channel conv over the buffer read as
-    a (1, C*H, W) image: an H x H window of ones, stride H, one output per channel (H*H weights,
-    one output column, so no stride hardware). Otherwise weight[c, c] = 1 over the window (a k x k
-    window, stride k; the global pool one window over the map, zero-padded to a square): C times
-    the additions it needs, and C*C*k*k weights."""
+    A global pool over a square map (or an average pool whose non-square window is the whole map)
+    with one shift is one 1-channel conv over the buffer read as a (1, C*H, W) image: an H x W
+    window of ones, stride (H, W), one output per channel (H*W weights, one output column, so no
+    stride hardware). Otherwise weight[c, c] = 1 over the window (a kh x kw window, stride the
+    window; the global pool one window over the map, zero-padded to a square): C times the
+    additions it needs, and C*C*kh*kw weights. An average's multiplier stays with the layer (its
+    requantizer's, contract rule 14)."""
     if l.kind == "requant":  # acc = x: an identity 1x1 conv into the layer's requantizer
         c = l.in_shape[0]
         return replace(l, kind="conv2d", weight=np.eye(c, dtype=np.int8).reshape(c, c, 1, 1),
                        bias=np.zeros(c, dtype=np.int64), w_type=IntType(2, True, 0))
     c, h, w = l.in_shape
-    if l.kind == "globalavgpool" and h == w and np.ndim(l.shift) == 0:
-        return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=h, stride=h,
-                       pad=(0, 0, 0, 0), weight=np.ones((1, 1, h, h), dtype=np.int8), bias=np.zeros(1, dtype=np.int64),
+    whole = l.kind == "globalavgpool" and h == w or l.kind == "avgpool" and l.kernel_hw == (h, w) and h != w
+    if whole and np.ndim(l.shift) == 0:
+        k = h if h == w else (h, w)
+        return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=k, stride=k,
+                       pad=(0, 0, 0, 0), weight=np.ones((1, 1, h, w), dtype=np.int8), bias=np.zeros(1, dtype=np.int64),
                        w_type=IntType(2, True, 0), relu=False)
     k, stride, pad = (l.kernel, l.kernel, (0, 0, 0, 0)) if l.kind == "avgpool" else (max(h, w), 1, (0, 0, max(w - h, 0), max(h - w, 0)))
-    weight = np.zeros((c, c, k, k), dtype=np.int8)
+    weight = np.zeros((c, c, *pair(k)), dtype=np.int8)
     weight[np.arange(c), np.arange(c)] = 1
     return replace(l, kind="conv2d", kernel=k, stride=stride, pad=pad, weight=weight, bias=np.zeros(c, dtype=np.int64),
                    w_type=IntType(2, True, 0), relu=False)
@@ -342,11 +349,17 @@ def _strided(l: Layer) -> bool:
 
 def window_features(layers: list[Layer]) -> WindowFeatures:
     """What the plan's convs and average pools need of the window generator: padding, column strides,
-    non-square kernels."""
+    non-square kernels, depthwise groups (as hw.depthwise's tall kernels)."""
     convs = [as_conv(l) if l.kind in AVERAGES else l for l in layers if l.kind in ("conv2d", *AVERAGES)]
+    depthwise = any(is_depthwise(l) for l in convs)
     return WindowFeatures(pad=any(any(l.pad) for l in convs),
                           max_stride=min(16, max([1] + [l.stride_hw[1] for l in convs if _strided(l)])),
-                          rect=any(len(set(l.kernel_hw)) > 1 for l in convs))
+                          rect=depthwise or any(len(set(l.kernel_hw)) > 1 for l in convs), depthwise=depthwise)
+
+
+def average_mult_bits(layers: list[Layer]) -> int:
+    """Bits of the requantizers' multiplier for the plan's averages (0: none, contract rule 11 only)."""
+    return mult_bits([l.mult for l in layers if l.kind in AVERAGES])
 
 
 def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
@@ -359,7 +372,8 @@ def _pack_rows(matrix: np.ndarray, width: int) -> list[int]:
 
 
 class ArrayUnit(EngineUnit):
-    """Conv and dense (NP) layers, and average pools as convs, on the PE array."""
+    """Conv and dense (NP) layers, depthwise convs (hw.depthwise), and average pools as convs, on
+    the PE array."""
 
     kind = "array"
     memories = ("array_weights", "array_biases", "array_shifts")
@@ -373,8 +387,9 @@ class ArrayUnit(EngineUnit):
         # an average pool's useful work: one addition per input element it sums
         macs = (layer.macs_dense if layer.kind not in (*AVERAGES, "requant") else
                 int(np.prod(layer.out_shape)) * (layer.unit.count(layer) if layer.kind in AVERAGES else 1))
-        l = as_conv(layer) if layer.kind in (*AVERAGES, "requant") else layer
         rows, cols, img = ctx.config.rows, ctx.config.cols, ctx.images
+        dw = is_depthwise(layer)
+        l = as_conv(layer) if layer.kind in (*AVERAGES, "requant") else as_row_conv(layer, rows) if dw else layer
         if l.kind == "conv2d":
             if len(l.in_shape) != 3:
                 raise refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")
@@ -386,6 +401,7 @@ class ArrayUnit(EngineUnit):
         (kh, kw), sy = pair(k), pair(s)[0]
         win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img["array_weights"]), len(img["array_biases"]),
                             stride=s, pad=pad, features=ctx.window)
+        win, reach = depthwise_window(win, layer, rows) if dw else (win, 0)
         w2 = l.weight.reshape(cout, -1).astype(np.int64)
         n_og = -(-cout // rows)
         wpad = np.zeros((n_og * rows, w2.shape[1]), dtype=np.int64)
@@ -404,8 +420,8 @@ class ArrayUnit(EngineUnit):
         # it reaches, the last column tile's start
         last_row = min(h - 1, (oh - 1) * sy + kh - 1 - pad[0])
         last_col = max(0, win["n_xt_m1"] * (win.get("tile_step") or cols) + kw - 1 - pad[1])
-        top = (cin - 1) * h * w + last_row * w + last_col
-        cfg = {"win": win, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}
+        top = (cin - 1) * h * w + last_row * w + last_col + reach
+        cfg = {"win": win, "rq": {**self.requant(layer, ctx), **mult_config(layer.mult)}, "logits": int(layer.out is None)}
         if ctx.adds is not None:  # a store that adds (hw.graph fused it), or passes its outputs on
             cfg["add"] = ctx.adds.get(i) or identity_config(layer.out, ctx.act_width, ctx.acc_width)
         return Lowered(cfg, macs, top)
@@ -446,4 +462,5 @@ class ArrayUnit(EngineUnit):
     def build(self, s) -> ArrayEngine:
         img = s.images
         return ArrayEngine(s.config, s.addr_width, s.act_width, s.w_width, s.acc_width, img["array_weights"],
-                           img["array_biases"], window=s.window, shift_words=img["array_shifts"], adds=s.adds)
+                           img["array_biases"], window=s.window, shift_words=img["array_shifts"], adds=s.adds,
+                           mult_bits=average_mult_bits(s.plan.layers))

@@ -32,10 +32,12 @@ def shift_layout(acc_width: int) -> data.StructLayout:
     })
 
 
-def requant_layout(acc_width: int, out_width: int, per_channel: bool = False) -> data.StructLayout:
-    """The layer's constants: the clamp bounds, and the shift unless it comes per channel."""
+def requant_layout(acc_width: int, out_width: int, per_channel: bool = False, mult_bits: int = 0) -> data.StructLayout:
+    """The layer's constants: the clamp bounds, the shift unless it comes per channel, and with
+    `mult_bits` an average's multiplier less one (contract rule 14; absent from a constant: 1)."""
     clamp = {"lo": signed(out_width + 1), "hi": signed(out_width + 1)}
-    return data.StructLayout(clamp if per_channel else {**dict(shift_layout(acc_width).members), **clamp})
+    mult = {"mult_m1": unsigned(mult_bits)} if mult_bits else {}
+    return data.StructLayout({**({} if per_channel else dict(shift_layout(acc_width).members)), **clamp, **mult})
 
 
 def shift_config(shift: int, acc_width: int) -> dict:
@@ -46,6 +48,16 @@ def shift_config(shift: int, acc_width: int) -> dict:
     right = min(max(shift, 0), acc_width + 1)
     return {"shift_r": right, "shift_l": max(-shift, 0), "half_m1": (1 << right >> 1) - 1 if right else 0,
             "odd_en": int(right > 0)}
+
+
+def mult_config(mult: int) -> dict:
+    """An average's multiplier (contract rule 14) as requantizer constants: none when it is 1."""
+    return {"mult_m1": mult - 1} if mult != 1 else {}
+
+
+def mult_bits(mults: list[int]) -> int:
+    """Bits of the `mult_m1` constant for these multipliers; 0 (no multiplier) when all are 1."""
+    return max([0] + [(m - 1).bit_length() for m in mults if m != 1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,20 +73,21 @@ def requant_config(shift: int | None, relu: bool, out: IntType, acc_width: int) 
 
 
 class Requantizer(wiring.Component):
-    """`q` = saturate(round_half_even(acc * 2**-shift)) LATENCY cycles after `acc`, as
+    """`q` = saturate(round_half_even(acc * mult * 2**-shift)) LATENCY cycles after `acc`, as
     `out_width` raw bits (two's complement for signed types); `raw` is `acc` delayed alike.
-    `per_channel`: the shift constants arrive on `shift` in the same cycle as `acc`."""
+    `per_channel`: the shift constants arrive on `shift` in the same cycle as `acc`. `mult_bits`:
+    the multiplier (cfg.mult_m1 + 1) is generated; `acc * mult` must fit `acc_width` bits."""
 
-    def __init__(self, acc_width: int, out_width: int, per_channel: bool = False):
+    def __init__(self, acc_width: int, out_width: int, per_channel: bool = False, mult_bits: int = 0):
         if not 2 <= acc_width <= 40:
             raise ValueError(f"acc_width must be 2..40, got {acc_width}")
         if not 1 <= out_width <= 16:
             raise ValueError(f"out_width must be 1..16, got {out_width}")
-        self.acc_width, self.out_width, self.per_channel = acc_width, out_width, per_channel
+        self.acc_width, self.out_width, self.per_channel, self.mult_bits = acc_width, out_width, per_channel, mult_bits
         super().__init__({
             "acc": In(signed(acc_width)),
             **({"shift": In(shift_layout(acc_width))} if per_channel else {}),
-            "cfg": In(requant_layout(acc_width, out_width, per_channel)),
+            "cfg": In(requant_layout(acc_width, out_width, per_channel, mult_bits)),
             "q": Out(unsigned(out_width)),
             "raw": Out(signed(acc_width)),
         })
@@ -84,7 +97,7 @@ class Requantizer(wiring.Component):
         cfg, w = self.cfg, self.acc_width
         # the shift constants of the value in stage i (the layer's, or the value's own, delayed with it)
         sh = delay_line(m, self.shift, 4, "shift", reset_less=True) if self.per_channel else [cfg] * 4
-        # 1: the input (an engine's bias adder ends here); 2: the rounding bit (a variable bit
+        # 1: the input (an engine's bias adder ends here; times the multiplier); 2: the rounding bit (a variable bit
         # select); 3: round (the bit is the adder's carry in); 4: shift right; 5: shift left;
         # 6: clamp.
         a0, a1 = Signal(signed(w), reset_less=True), Signal(signed(w), reset_less=True)
@@ -94,7 +107,7 @@ class Requantizer(wiring.Component):
         shifted = Signal(signed(w + 2 + MAX_LEFT), reset_less=True)
         rounded = Cat(odd, a1).as_signed() + Cat(Const(1, 1), sh[1].half_m1)  # 2 * (a1 + half_m1 + odd) + 1
         m.d.sync += [
-            a0.eq(self.acc),
+            a0.eq(self.acc * (cfg.mult_m1 + 1) if self.mult_bits else self.acc),
             a1.eq(a0), odd.eq((a0 >> sh[0].shift_r)[0] & sh[0].odd_en),
             biased.eq(rounded[1:].as_signed()),
             right.eq(biased >> sh[2].shift_r),

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from export.plan import Layer, Plan
 from hw.array import AVERAGES, ArrayConfig, ArrayUnit, window_features
+from hw.depthwise import is_depthwise
 from hw.engines import EngineUnit, Lowering, UnsupportedPlan, refuse
 from hw.graph import INPUT_TENSOR, Buffers, check_shapes, steps
 from hw.memories import banks_for, buffer_rows
@@ -143,15 +144,14 @@ def _check_types(i: int, l: Layer) -> None:
 
 
 def _check_kind(i: int, l: Layer) -> None:
-    """The engines run ungrouped layers, with square kernels and strides except in convs (plan
-    version 3 can say more); graphs of them with residual adds (hw.graph)."""
+    """The engines run ungrouped and depthwise layers, with square kernels and strides except in
+    convs (plan version 3 can say more); graphs of them with residual adds (hw.graph)."""
     square = isinstance(l.kernel, int) and isinstance(l.stride, int)
-    what = (f"{l.groups} groups" if l.groups != 1 else
-            f"kernel {l.kernel} / stride {l.stride}" if not square and l.kind != "conv2d" else
-            f"an average over {int(np.prod(l.kernel_hw))} values (multiplier {l.mult})" if l.mult != 1 else None)
+    what = (f"{l.groups} groups" if l.groups != 1 and not is_depthwise(l) else
+            f"kernel {l.kernel} / stride {l.stride}" if not square and l.kind not in ("conv2d", "avgpool") else None)
     if what is not None:
-        raise refuse(i, l, f"{what}: the hardware runs ungrouped layers, square but for convs, with "
-                           "power-of-two averages")
+        raise refuse(i, l, f"{what}: the hardware runs ungrouped and depthwise layers, square but for convs and "
+                           "average pools")
 
 
 def _unit_for(layer: Layer, after_sparse: bool = False) -> EngineUnit | None:
@@ -212,7 +212,7 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     check_shapes(plan)
     graph = steps(plan)
     compute = [l for l in layers if l.weight is not None]
-    acc_width = max(l.acc_bound.bit_length() + 1 for l in compute + [l for l in layers if l.kind in (*AVERAGES, "add")])
+    acc_width = max((l.acc_bound * l.mult).bit_length() + 1 for l in compute + [l for l in layers if l.kind in (*AVERAGES, "add")])
     if acc_width > 32:
         raise UnsupportedPlan(f"accumulators need {acc_width} bits; logits are 32-bit (contract rule 5 bounds them by 2**24)")
     act_width = max([PIXEL_BITS] + [l.out.bits for l in layers if l.out is not None])

@@ -14,6 +14,8 @@ Strides (sy, sx) (`WindowFeatures.max_stride` bounds sx): rows step by sy; along
 columns compute consecutive stride-1 positions, of which columns 0, sx, 2sx, ... are outputs, so a
 tile yields ceil(cols / sx) outputs and the next tile starts sx * ceil(cols / sx) positions on.
 Kernels kh x kw: non-square ones (`WindowFeatures.rect`) count kx to their own end, `kw_m1`.
+Depthwise convs (`WindowFeatures.depthwise`, hw.depthwise) run with `dw` set: group og reads input
+channel og (its base steps by `in_og_step`), and the tiles of its last output row hold `last_rows` rows.
 
 Order: output-channel group og, output row y, column tile xt, then ci, ky, kx (the weight
 memory's word order). A tile's `last` step is held back until the array's drain of the previous
@@ -35,17 +37,19 @@ WINDOW_FIELDS = ("k_m1", "cin_m1", "d_ky", "d_ci", "w_base", "k_steps", "b_base"
                  "n_xt_m1", "in_w", "out_ow", "out_ohow", "out_og_step", "last_cols", "last_rows")
 STRIDE_FIELDS = ("stride_m1", "tile_step", "tile_cols")  # unsigned
 RECT_FIELDS = ("kw_m1",)  # unsigned; without them k_m1 is the width too
+DEPTHWISE_FIELDS = ("dw", "in_og_step")  # unsigned
 PAD_FIELDS = ("a_base", "iy_base", "ix_base", "iy_step", "map_h", "map_w")  # signed
 
 
 @dataclass(frozen=True)
 class WindowFeatures:
     """What the generator makes beyond valid stride-1 square windows: zero padding, column strides
-    1..max_stride (row strides need nothing), non-square kernels (`rect`)."""
+    1..max_stride (row strides need nothing), non-square kernels (`rect`), depthwise groups."""
 
     pad: bool = False
     max_stride: int = 1
     rect: bool = False
+    depthwise: bool = False
 
     def __post_init__(self):
         if not 1 <= self.max_stride <= 16:
@@ -60,6 +64,8 @@ def window_layout(addr_width: int, features: WindowFeatures = WindowFeatures()) 
         fields.update({name: signed(addr_width + 1) for name in PAD_FIELDS})
     if features.rect:
         fields.update({name: unsigned(addr_width) for name in RECT_FIELDS})
+    if features.depthwise:
+        fields.update({"dw": 1, "in_og_step": unsigned(addr_width)})
     return data.StructLayout(fields)
 
 
@@ -89,6 +95,8 @@ def window_config(cin: int, h: int, w: int, k: int | tuple[int, int], cout: int,
                     "map_h": h, "map_w": w})
     if features.rect:
         cfg["kw_m1"] = kw - 1
+    if features.depthwise:
+        cfg.update({"dw": 0, "in_og_step": 0})
     return cfg
 
 
@@ -130,6 +138,8 @@ class WindowGenerator(wiring.Component):
         a, tile, row_base = Signal(aw), Signal(aw), Signal(aw)
         w_addr, w_tile, b_addr = Signal(aw), Signal(aw), Signal(aw)
         og_out, out_row, out_tile = Signal(aw), Signal(aw), Signal(aw)
+        dw = self.features.depthwise
+        og_in = Signal(aw)  # with depthwise: group og's input base, a_base + og * in_og_step
         cool = Signal(range(self.tile_period))
         # Each counter's "at its end" is a register set together with the counter (the compare
         # is made on the value being written), and so are first, last and cool != 0: the step
@@ -157,7 +167,7 @@ class WindowGenerator(wiring.Component):
             self.valid.eq(valid), self.first.eq(first), self.last.eq(last),
             self.act_addr.eq(a), self.w_addr.eq(w_addr), self.b_addr.eq(b_addr), self.out_addr.eq(out_tile),
             self.ncols.eq(Mux(xt_end, cfg.last_cols, tile_cols)),
-            self.nrows.eq(Mux(og_end, cfg.last_rows, self.rows)),
+            self.nrows.eq(Mux(Mux(cfg.dw, y_end, og_end) if dw else og_end, cfg.last_rows, self.rows)),
         ]
         with m.If(valid & last):
             m.d.sync += [cool.eq(self.tile_period - 1), cooling.eq(self.tile_period > 1)]
@@ -178,6 +188,8 @@ class WindowGenerator(wiring.Component):
                 xt_end.eq(cfg.n_xt_m1 == 0), y_end.eq(cfg.oh_m1 == 0), og_end.eq(cfg.n_og_m1 == 0),
                 w_addr.eq(cfg.w_base), w_tile.eq(cfg.w_base), b_addr.eq(cfg.b_base),
             ]
+            if dw:
+                m.d.sync += og_in.eq(a_base)
             if pad:
                 m.d.sync += [iy_row.eq(cfg.iy_base), ix_tile.eq(cfg.ix_base), *taps_at(cfg.iy_base, cfg.ix_base)]
         with m.Elif(valid & ~last):
@@ -208,9 +220,12 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [ix_tile.eq(cfg.ix_base), iy_row.eq(iy_row + cfg.iy_step),
                                  *taps_at(iy_row + cfg.iy_step, cfg.ix_base)]
             with m.Elif(~og_end):
+                og_base = og_in + cfg.in_og_step if dw else a_base
+                if dw:
+                    m.d.sync += og_in.eq(og_base)
                 m.d.sync += [xt.eq(0), xt_end.eq(cfg.n_xt_m1 == 0), y.eq(0), y_end.eq(cfg.oh_m1 == 0),
                              og.eq(og + 1), og_end.eq(og + 1 == cfg.n_og_m1),
-                             row_base.eq(a_base), tile.eq(a_base), a.eq(a_base),
+                             row_base.eq(og_base), tile.eq(og_base), a.eq(og_base),
                              w_tile.eq(w_tile + cfg.k_steps), w_addr.eq(w_tile + cfg.k_steps),
                              b_addr.eq(b_addr + 1), og_out.eq(og_out + cfg.out_og_step),
                              out_row.eq(og_out + cfg.out_og_step), out_tile.eq(og_out + cfg.out_og_step)]
