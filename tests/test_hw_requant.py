@@ -1,14 +1,14 @@
 # amaranth: UnusedElaboratable=no
 """Requantizer under amaranth.sim against export.arith.requantize: random, ties, saturation,
 negative accumulators, left shifts, shifts beyond the accumulator; per channel, a different
-shift with every value."""
+shift with every value; an average's multiplier (contract rule 14)."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from export.arith import IntType, requantize
-from hw.requant import LATENCY, Requantizer, requant_config, shift_config
+from hw.requant import LATENCY, Requantizer, mult_bits, mult_config, requant_config, shift_config
 
 ACC = 20
 
@@ -78,6 +78,33 @@ def test_per_channel_requantizer_takes_a_shift_per_value(out, relu):
                 q = ctx.get(dut.q)
                 got = q - 256 if out.signed and q >= 128 else q
                 assert got == want[j], f"shift {per[j]}: acc {accs[j]} want {want[j]} got {got}"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("mult, shift", [(3641, 15), (16777, 21), (21845, 18), (1, 3)])
+def test_requantizer_multiplies_by_an_averages_multiplier(mult, shift):
+    """round_half_even(S * m * 2**-k) for sums S of up to 125 uint8 values, ties included; m = 1
+    (a layer without one in a plan with one) leaves S alone."""
+    wide = 32
+    rng = np.random.default_rng(mult)
+    sums = [int(v) for v in rng.integers(0, 125 * 255 + 1, size=40)] + [0, 1, 125 * 255]
+    sums += [s for s in range(1, 1 << 16) if s * mult % (1 << shift) == 1 << (shift - 1)][:6]  # exact ties
+    out = IntType(8, False, 0)
+    want = requantize(np.array(sums, dtype=np.int64) * mult, shift, False, out)
+    dut = Requantizer(wide, 8, mult_bits=mult_bits([21845]))
+
+    async def bench(ctx):
+        ctx.set(dut.cfg, dut.cfg.shape().const({**requant_config(shift, False, out, wide), **mult_config(mult)}))
+        for i, a in enumerate(sums + [0] * (LATENCY - 1)):
+            ctx.set(dut.acc, a)
+            await ctx.tick()
+            j = i - (LATENCY - 1)
+            if j >= 0:
+                assert ctx.get(dut.q) == want[j], f"m {mult} k {shift}: sum {sums[j]} want {want[j]} got {ctx.get(dut.q)}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
