@@ -149,8 +149,9 @@ def test_an_architecture_file_builds_and_trains_the_vocabulary(tmp_path):
     ([{"kind": "conv", "out": 4, "kernel": 3, "padding": 3}], r"layer 0 \(conv\): field 'padding'"),
     ([{"kind": "conv", "out": "four", "kernel": 3}], r"layer 0 \(conv\): field 'out' has the wrong type"),
     ([{"kind": "maxpool", "kernel": 2, "out": 3}], r"layer 0 \(maxpool\): unknown field 'out'"),
-    ([{"kind": "avgpool", "kernel": 3}], r"layer 0 \(avgpool\): field 'kernel' 3: .*power-of-two"),
-    ([{"kind": "conv", "out": 4, "kernel": 3, "padding": "same"}, {"kind": "maxpool", "kernel": 9}, {"kind": "gap"}], r"layer 2 \(gap\): .*7x7 .*power-of-two"),
+    ([{"kind": "avgpool", "kernel": 1}], r"layer 0 \(avgpool\): field 'kernel' must be an integer >= 2"),
+    ([{"kind": "conv", "out": 4, "kernel": 3}, {"kind": "globalavgpool"}, {"kind": "conv", "out": 4, "kernel": 3}],
+     r"layer 2 \(conv\): the feature map shrinks"),
     ([{"kind": "softmax"}], r"layer 0: unknown kind 'softmax'"),
 ])
 def test_a_bad_architecture_file_names_the_layer_and_the_field(tmp_path, layers, match):
