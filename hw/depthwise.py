@@ -3,16 +3,18 @@
 A depthwise layer (groups == Cin == Cout) shares no input between channels, and the array reads
 one activation vector per cycle that every row sees, so rows on different channels could use at
 most one row a cycle (1 / rows of the PEs). Instead, one channel at a time, row r of a tile owns
-output row y0 + r: the tile reads the (rows - 1) * sy + kh input rows those outputs span, each
-row's vector once per kx, and row r weighs input row iy with w[iy - y0 - r * sy, kx] (0 outside its
-kernel). That is a (1, H, W) conv with a ((rows - 1) * sy + kh) x kw kernel and row stride
-rows * sy into `rows` virtual channels (`as_row_conv`), one output-channel group per channel;
+output row y0 + r (r < n = min(rows, OH)): the tile reads the (n - 1) * sy + kh input rows those
+outputs span, each row's vector once per kx, and row r weighs input row iy with
+w[iy - y0 - r * sy, kx] (0 outside its kernel). That is a (1, H, W) conv with a
+((n - 1) * sy + kh) x kw kernel and row stride rows * sy into `rows` virtual channels
+(`as_row_conv`), one output-channel group per channel;
 the window generator's depthwise mode (hw.window) moves each group to its own input channel and
 writes virtual channel r to output row y0 + r.
 
 Utilisation: kh / ((rows - 1) * sy + kh) of the PEs on full tiles at column stride 1 (3x3, 10 rows:
-25% at stride 1, 14% at row stride 2; a column stride sx divides it by sx), against 1 / Cin for a
-dense conv with a diagonal weight. Grouped convs with 1 < groups < Cin are not generated.
+25% at stride 1, 14% at row stride 2; a column stride sx divides it by sx; a map of OH < rows
+rows reaches OH * kh / (rows * ((OH - 1) * sy + kh))), against 1 / Cin for a dense conv with a
+diagonal weight. Grouped convs with 1 < groups < Cin are not generated.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ def as_row_conv(l: Layer, rows: int) -> Layer:
     c, h, w = l.in_shape
     _, oh, ow = l.out_shape
     (kh, kw), (sy, sx) = l.kernel_hw, l.stride_hw
-    tall = (rows - 1) * sy + kh
+    tall = (min(rows, oh) - 1) * sy + kh
     weight = np.zeros((c, rows, 1, tall, kw), dtype=l.weight.dtype)
-    for r in range(rows):
+    for r in range(min(rows, oh)):
         weight[:, r, 0, r * sy:r * sy + kh] = l.weight[:, 0]
     per_row = lambda v: np.repeat(v, rows) if np.ndim(v) else v  # noqa: E731
     return replace(l, groups=1, in_shape=(1, h, w), out_shape=(c * rows, -(-oh // rows), ow), kernel=(tall, kw),

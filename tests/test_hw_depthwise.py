@@ -3,6 +3,8 @@
 the whole Accelerator under amaranth.sim == export.reference, cycle-exact; a plan without them
 builds none of their hardware."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def dw_plan(rng, shape=(2, 11, 9), c1=3, stride2=1, c3=4, mult=3641, shift=15, c
     return Plan(tuple(shape), img, [l1, l2, l3, pool, flat, fc], [f"c{i}" for i in range(classes)])
 
 
-@pytest.mark.parametrize("array, stride2", [("4x3", 1), ("3x4", 2)])
+@pytest.mark.parametrize("array, stride2", [("4x3", 1), ("3x4", 2), ("8x3", 2)])  # 8x3: a map shorter than the rows
 def test_depthwise_and_rule14_average_match_reference_cycle_exact(array, stride2):
     rng = np.random.default_rng(7 + stride2)
     plan = dw_plan(rng, stride2=stride2)
@@ -61,7 +63,8 @@ def test_depthwise_and_rule14_average_match_reference_cycle_exact(array, stride2
 
 def test_depthwise_runs_one_channel_per_group_at_rows_times_the_diagonal_utilisation():
     """One output-channel group per channel, reading only its own channel: ((rows - 1) * sy + kh)
-    * kw steps per tile of `rows` output rows, not Cin * kh * kw per output row."""
+    * kw steps per tile of `rows` output rows, not Cin * kh * kw per output row; a map of OH < rows
+    rows spans only its own."""
     rng = np.random.default_rng(1)
     plan = dw_plan(rng, shape=(2, 22, 9), c1=8)
     s = schedule(plan, ArrayConfig(4, 3))
@@ -70,6 +73,8 @@ def test_depthwise_runs_one_channel_per_group_at_rows_times_the_diagonal_utilisa
     assert win["n_og_m1"] + 1 == 8 and win["k_steps"] == ((4 - 1) + 3) * 3 and win["oh_m1"] + 1 == -(-20 // 4)
     virtual = as_row_conv(plan.layers[1], 4)
     assert virtual.weight.shape == (8 * 4, 1, 6, 3) and virtual.groups == 1
+    assert as_row_conv(plan.layers[1], 16).kernel == ((16 - 1) + 3, 3)
+    assert as_row_conv(replace(plan.layers[1], out_shape=(8, 5, 7)), 16).kernel == ((5 - 1) + 3, 3)
 
 
 def test_a_plan_without_depthwise_or_multipliers_builds_neither():
