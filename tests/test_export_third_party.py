@@ -174,7 +174,7 @@ def _pattern_net(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     ("mean_over_hw", 13, None),
     ("mean_keepdim", 13, None),
     ("mean_over_channels", 13, r"\(ReduceMean\): a mean over axes \[1\]; only the mean over height and width"),
-    ("depthwise", 13, r"\(conv2d\): 4 groups: the hardware runs ungrouped layers"),
+    ("depthwise", 13, None),
     ("dilated", 13, r"\(Conv\): dilation \[2, 2\] is not supported; use dilation 1"),
     ("rectangular_kernel", 13, None),
     ("padded_max_pool", 13, r"\(MaxPool\): padding/ceil_mode/dilation are not supported"),
