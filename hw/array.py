@@ -457,7 +457,8 @@ class ArrayUnit(EngineUnit):
         return [v for v in p.cfg["win"].values() if isinstance(v, int)]
 
     def multipliers(self, s) -> int:
-        return s.config.pes
+        """The PEs', and with averages over non-power-of-two counts the requantizers' (one a column)."""
+        return s.config.pes + s.config.cols * bool(average_mult_bits(s.plan.layers))
 
     def build(self, s) -> ArrayEngine:
         img = s.images

@@ -14,7 +14,7 @@ from hw.array import ArrayConfig
 from hw.cycles import predict
 from hw.depthwise import as_row_conv
 from hw.sequencer import schedule
-from hw.top import Accelerator
+from hw.top import Accelerator, resources
 from tests.hw_helpers import _layer, first_mismatch, random_image, random_plan, run_accelerator
 
 
@@ -75,6 +75,11 @@ def test_depthwise_runs_one_channel_per_group_at_rows_times_the_diagonal_utilisa
     assert virtual.weight.shape == (8 * 4, 1, 6, 3) and virtual.groups == 1
     assert as_row_conv(plan.layers[1], 16).kernel == ((16 - 1) + 3, 3)
     assert as_row_conv(replace(plan.layers[1], out_shape=(8, 5, 7)), 16).kernel == ((5 - 1) + 3, 3)
+
+
+def test_the_averages_multipliers_count_for_the_fit_check():
+    plan = dw_plan(np.random.default_rng(2))
+    assert resources(plan, ArrayConfig(4, 3))["multipliers"] == 4 * 3 + 3
 
 
 def test_a_plan_without_depthwise_or_multipliers_builds_neither():
