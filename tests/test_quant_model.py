@@ -176,23 +176,29 @@ def test_a_malformed_yaml_architecture_is_one_error_naming_the_line(tmp_path):
         named_config(str(f))
 
 
-def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
-    from dataclasses import replace
-
+def folds_exactly(cfg, fl) -> dict:
+    """Train-mode passes move the float model's batch-norm statistics; its folded twin gives the same
+    logits. Returns the folded state dict."""
     from quant.fold import fold_batchnorm
-    torch.manual_seed(0)
-    cfg = named_config("edge")
-    fl = build(cfg)
     fl.train()
     for _ in range(3):  # running statistics away from their initial values
-        fl(torch.rand(4, 3, 64, 64))
+        fl(torch.rand(4, *cfg.in_shape))
     fl.eval()
     folded_cfg, state = fold_batchnorm(cfg, fl.state_dict())
     folded = build(folded_cfg).eval()
     folded.load_state_dict(state)
-    x = torch.rand(3, 3, 64, 64)
+    x = torch.rand(3, *cfg.in_shape)
     with torch.no_grad():
         assert torch.allclose(fl(x), folded(x), atol=1e-4)
+    return state
+
+
+def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = named_config("edge")
+    state = folds_exactly(cfg, build(cfg))
     assert not any("running_mean" in k for k in state)
     with pytest.raises(ConfigError, match="fold it"):
         build(replace(cfg, quantized=True))
@@ -201,7 +207,6 @@ def test_batch_norm_folds_exactly_and_the_quantized_model_refuses_it_unfolded():
 def test_resnet8_is_mlperf_tinys_reference_and_its_residual_blocks_fold_and_quantize():
     """conv 16, three stacks of two 3x3 convs (16/32/64, strides 1/2/2; identity shortcut first, 1x1
     stride-2 conv shortcuts after), global average pool, linear 10: 78k parameters."""
-    from quant.fold import fold_batchnorm
     from quant.layers import ResidualBlock
     torch.manual_seed(0)
     cfg = named_config("resnet8")
@@ -211,16 +216,7 @@ def test_resnet8_is_mlperf_tinys_reference_and_its_residual_blocks_fold_and_quan
     assert sum(p.numel() for p in fl.parameters() if p.dim() > 1) == 77_360  # conv and linear weights
     blocks = [m for m in fl.modules() if isinstance(m, ResidualBlock)]
     assert [isinstance(b.shortcut, torch.nn.Identity) for b in blocks] == [True, False, False]
-    fl.train()
-    for _ in range(3):
-        fl(torch.rand(4, 3, 32, 32))
-    fl.eval()
-    folded_cfg, state = fold_batchnorm(cfg, fl.state_dict())
-    folded = build(folded_cfg).eval()
-    folded.load_state_dict(state)
-    x = torch.rand(3, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(fl(x), folded(x), atol=1e-4)
+    state = folds_exactly(cfg, fl)
     q = build(quantized_twin(cfg))
     missing, unexpected = q.load_state_dict(state, strict=False)
     assert not unexpected and all(k not in state for k in missing)
