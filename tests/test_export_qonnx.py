@@ -18,16 +18,9 @@ from export.plan import Plan, fields
 
 def _net() -> nn.Module:
     import brevitas.nn as qnn
-    from brevitas.inject.enum import ScalingImplType
     from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
 
-    class Image(Uint8ActPerTensorFixedPoint):
-        scaling_impl_type = ScalingImplType.CONST
-        scaling_const = 1.0
-        max_val = 1.0
-
-    class PerChannel(Int8WeightPerTensorFixedPoint):
-        scaling_per_output_channel = True
+    from quant.quantizers import InputQuant as Image, PerChannelWeightQuant as PerChannel  # plain Brevitas subclasses
 
     act = lambda: qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
     torch.manual_seed(0)
