@@ -91,7 +91,7 @@ def test_a_plain_brevitas_model_compiles_and_checks(tmp_path, variant, batch):
 
 def _pattern_net(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     """Small plain-Brevitas models with what users write: patterns the chain takes (exact) and ones
-    it refuses. The eleventh session ran larger versions of these through `sim run --onnx`."""
+    it refuses."""
     import brevitas.nn as qnn
     from brevitas.inject.enum import ScalingImplType
     from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias,
