@@ -195,8 +195,7 @@ def drawn_split(path: Path, seed: int, val_fraction: float) -> str:
     return "val" if u < val_fraction else "test" if u < 2 * val_fraction else "train"
 
 
-def read_npz(path: Path, split: str, classes: list[str] | None, shape: tuple[int, ...] | None,
-             limit: int | None) -> Split:
+def read_npz(path: Path, classes: list[str] | None, shape: tuple[int, ...] | None, limit: int | None) -> Split:
     """A split of tensors that are not images: `x` (N x shape, int8 or uint8: the model's integer
     input), `y` (N labels) and optionally `classes` (names, in label order)."""
     try:
@@ -251,7 +250,7 @@ def read_split(data: str | Path, split: str, classes: list[str] | None = None, s
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if (root / f"{split}.npz").is_file():
-        return read_npz(root / f"{split}.npz", split, classes, shape, limit)
+        return read_npz(root / f"{split}.npz", classes, shape, limit)
     channels = 3
     if shape is not None:
         check_image_shape(shape, root)
