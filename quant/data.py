@@ -94,13 +94,18 @@ def to_rgb_uint8(img: Image.Image, channels: int = 3) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def hw_of(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a size given as one int (a square) or a pair."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def fit_size(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize so the image just covers `size` (H, W) (an int: a square), keeping its aspect ratio;
     centre-crop to it. An image already at that size passes untouched."""
-    th, tw = (size, size) if isinstance(size, int) else size
+    th, tw = hw_of(size)
     h, w = arr.shape[:2]
-    if (h, w) != (th, tw) and not (h >= th and w >= tw and min(h / th, w / tw) == 1):
-        s = max(th / h, tw / w)
+    s = max(th / h, tw / w)  # 1: the image already just covers H x W
+    if s != 1:
         img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         arr = np.asarray(img.resize((max(tw, round(w * s)), max(th, round(h * s))), Image.BILINEAR))
         arr = arr[:, :, None] if arr.ndim == 2 else arr
@@ -168,7 +173,7 @@ def read_folder(folder: Path, classes: list[str] | None = None, size: int | tupl
             files.append(str(p))
         if len(labels) == n_before and (paths or not listed):  # a drawn split may hold none of a class
             raise DataError(f"{found[name]}: no readable images for class {name!r}")
-    th, tw = (size, size) if isinstance(size, int) else size
+    th, tw = hw_of(size)
     stacked = np.stack(images) if images else np.zeros((0, channels, th, tw), dtype=np.uint8)
     return Split(stacked, np.asarray(labels, dtype=np.int64), names, files, skipped)
 
@@ -269,7 +274,7 @@ def read_split(data: str | Path, split: str, classes: list[str] | None = None, s
 
 
 def centre_crop(images: np.ndarray, size: int | tuple[int, int] = SIZE) -> np.ndarray:
-    th, tw = (size, size) if isinstance(size, int) else size
+    th, tw = hw_of(size)
     h, w = images.shape[-2:]
     t, l = (h - th) // 2, (w - tw) // 2
     return images[..., t:t + th, l:l + tw]
