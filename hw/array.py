@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -171,7 +171,8 @@ class ArrayEngine(wiring.Component):
     its drain starts and shifts along with it, one bias per drained row, added in front of the
     requantizers. With `shift_words` (per-channel requantization) a word of `rows` shift_layout
     entries beside each bias word travels the same way. Taps outside the map (`window.pad`) are
-    zeroed in front of the operand registers; with strides, output j of a tile is column j*stride.
+    zeroed in front of the operand registers; with strides, output j of a tile is still column j
+    (the activation buffer reads the inputs `stride` apart).
     With `adds`, every written vector goes through hw.residual's AddOnStore, which adds the vector
     read on the skip bus at the same addresses when the pass stores a residual add. With
     `mult_bits`, the requantizers multiply by an average's multiplier (contract rule 14).
@@ -289,11 +290,8 @@ class ArrayEngine(wiring.Component):
                 m.d.sync += shifts.eq(sdata)
         tags = delay_line(m, drain, self.drain_stages(self.config, self.adds), "drain")
         out = tags[self.requant_stages(self.config) - 1]
-        # output j of the tile: column j * stride
-        strides = range(1, self.window.max_stride + 1)
-        outputs = [qs[c].q if self.window.max_stride == 1 else
-                   Array([qs[c * s].q if c * s < cols else 0 for s in strides])[self.cfg.win.stride_m1]
-                   for c in range(cols)]
+        # output j of the tile is column j, at any stride (the buffer's strided reads)
+        outputs = [q.q for q in qs]
         written = tags[-1]
         if self.adds:  # the skip vector at the write's addresses, read to meet the outputs
             aos = m.submodules.add = AddOnStore(cols, self.act_width, accw)

@@ -167,10 +167,15 @@ class ActivationBuffer(wiring.Component):
     `wr.data[0]`; `read_aligned` n (every read is at a multiple of n, a power of two <= the banks:
     the sparse engine's copy) returns rdata[0:n] through an n-way rotator instead of `cols`
     `banks`-way ones (rdata[n:] is 0). The 16-bank crossbars were a quarter of the simulator's work.
+
+    Strided reads, for buffers a strided conv reads (`max_stride` > 1): `rstride_m1` = s - 1
+    makes rdata[c] the element at raddr + c * s, for the columns c with c * s < banks (the others
+    return what the banks hold); the banks' addresses are those of a stride-1 read, only each
+    column's rotator select moves (hw.window.strided_cols). The stride holds for a pass.
     """
 
     def __init__(self, cols: int, depth: int, width: int, addr_width: int, *, write_cols: int | None = None,
-                 read_aligned: int | None = None):
+                 read_aligned: int | None = None, max_stride: int = 1):
         if not 1 <= cols <= 16:
             raise ValueError(f"cols must be 1..16, got {cols}")
         self.cols, self.width, self.banks = cols, width, banks_for(cols)
@@ -180,6 +185,9 @@ class ActivationBuffer(wiring.Component):
         if read_aligned is not None and not (read_aligned & (read_aligned - 1) == 0 and 1 <= read_aligned <= min(cols, self.banks)):
             raise ValueError(f"read_aligned must be a power of two <= {cols}, got {read_aligned}")
         self.read_aligned = read_aligned
+        if not 1 <= max_stride <= 16 or (max_stride > 1 and read_aligned is not None):
+            raise ValueError(f"max_stride must be 1..16, and 1 with aligned reads; got {max_stride}")
+        self.max_stride = max_stride
         self.rows = buffer_rows(depth, cols)
         if addr_width < (self.rows * self.banks - 1).bit_length():
             raise ValueError(f"addr_width {addr_width} cannot address {self.rows * self.banks} elements")
@@ -188,6 +196,7 @@ class ActivationBuffer(wiring.Component):
             "rdata": Out(data.ArrayLayout(unsigned(width), cols)),
             "wr": In(write_layout(addr_width, cols, width)),
             "writing": In(1),
+            **({"rstride_m1": In(range(max_stride))} if max_stride > 1 else {}),
         })
 
     def elaborate(self, platform):
@@ -206,7 +215,11 @@ class ActivationBuffer(wiring.Component):
             rphase_3 = delayed(m, rphase, 3, "rphase")
             for c in range(self.cols):
                 sel.append(Signal(lb, name=f"rsel{c}"))
-                m.d.sync += sel[c].eq(rphase_3 + c)
+                off = c
+                if self.max_stride > 1:  # column c's offset c * stride, a register (the stride holds for a pass)
+                    off = Signal(lb, name=f"roff{c}")
+                    m.d.sync += off.eq(Array((c * s) % self.banks for s in range(1, self.max_stride + 1))[self.rstride_m1])
+                m.d.sync += sel[c].eq(rphase_3 + off)
         outs = []
         wdata = Array(self.wr.data[c] for c in range(self.cols))
         # Each bank is split by hand into block-deep pieces, each piece's output registered with

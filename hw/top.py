@@ -58,7 +58,13 @@ def buffer_ports(s: Schedule, b: int) -> dict:
     writers = {p.unit.kind: p.unit for p in s.passes if p.dst == b}.values()
     aligned = {p.unit.read_aligned(s) for p in s.passes if p.src == b}
     return {"write_cols": max((u.write_elements(s) for u in writers), default=s.config.cols),
-            "read_aligned": aligned.pop() if len(aligned) == 1 else None}
+            "read_aligned": aligned.pop() if len(aligned) == 1 else None,
+            "max_stride": max([1] + [read_stride(p) for p in s.passes if p.src == b])}
+
+
+def read_stride(p) -> int:
+    """The column stride of pass `p`'s reads (hw.memories.ActivationBuffer's strided reads)."""
+    return p.cfg.get("win", {}).get("stride_m1", 0) + 1 if p.kind == "array" else 1
 
 
 class Accelerator(wiring.Component):
@@ -158,6 +164,12 @@ class Accelerator(wiring.Component):
                                        k, lambda b, a: None if b in mine else a) if skipped else None
             self._read_bus(m, seq, "reads", ("raddr", "rdata"), mine, seq.src, seq.in_signed, k,
                            lambda b, a: Mux(seq.skip == b, skip_addr, a) if b in skipped else a)
+            # a strided conv's reads: the array's column stride to the buffers it reads (the skip
+            # bus and every other engine read at stride 1)
+            for b in mine:
+                if self.buffers[b].max_stride > 1:
+                    strided = seq.kind["array"] & (seq.skip != b) if b in skipped else seq.kind["array"]
+                    m.d.comb += self.buffers[b].rstride_m1.eq(Mux(strided, self.engines["array"].cfg.win.stride_m1, 0))
 
             # one write bus per stage: the running engine's (registered) write to the destination
             # buffer, in a register (the engines and the buffers' banks are far apart)

@@ -10,9 +10,12 @@ rows of the input on chip and slide over them, here the whole input tensor alrea
 Zero padding (`WindowFeatures.pad`): the walk runs over the padded map, with addresses in the
 unpadded buffer (modulo 2**addr_width, so a tap left of or above the map has a "negative"
 address), and `taps` says which columns' taps lie inside the map; the engine zeroes the others.
-Strides (sy, sx) (`WindowFeatures.max_stride` bounds sx): rows step by sy; along a row the PE
-columns compute consecutive stride-1 positions, of which columns 0, sx, 2sx, ... are outputs, so a
-tile yields ceil(cols / sx) outputs and the next tile starts sx * ceil(cols / sx) positions on.
+Strides (sy, sx) (`WindowFeatures.max_stride` bounds sx): rows step by sy; along a row PE column
+c computes output position x0 + c, reading input columns sx apart (the buffer's strided read,
+memories.ActivationBuffer: rdata[c] is the element at raddr + c * sx). A strided read must stay
+within one turn of the banks, so a tile holds `strided_cols(cols, sx)` = min(cols,
+(banks - 1) // sx + 1) outputs (8 of 9 columns at sx = 2 on 16 banks) and the next tile starts sx
+times that many input positions on.
 Kernels kh x kw: non-square ones (`WindowFeatures.rect`) count kx to their own end, `kw_m1`.
 Depthwise convs (`WindowFeatures.depthwise`, hw.depthwise) run with `dw` set: group og reads input
 channel og (its base steps by `in_og_step`), and the tiles of its last output row hold `last_rows` rows.
@@ -27,11 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import pair
+from hw.memories import banks_for
 
 WINDOW_FIELDS = ("k_m1", "cin_m1", "d_ky", "d_ci", "w_base", "k_steps", "b_base", "n_og_m1", "oh_m1",
                  "n_xt_m1", "in_w", "out_ow", "out_ohow", "out_og_step", "last_cols", "last_rows")
@@ -69,6 +73,12 @@ def window_layout(addr_width: int, features: WindowFeatures = WindowFeatures()) 
     return data.StructLayout(fields)
 
 
+def strided_cols(cols: int, stride: int) -> int:
+    """The outputs of one tile at column stride `stride`: the columns whose inputs, `stride`
+    apart, lie within one turn of the activation buffer's banks (memories.banks_for)."""
+    return cols if stride == 1 else min(cols, (banks_for(cols) - 1) // stride + 1)
+
+
 def window_config(cin: int, h: int, w: int, k: int | tuple[int, int], cout: int, oh: int, ow: int, rows: int,
                   cols: int, w_base: int, b_base: int, *, stride: int | tuple[int, int] = 1,
                   pad: tuple[int, int, int, int] = (0, 0, 0, 0), features: WindowFeatures = WindowFeatures()) -> dict:
@@ -80,7 +90,7 @@ def window_config(cin: int, h: int, w: int, k: int | tuple[int, int], cout: int,
     col_stride = 1 if ow == 1 else sx
     if col_stride > features.max_stride or (any(pad) and not features.pad) or (kh != kw and not features.rect):
         raise ValueError(f"kernel {kh}x{kw}, stride {sy}x{sx}, padding {list(pad)}: the generator makes {features}")
-    tile_cols = -(-cols // col_stride)
+    tile_cols = strided_cols(cols, col_stride)
     n_og, n_xt = -(-cout // rows), -(-ow // tile_cols)
     cfg = {
         "k_m1": kh - 1, "cin_m1": cin - 1, "d_ky": w - kw + 1, "d_ci": h * w - (kh - 1) * w - (kw - 1),
@@ -161,7 +171,14 @@ class WindowGenerator(wiring.Component):
         # with padding: the tap's input row and column 0's input column (signed), for `taps`
         iy_row, iy, ix_tile, ix = (Signal(signed(aw + 1), name=n) for n in ("iy_row", "iy", "ix_tile", "ix"))
         if pad:
-            m.d.comb += self.taps.eq(Cat(((iy >= 0) & (iy < cfg.map_h) & (ix + c >= 0) & (ix + c < cfg.map_w))
+            # column c's input column: ix + c * stride, the offset a register per column (the
+            # constants are set a cycle before `start`)
+            offs = list(range(self.cols))
+            if strided:
+                offs = [Signal(range(c * self.features.max_stride + 1), name=f"tap_off{c}") for c in range(self.cols)]
+                m.d.sync += [o.eq(Array(c * s for s in range(1, self.features.max_stride + 1))[cfg.stride_m1])
+                             for c, o in enumerate(offs)]
+            m.d.comb += self.taps.eq(Cat(((iy >= 0) & (iy < cfg.map_h) & (ix + offs[c] >= 0) & (ix + offs[c] < cfg.map_w))
                                          for c in range(self.cols)))
         m.d.comb += [
             self.valid.eq(valid), self.first.eq(first), self.last.eq(last),

@@ -1,12 +1,13 @@
 # amaranth: UnusedElaboratable=no
 """ActivationBuffer under amaranth.sim against a flat numpy array: vector writes of 1..cols
-elements at any address (every bank phase), vector reads at any address."""
+elements at any address (every bank phase), vector reads at any address, strided reads."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from hw.memories import READ_LATENCY, ActivationBuffer, banks_for
+from hw.window import strided_cols
 
 
 async def write_random(ctx, dut, rng, model, *, writes: int, top: int, counts: tuple[int, int]):
@@ -73,6 +74,34 @@ def test_narrow_ports(cols, depth, write_cols, aligned):
     sim.run()
 
 
+@pytest.mark.parametrize("cols,max_stride", [(9, 2), (11, 3), (8, 2), (3, 2), (16, 4)])
+def test_strided_reads(cols, max_stride):
+    """With rstride_m1 = s - 1, rdata[c] is the element at raddr + c * s for every column whose
+    read stays within one turn of the banks (hw.window.strided_cols), at every address; s = 1 reads
+    as an unstrided buffer does."""
+    rng = np.random.default_rng(cols * 7 + max_stride)
+    depth = 200
+    dut = ActivationBuffer(cols, depth, 8, 11, max_stride=max_stride)
+    model = np.zeros(dut.rows * dut.banks, dtype=np.int64)
+
+    async def bench(ctx):
+        await write_random(ctx, dut, rng, model, writes=depth, top=depth - cols, counts=(1, cols))
+        for s in range(1, max_stride + 1):
+            ctx.set(dut.rstride_m1, s - 1)
+            n = strided_cols(cols, s)
+            assert s == 1 or n == min(cols, (dut.banks - 1) // s + 1)
+            for addr in range(0, depth - s * n):
+                ctx.set(dut.raddr, addr)
+                await ctx.tick().repeat(READ_LATENCY)
+                got = [ctx.get(dut.rdata[c]) for c in range(n)]
+                assert got == list(model[addr:addr + s * n:s]), f"stride {s} read at {addr}"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def test_narrow_ports_validate():
     with pytest.raises(ValueError, match="write_cols must be 1 or cols"):
         ActivationBuffer(9, 100, 8, 10, write_cols=4)
@@ -80,6 +109,8 @@ def test_narrow_ports_validate():
         ActivationBuffer(9, 100, 8, 10, read_aligned=3)
     with pytest.raises(ValueError, match="read_aligned must be a power of two"):
         ActivationBuffer(4, 100, 8, 10, read_aligned=8)
+    with pytest.raises(ValueError, match="max_stride must be 1..16, and 1 with aligned reads"):
+        ActivationBuffer(4, 100, 8, 10, read_aligned=2, max_stride=2)
 
 
 def test_banks_are_a_power_of_two():

@@ -3,7 +3,7 @@ step's activation, weight and bias address, first/last, and the tile's output ad
 valid columns/rows; with a short reduction (K < the array's tile period) the last step waits
 for the drain.
 With zero padding, the taps inside the map (and addresses modulo 2**addr_width outside it);
-with strides, rows skipped and ceil(cols/stride) outputs per tile; non-square kernels and
+with strides, rows skipped and as many outputs per tile as fit one turn of the buffer's banks; non-square kernels and
 strides (kh x kw, sy x sx) count each axis to its own end."""
 
 import pytest
@@ -25,7 +25,8 @@ def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
     (kh, kw), (sy, sx) = pair(k), pair(s)
     oh, ow = _out_hw(h, w, k, s, pad)
     cs = sx if ow > 1 else 1
-    tcols = -(-cols // cs)
+    banks = 1 << (cols - 1).bit_length()
+    tcols = cols if cs == 1 else min(cols, (banks - 1) // cs + 1)  # strided reads within one turn of the banks
     for og in range(-(-cout // rows)):
         for y in range(oh):
             for xt in range(-(-ow // tcols)):
@@ -40,7 +41,7 @@ def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
                                     "out_addr": og * rows * oh * ow + y * ow + xt * tcols,
                                     "ncols": min(tcols, ow - xt * tcols), "nrows": min(rows, cout - og * rows)}
                             if any(pad):
-                                step["taps"] = sum((0 <= iy < h and 0 <= ix + c < w) << c for c in range(cols))
+                                step["taps"] = sum((0 <= iy < h and 0 <= ix + c * cs < w) << c for c in range(cols))
                             yield step
 
 
@@ -56,6 +57,8 @@ def _walk(cin, h, w, k, cout, rows, cols, s=1, pad=(0, 0, 0, 0)):
     (2, 6, 7, (1, 3), 3, 2, 4, (2, 1), (0, 1, 0, 1)),  # a wide kernel, a row stride only
     (1, 9, 8, (3, 2), 2, 3, 3, (1, 3), (1, 0, 1, 0)),  # a column stride only
     (2, 4, 5, (2, 3), 2, 2, 2, 1, (0, 0, 0, 0)),   # non-square, no padding
+    (2, 5, 21, 3, 3, 2, 9, 2, (1, 1, 1, 1)),   # stride 2 on 9 columns: 8 outputs a tile (16 banks)
+    (1, 4, 17, 1, 2, 2, 5, 3, (0, 0, 0, 0)),   # stride 3 on 5 columns: 3 outputs a tile (8 banks)
 ])
 def test_window_walk(cin, h, w, k, cout, rows, cols, s, pad):
     (kh, kw), (sy, sx) = pair(k), pair(s)
