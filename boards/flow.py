@@ -176,14 +176,16 @@ def accuracies(checkpoint: str | None, float_checkpoint: str | None, data: str |
     elif float_checkpoint is None and checkpoint is not None:
         twin = ckpts.float_twin(checkpoint)
         float_checkpoint = str(twin) if twin is not None else None
+    ck = ckpts.load(checkpoint)
+    arch = (ck.get("config") or {}).get("arch")
     if data is None:
-        ck = ckpts.load(checkpoint)
         val = ck.get("metrics", {}).get("val_acc")
-        return {"accuracy_quant": val, "accuracy_float": None, "source": "the checkpoint's recorded validation accuracy (no --data)"}
+        return {"accuracy_quant": val, "accuracy_float": None, "arch": arch,
+                "source": "the checkpoint's recorded validation accuracy (no --data)"}
     q = evaluate(checkpoint, data, split, plots_dir=plots_dir)
     out = {"accuracy_quant": q["accuracy"], "precision_macro_quant": q["precision_macro"],
            "recall_macro_quant": q["recall_macro"], "f1_macro_quant": q["f1_macro"], "images_evaluated": q["images"],
-           "source": f"quant.evaluate on {q['images']} {split} images", "plots": q.get("plots", {})}
+           "source": f"quant.evaluate on {q['images']} {split} images", "plots": q.get("plots", {}), "arch": arch}
     if float_checkpoint is not None:
         f = evaluate(float_checkpoint, data, split)
         out.update(accuracy_float=f["accuracy"], precision_macro_float=f["precision_macro"],
@@ -203,7 +205,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
     from export.compile import compile_onnx
     from export.onnx_export import export
     from export.ort import host_throughput
-    from hw.top import Accelerator
+    from hw.top import Accelerator, resources
     from sim.golden import expected_logits
     from sim.verify import verify
 
@@ -259,7 +261,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         raise
     report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
                           accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path,
-                          clock_mhz=clock_mhz, host=host)
+                          clock_mhz=clock_mhz, host=host, multipliers=resources(plan, config)["multipliers"])
     atomic_write_text(out / "rtl_records.json", json.dumps(outcome.records, indent=1))
     step.n += 1
     say(f"[{step.n}/{step.total}] wrote {out / 'report.md'} and {out / 'report.json'}")

@@ -40,6 +40,33 @@ def array_utilisation(rtl: dict) -> float | None:
     return round(sum(r["ideal_cycles"] for r in arr) / sum(r["cycles"] for r in arr), 4) if arr else None
 
 
+# Published FPGA figures of the same model, shown beside ours in the report (None: not published
+# in the figures cited). ResNet-8 is MLPerf Tiny's image classifier, 3x32x32 CIFAR-10.
+PEERS = {
+    "resnet8": [
+        {"design": "fpgaConvNet", "board": "Zybo (Zynq-7010)", "dsps": 78, "clock_mhz": None,
+         "images_per_second": 318, "latency_ms": 3.15, "accuracy": None, "toolchain": "Vivado"},
+        {"design": "fpgaConvNet", "board": "ZedBoard (Zynq-7020)", "dsps": 211, "clock_mhz": None,
+         "images_per_second": 2431, "latency_ms": None, "accuracy": None, "toolchain": "Vivado"},
+        {"design": "fpgaConvNet", "board": "ZC706 (Zynq-7045)", "dsps": None, "clock_mhz": None,
+         "images_per_second": 6790, "latency_ms": None, "accuracy": None, "toolchain": "Vivado"},
+        {"design": "hls4ml RN08", "board": "Pynq-Z2 (Zynq-7020)", "dsps": None, "clock_mhz": None,
+         "images_per_second": 131, "latency_ms": None, "accuracy": None, "toolchain": "Vivado HLS"},
+    ],
+}
+
+
+def comparison(rep: dict, arch: str | None, multipliers: int | None) -> list[dict] | None:
+    """Our row (first) and the published peers of `arch`, or None when none are known."""
+    peers = PEERS.get(arch or "")
+    if not peers:
+        return None
+    ours = {"design": "this toolkit", "board": f"{rep['board']} ({rep['part']})", "dsps": multipliers,
+            "clock_mhz": rep["clock_mhz_for_throughput"], "images_per_second": rep["throughput_images_per_second"],
+            "latency_ms": rep["latency_ms"], "accuracy": rep["accuracy_quant"], "toolchain": rep["toolchain"]}
+    return [ours, *peers]
+
+
 def stream_at(summary: dict, clock_mhz: float, fmax: float | None, plan, profile) -> dict:
     """The RTL stream's throughput and the board's DSP bound at the achieved Fmax (at the requested
     clock without a build): the simulated stream's cycles do not depend on the clock."""
@@ -47,12 +74,14 @@ def stream_at(summary: dict, clock_mhz: float, fmax: float | None, plan, profile
 
     f = fmax or clock_mhz
     n, stream = summary.get("stream_images"), summary.get("stream_cycles")
-    return {"clock_mhz_for_throughput": f, "latency_cycles": summary.get("latency_cycles"), "stream_images": n,
+    lat = summary.get("latency_cycles")
+    return {"clock_mhz_for_throughput": f, "latency_cycles": lat,
+            "latency_ms": round(lat / (f * 1e3), 4) if lat else None, "stream_images": n,
             "stream_cycles": stream, **stream_rates(n or 0, stream, f, profile.dsps, plan.macs_effective)}
 
 
 def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, steps, source, onnx_path,
-                 clock_mhz, host: dict | None = None) -> dict:
+                 clock_mhz, host: dict | None = None, multipliers: int | None = None) -> dict:
     from quant.report import PAPER, TARGETS
 
     s = outcome.summary
@@ -91,6 +120,7 @@ def build_report(*, plan, profile, config, fit, rtl, outcome, accuracy, built, s
         "seconds": {**steps, "total": round(sum(steps.values()), 1)},
         "paper": PAPER, "targets": TARGETS, "onnx": str(onnx_path),
     }
+    rep["comparison"] = comparison(rep, accuracy.get("arch"), multipliers)
     rep["summary"] = _summary(rep)
     return rep
 
@@ -150,7 +180,8 @@ def to_markdown(r: dict) -> str:
             f"(timing {'met' if r['timing_met'] else 'not met' if r['timing_met'] is False else 'not measured'})"
             + (f"; **{_rebuild_advice(r)}**" if r["timing_met"] is False else ""),
             f"- images/s at Fmax: {_fmt(r['images_per_second'], ',.1f')}; at the requested clock: {_fmt(r['images_per_second_at_requested'], ',.1f')}",
-            f"- latency {_fmt(r['latency_cycles'], ',.0f')} cycles; throughput over a stream of {_fmt(r['stream_images'])} images "
+            f"- latency of one image {_fmt(r['latency_cycles'], ',.0f')} cycles ({_fmt(r['latency_ms'], '.3f')} ms at "
+            f"{r['clock_mhz_for_throughput']:g} MHz); throughput over a stream of {_fmt(r['stream_images'])} images "
             f"({_fmt(r['stream_cycles'], ',')} cycles): **{_fmt(r['throughput_images_per_second'], ',.1f')} images/s** at "
             f"{r['clock_mhz_for_throughput']:g} MHz, {_fmt(r['dsp_efficiency'], '.1%')} of the board's DSP bound "
             f"({_fmt(r['dsp_bound_images_per_second'], ',.0f')} images/s: {r['resources']['profile']['dsps']} multipliers x the clock / the effective MACs)"]
@@ -158,6 +189,18 @@ def to_markdown(r: dict) -> str:
     if h:
         out.append(f"- for comparison, ONNX Runtime on the host CPU (the same model, {h['level']}, batch {h['batch']}, "
                    f"{h['threads']} threads): {h['images_per_second']:,.1f} images/s")
+    if r.get("comparison"):
+        out += ["", "### Beside published FPGA figures of the same model", "",
+                "| design | board | DSPs | clock (MHz) | images/s | latency (ms) | accuracy | toolchain |",
+                "|---|---|---:|---:|---:|---:|---:|---|"]
+        out += [f"| {c['design']} | {c['board']} | {_fmt(c['dsps'])} | {_fmt(c['clock_mhz'], '.1f')} | "
+                f"{_fmt(c['images_per_second'], ',.0f')} | {_fmt(c['latency_ms'], '.2f')} | {_fmt(c['accuracy'], '.4f')} | "
+                f"{c['toolchain']} |" for c in r["comparison"]]
+        if h:
+            out.append(f"| ONNX Runtime (host CPU, {h['threads']} threads, batch {h['batch']}) | this machine | - | - | "
+                       f"{h['images_per_second']:,.0f} | - | {_fmt(r['accuracy_quant'], '.4f')} | onnxruntime |")
+        out += ["", "Our row is measured in this run (images/s from the simulated stream at the achieved clock); the "
+                    "others are as their authors published them, n/a where a figure is not given."]
     cp = r["critical_path"]
     if cp:
         out.append(f"- critical path: {cp['delay_ns']} ns ({cp['logic_ns']} logic + {cp['routing_ns']} routing, {cp['steps']} steps) "
@@ -184,4 +227,4 @@ def write_report(out: Path, **parts) -> dict:
     return rep
 
 
-__all__ = ["array_utilisation", "build_report", "layer_table", "to_markdown", "write_report"]
+__all__ = ["PEERS", "array_utilisation", "build_report", "comparison", "layer_table", "to_markdown", "write_report"]

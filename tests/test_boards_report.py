@@ -71,3 +71,25 @@ def test_report_without_timing_failure_and_the_layer_table():
     assert [row["cycles"] for row in rows[:2]] == [400, None] and rows[0]["utilisation"] == 0.75
     assert rows[0]["macs_dense"] == parts["plan"].layers[0].macs_dense
     assert array_utilisation({"layers": []}) is None
+
+
+def test_resnet8_report_sets_our_figures_beside_the_published_peers():
+    """A resnet8 checkpoint's report has one comparison table: our row from this run (multipliers,
+    achieved clock, stream, latency in ms, accuracy), then each published peer; the host's ONNX
+    Runtime is in the same table. Other models have no peer table."""
+    parts = fake_parts(fmax=104.5)
+    parts["accuracy"] = {**parts["accuracy"], "arch": "resnet8"}
+    host = {"level": "ORT_ENABLE_BASIC", "batch": 64, "threads": 2, "images_per_second": 4321.0, "images": 640, "seconds": 0.15}
+    r = build_report(**parts, host=host, multipliers=88)
+    assert r["latency_ms"] == round(1000 / 104.5e3, 4)
+    ours, *peers = r["comparison"]
+    assert ours["dsps"] == 88 and ours["clock_mhz"] == 104.5 and ours["accuracy"] == 0.7
+    assert ours["images_per_second"] == r["throughput_images_per_second"] and ours["latency_ms"] == r["latency_ms"]
+    assert [p["images_per_second"] for p in peers] == [318, 2431, 6790, 131]
+    md = to_markdown(r)
+    assert "| fpgaConvNet | Zybo (Zynq-7010) | 78 | n/a | 318 | 3.15 | n/a | Vivado |" in md
+    assert f"| this toolkit | ulx3s-85f (LFE5U-85F) | 88 | 104.5 | {ours['images_per_second']:,.0f} |" in md
+    assert "| ONNX Runtime (host CPU, 2 threads, batch 64) | this machine | - | - | 4,321 |" in md
+    assert f"({r['latency_ms']:.3f} ms at 104.5 MHz)" in md
+    other = build_report(**fake_parts(fmax=104.5))
+    assert other["comparison"] is None and "published FPGA figures" not in to_markdown(other)
