@@ -29,7 +29,7 @@ from common.data import default_data
 from export.compile import compile_onnx
 from export.onnx_export import export
 from hw.cycles import predict
-from hw.sequencer import schedule
+from hw.schedule import schedule
 from quant.checkpoint import BUNDLED_DIR, BUNDLED_QAT
 from sim.golden import expected_logits
 from sim.verify import verify

@@ -274,9 +274,9 @@ def auto_array(plan, profile: BoardProfile):
     lowest latency, the fewest PEs among equals."""
     import functools
 
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.cycles import predict
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
 
     sched = functools.lru_cache(maxsize=1)(lambda r, c: schedule(plan, ArrayConfig(r, c)))  # asked by quick, then cost
     quick = lambda r, c: accelerator_demand(plan, r, c, memories=False, sched=sched(r, c))
@@ -288,7 +288,7 @@ def auto_array(plan, profile: BoardProfile):
 def array_for(plan, array: str | None, board: str):
     """The ArrayConfig of an `--array` option: RxC as written (the hardware's default when None),
     or `auto` (auto_array on `board`); with `auto`, also the fit's one-line message, else None."""
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
 
     if array is None or array.strip().lower() != "auto":
         return (ArrayConfig.parse(array) if array is not None else ArrayConfig()), None
@@ -311,7 +311,7 @@ def accelerator_demand(plan, rows: int, cols: int, *, lanes: int | None = None, 
     """What hw.top's accelerator for `plan` on a rows x cols array with `lanes` sparse lanes (None:
     hw's choice) needs (memories from hw's inventory, by elaboration); `sched`, when given, is hw's
     schedule for that array."""
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.top import Accelerator, resources
 
     config = ArrayConfig(rows, cols, lanes)

@@ -113,7 +113,7 @@ def prepare_out(out: str | Path, force: bool) -> Path:
 
 def parse_array(array: str | None):
     """The ArrayConfig of `--array RxC` (the hardware's default when None), or None for 'auto'."""
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
 
     if array is not None and array.strip().lower() == "auto":
         return None
@@ -159,7 +159,7 @@ def rtl_images(plan, data: str | None, split: str, n: int, seed: int):
 def cycle_model(plan, config) -> dict:
     """hw's predicted cycles and utilisation per pass, and the memory bits (no Verilog written)."""
     from hw.cycles import predict
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
     from hw.top import resources
 
     return {**predict(schedule(plan, config)), "memory_bits": resources(plan, config)["memory_bits"]}

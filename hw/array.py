@@ -15,7 +15,7 @@ is aligned. ArrayUnit is the engine unit (hw.engines): conv, dense and average-p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -23,6 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType, Layer, pair
+from hw.config import ArrayConfig  # sim.verify imports it from here
 from hw.depthwise import as_row_conv, depthwise_window, is_depthwise
 from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
@@ -33,41 +34,6 @@ from hw.residual import LATENCY as ADD_LATENCY
 from hw.window import WindowFeatures, WindowGenerator, window_config, window_layout
 
 AVERAGES = ("avgpool", "globalavgpool")  # pools the array runs as convs (as_conv)
-
-
-@dataclass(frozen=True)
-class ArrayConfig:
-    """rows: output channels in parallel; cols: output pixels of one row in parallel; lanes: the
-    sparse engine's lanes (None: the schedule picks the fewest that keep the sparse stage off the
-    pipeline's critical path, at most hw.sparse.auto_lanes)."""
-
-    rows: int = 10
-    cols: int = 9
-    lanes: int | None = None
-
-    def __post_init__(self):
-        if not (isinstance(self.rows, int) and isinstance(self.cols, int) and 1 <= self.rows <= 16 and 1 <= self.cols <= 16):
-            raise ValueError(f"array must be 1..16 x 1..16, got {self.rows}x{self.cols}")
-        if self.lanes is not None and not (isinstance(self.lanes, int) and 1 <= self.lanes <= 16):
-            raise ValueError(f"sparse lanes must be 1..16, got {self.lanes}")
-
-    @classmethod
-    def parse(cls, text: str) -> "ArrayConfig":
-        """'10x9' -> ArrayConfig(10, 9); '10x9/2' -> ArrayConfig(10, 9, lanes=2)."""
-        shape, _, lanes = text.lower().partition("/")
-        try:
-            r, c = (int(v) for v in shape.split("x"))
-            n = int(lanes) if lanes else None
-        except ValueError:
-            raise ValueError(f"array must be written RxC or RxC/L (L sparse lanes), e.g. 10x9 or 10x9/4, got {text!r}") from None
-        return cls(r, c, n)
-
-    @property
-    def pes(self) -> int:
-        return self.rows * self.cols
-
-    def __str__(self) -> str:
-        return f"{self.rows}x{self.cols}" + (f"/{self.lanes}" if self.lanes is not None else "")
 
 
 class SystolicArray(wiring.Component):

@@ -9,8 +9,7 @@ sparse engine's is stored entries / (lanes * cycles).
 
 from __future__ import annotations
 
-from hw.engines import PASS_SETUP, START
-from hw.sequencer import Pass, Schedule
+from hw.engines import PASS_SETUP, START, Pass, Schedule
 
 __all__ = ["PASS_SETUP", "START", "pass_cycles", "pass_memory_bits", "predict", "stage_cycles", "stream"]
 

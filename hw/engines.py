@@ -1,11 +1,12 @@
-"""Engines as units: the port signature every engine shares, and the unit each engine kind is.
+"""Engines as units: the port signature every engine shares, the unit each engine kind is, and
+the passes and schedule a unit is given.
 
 An engine runs one pass per `start`. Its unit (one per kind, in the engine's own module) owns what
 the rest of hw/ needs of that kind: which plan layers it runs and their lowering to a pass's
 constants, the plan-initialised memories and their bits, the cycle model, and the component it
 builds from a Schedule. The component's EngineSignature says which shared buses it uses.
-hw.sequencer.REGISTRY lists the units in pass order; the schedule, the cycle model and the top
-level iterate it.
+hw.schedule.REGISTRY lists the units in pass order; the schedule hands each layer to one and
+records the units it uses in Schedule.units, which the cycle model and the top level iterate.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from amaranth import signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.memories import logit_layout, write_layout
-from hw.requant import requant_config
+from hw.memories import banks_for, buffer_rows, logit_layout, write_layout
+from hw.requant import requant_config, shift_layout
 
 if TYPE_CHECKING:
-    from export.plan import Layer
-    from hw.array import ArrayConfig
-    from hw.sequencer import Pass, Schedule
+    from export.plan import Layer, Plan
+    from hw.config import ArrayConfig
     from hw.window import WindowFeatures
 
 PASS_SETUP = 1  # the sequencer's state that loads a pass's constants
@@ -121,6 +121,95 @@ class Lowered:
     cfg: dict
     macs: int
     top: int
+
+
+@dataclass
+class Pass:
+    """One run of `unit`'s engine, reading buffer `src` (and `skip`, a residual add's other
+    operand, hw.residual), writing buffer `dst`."""
+
+    unit: EngineUnit
+    layer: int  # index in plan.layers of the layer whose output it writes (-1: the image load, len(layers): the logits out)
+    name: str
+    src: int = 0
+    dst: int = 0
+    in_signed: bool = False
+    skip: int = -1
+    skip_signed: bool = False
+    cfg: dict = field(default_factory=dict)
+    macs: int = 0  # dense MACs (array) or stored entries (sparse)
+    stage: int = 0  # the pipeline stage that runs it (Schedule.stages)
+
+    @property
+    def kind(self) -> str:
+        return self.unit.kind
+
+
+@dataclass
+class Schedule:
+    """Everything static about one plan on one array (hw.schedule.schedule computes it)."""
+
+    plan: Plan
+    config: ArrayConfig
+    passes: list[Pass]
+    units: list[EngineUnit]  # the engine units the passes use, in pass order (hw.schedule.REGISTRY's)
+    act_width: int
+    w_width: int
+    acc_width: int
+    addr_width: int
+    buffer_depths: tuple[int, ...]
+    value_bits: int
+    index_bits: int
+    window: WindowFeatures
+    images: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
+    lanes: int  # the sparse engine's
+    adds: bool = False  # whether a pass stores a residual add (the array's skip bus, hw.residual)
+
+    @property
+    def stages(self) -> list[list[Pass]]:
+        """The passes of each pipeline stage, in order. Stage 0 is the image load; a stage hands
+        its output to the next through a buffer of its own (Schedule.handoffs)."""
+        return [[p for p in self.passes if p.stage == k] for k in range(self.passes[-1].stage + 1)]
+
+    @property
+    def handoffs(self) -> dict[int, tuple[int, int]]:
+        """Each buffer that carries an image from one stage to the next: buffer -> (writer stage,
+        reader stage). One image at a time: the writer's pass waits until the reader's pass has
+        read it (a full flag each)."""
+        out = {}
+        for p in self.passes:
+            if p.dst >= 0:
+                readers = {q.stage for q in self.passes if q.src == p.dst and q.unit.kind != "load"}
+                for r in readers - {p.stage}:
+                    out[p.dst] = (p.stage, r)
+        return out
+
+    @property
+    def engines(self) -> list[str]:
+        return [u.kind for u in self.units]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.plan.layers[-1].out_shape[0])
+
+    @property
+    def memory_inits(self) -> dict[str, tuple[list[int], int]]:
+        """Each plan-initialised memory: (words, word width)."""
+        return {k: v for u in self.units for k, v in u.memory_inits(self).items() if v[0]}
+
+    @property
+    def shift_width(self) -> int:
+        """Bits of one per-channel shift entry (hw.requant.shift_layout)."""
+        return shift_layout(self.acc_width).size
+
+    @property
+    def memory_bits(self) -> dict[str, int]:
+        """Bits of every on-chip memory: the two activation buffers, the plan's, the logits."""
+        bits = {f"act_buffer{i}": banks_for(self.config.cols) * buffer_rows(d, self.config.cols) * self.act_width
+                for i, d in enumerate(self.buffer_depths)}
+        bits.update({k: len(words) * width for k, (words, width) in self.memory_inits.items()})
+        bits["logits"] = self.num_classes * self.acc_width
+        return bits
 
 
 class EngineUnit:

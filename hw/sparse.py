@@ -29,7 +29,7 @@ LANE_ENTRIES = 2048  # entries per lane the schedule asks for before adding one 
 
 
 def auto_lanes(layers) -> int:
-    """The most lanes the schedule picks (hw.sequencer.schedule takes the fewest up to this that
+    """The most lanes the schedule picks (hw.schedule.schedule takes the fewest up to this that
     keep the sparse stage off the critical path): one per LANE_ENTRIES entries of the largest
     P-layer, at most DEFAULT_LANES and no more than its rows."""
     sparse = [l.sparse for l in layers if l.sparse is not None]

@@ -5,7 +5,7 @@ transfers in HWC order), `logits` (signed 32, class 0 first), `start` / `busy` /
 `cycles`, and per layer stage a trace port (`trace`, `trace1`, ...).
 - `start` (one cycle) begins an image; it is taken only while `busy` is low, i.e. the image
   buffer is free and the load idle. Images overlap: the next may start long before the last is
-  done, and each stage works on one image at a time (hw.sequencer.Schedule.stages).
+  done, and each stage works on one image at a time (hw.engines.Schedule.stages).
 - `done` pulses once per image, in start order, after its last logit; `cycles` (from the cycle
   after) is that image's start-to-done count.
 - A trace port is a registered copy of every activation-buffer write of a layer output by that
@@ -31,9 +31,11 @@ from amaranth.lib.wiring import In, Out
 
 from common.atomic import atomic_write_text
 from export.plan import Plan
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
+from hw.engines import Schedule
 from hw.memories import ActivationBuffer, logit_layout, write_layout
-from hw.sequencer import Schedule, Sequencer, schedule
+from hw.schedule import schedule
+from hw.sequencer import Sequencer
 
 
 def trace_signature(s: Schedule, nlayers: int) -> wiring.Signature:

@@ -47,7 +47,7 @@ def test_uart_link_answers_a_real_image_with_the_onnx_logits(tmp_path):
     from boards.top import HostLink
     from export.compile import compile_onnx
     from export.onnx_export import export
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.top import Accelerator
     from sim import runner
     from sim.golden import expected_logits

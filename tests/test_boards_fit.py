@@ -82,7 +82,7 @@ def test_an_ecp5_design_may_use_only_the_dsp_budget():
     --array auto takes the fastest within the budget. Without an ECP5 budget auto took 10x14."""
     from boards.fit import accelerator_demand, auto_array
     from export.compile import default_plan
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
 
     plan, board = default_plan(), get_profile("ulx3s-85f")
     assert DSP_BUDGET["ecp5"] < 121 / 156
@@ -123,9 +123,9 @@ def test_auto_array_is_the_fastest_accelerator_that_fits(tmp_path, capsys):
 
     from boards.fit import accelerator_demand, array_for
     from hw.__main__ import main
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.cycles import predict
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
     from tests.hw_helpers import random_plan
 
     plan = random_plan(np.random.default_rng(4))

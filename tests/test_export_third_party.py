@@ -186,9 +186,9 @@ def test_what_users_write_is_compiled_exactly_or_refused_by_name(tmp_path, name,
     from brevitas.export import export_onnx_qcdq
 
     from export.walker import CompileError
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.engines import UnsupportedPlan
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
     torch.manual_seed(0)
     net, shape = _pattern_net(name)
     net.train()

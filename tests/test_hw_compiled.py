@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from export import reference  # noqa: E402
 from export.testing import materialize, model_specs, random_images  # noqa: E402
-from hw.array import ArrayConfig  # noqa: E402
+from hw.config import ArrayConfig  # noqa: E402
 from hw.cycles import predict, stream  # noqa: E402
 from hw.top import Accelerator  # noqa: E402
 from tests.hw_helpers import first_mismatch, run_images, vocabulary_specs  # noqa: E402

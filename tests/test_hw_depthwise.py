@@ -10,10 +10,10 @@ import pytest
 
 from export import reference
 from export.plan import IntType, Layer, Plan
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict
 from hw.depthwise import as_row_conv
-from hw.sequencer import schedule
+from hw.schedule import schedule
 from hw.top import Accelerator, resources
 from tests.hw_helpers import _layer, first_mismatch, random_image, random_plan, run_accelerator
 

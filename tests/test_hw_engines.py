@@ -10,12 +10,11 @@ from amaranth.hdl import Fragment
 from amaranth.lib.wiring import In, Out
 
 from export import reference
-from hw import sequencer
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict
 from hw.engines import PASS_SETUP, START, EngineSignature, EngineUnit
 from hw.pool import PoolUnit
-from hw.sequencer import EMIT, LOAD, REGISTRY, schedule
+from hw.schedule import EMIT, LAYER_UNITS, LOAD, REGISTRY, schedule
 from hw.top import Accelerator
 from tests.hw_helpers import random_image, random_plan, run_accelerator, run_engine, to_signed, vocab_plan
 
@@ -115,9 +114,9 @@ def test_registry_is_the_single_dispatch_point(monkeypatch):
             return engine
 
     slow = SlowPool()
-    units = tuple(slow if isinstance(u, PoolUnit) else u for u in sequencer.LAYER_UNITS)
-    monkeypatch.setattr(sequencer, "LAYER_UNITS", units)
-    monkeypatch.setattr(sequencer, "REGISTRY", (LOAD, *units, EMIT))
+    units = tuple(slow if isinstance(u, PoolUnit) else u for u in LAYER_UNITS)
+    monkeypatch.setattr("hw.schedule.LAYER_UNITS", units)
+    monkeypatch.setattr("hw.schedule.REGISTRY", (LOAD, *units, EMIT))
     s = schedule(plan, config)
     pools = [p for p in s.passes if p.kind == "pool"]
     assert len(pools) == 2 and all(p.unit is slow for p in pools)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from export import reference
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict
-from hw.sequencer import schedule
+from hw.schedule import schedule
 from hw.sparse import DEFAULT_LANES
 from hw.top import Accelerator
 from tests.hw_helpers import random_image, random_plan, run_accelerator

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.array import ArrayConfig, SystolicArray
+from hw.array import SystolicArray
+from hw.config import ArrayConfig
 from hw.pe import PE
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from export.kinds.maxpool import maxpool
 from export.plan import IntType, Layer, Plan
-from hw.array import ArrayConfig
-from hw.engines import START
+from hw.config import ArrayConfig
+from hw.engines import START, UnsupportedPlan
 from hw.pool import POOL_FIELDS, PoolEngine, PoolFeatures, pool_config, pool_features, pool_layout
-from hw.sequencer import UnsupportedPlan, schedule
+from hw.schedule import schedule
 from hw.top import Accelerator
 from tests.hw_helpers import _layer, random_image, random_plan, run_engine, to_signed
 from tests.test_hw_top import check_against_reference

@@ -10,11 +10,12 @@ from amaranth.sim import Simulator
 
 from export import reference
 from export.plan import INPUT, IntType, Layer, Plan, replace
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict
+from hw.engines import UnsupportedPlan
 from hw.graph import INPUT_TENSOR, steps
 from hw.residual import LATENCY, SKIP_LATENCY, AddOnStore, add_config, identity_config
-from hw.sequencer import UnsupportedPlan, schedule
+from hw.schedule import schedule
 from hw.top import Accelerator
 from tests.hw_helpers import first_mismatch, random_image, run_accelerator
 from tests.residual_plans import residual_plan

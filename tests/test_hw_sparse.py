@@ -11,12 +11,12 @@ import pytest
 from export import reference
 from export.arith import IntType, requantize
 from export.encoding import encode_rows
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict
 from hw.engines import START
-from hw.requant import requant_config, shift_word
-from hw.sequencer import schedule
 from hw.lanes import SparseLane, copy_width, lay_out, partition, row_wait
+from hw.requant import requant_config, shift_word
+from hw.schedule import schedule
 from hw.sparse import DEFAULT_LANES, LANE_ENTRIES, SparseEngine, SparseUnit, auto_lanes
 from hw.top import Accelerator
 from tests.hw_helpers import random_image, random_plan, run_accelerator, run_engine, to_signed

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.top import generate
 from hw_helpers import random_plan
 

@@ -12,10 +12,11 @@ import pytest
 
 from export import reference
 from export.plan import IntType, Layer
-from hw.array import ArrayConfig
+from hw.config import ArrayConfig
 from hw.cycles import predict, stream
+from hw.engines import UnsupportedPlan
 from hw.inventory import Inventory, Port
-from hw.sequencer import UnsupportedPlan, schedule
+from hw.schedule import schedule
 from hw.top import Accelerator, generate, resources
 from hw.window import WindowFeatures, window_config
 from tests.hw_helpers import (first_mismatch, random_image, random_plan, rect_plan, run_accelerator, run_images,

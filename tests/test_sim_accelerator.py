@@ -121,7 +121,7 @@ def test_mismatch_names_layer_channel_and_pixel(small):
 def test_paper_model_on_random_images(tmp_path):
     """The bundled model on the default array; the whole validation split is `-m slow` (test_sim_benchmark)."""
     from export.compile import compile_onnx, default_onnx
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     onnx = default_onnx()
     plan = compile_onnx(onnx)
     images = random_images(plan, 16, seed=5)  # with an all-0 and an all-255 image

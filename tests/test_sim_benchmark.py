@@ -32,9 +32,9 @@ def test_edge_model_bit_exact_at_the_auto_array(tmp_path, data_dir):
 
     from export.compile import compile_onnx
     from export.testing import RandomModel, materialize
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.cycles import predict, stream
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
     from quant.model import named_config
 
     path, _ = materialize(RandomModel(named_config("edge"), seed=1), tmp_path)
