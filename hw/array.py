@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from export.plan import IntType, Layer, pair
 from hw.config import ArrayConfig  # sim.verify imports it from here
 from hw.depthwise import as_row_conv, depthwise_window, is_depthwise
-from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
+from hw.engines import EngineSignature, EngineUnit, LoweredLayer, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
 from hw.requant import LATENCY, Requantizer, mult_bits, mult_config, requant_layout, shift_layout, shift_word
@@ -346,12 +346,12 @@ class ArrayUnit(EngineUnit):
         return (layer.kind in ("conv2d", *AVERAGES) or (layer.kind == "linear" and layer.sparse is None)
                 or (layer.kind == "requant" and len(layer.in_shape) == 3))
 
-    def lower(self, i, layer, ctx) -> Lowered:
+    def lower(self, i, layer, ctx) -> LoweredLayer:
         """The layer's window constants; its weight, bias (and shift) words appended to the memories."""
         # an average pool's useful work: one addition per input element it sums
         macs = (layer.macs_dense if layer.kind not in (*AVERAGES, "requant") else
                 int(np.prod(layer.out_shape)) * (layer.unit.count(layer) if layer.kind in AVERAGES else 1))
-        rows, cols, img = ctx.config.rows, ctx.config.cols, ctx.images
+        rows, cols, mem = ctx.config.rows, ctx.config.cols, ctx.memory_contents
         dw = is_depthwise(layer)
         l = as_conv(layer) if layer.kind in (*AVERAGES, "requant") else as_row_conv(layer, rows) if dw else layer
         if l.kind == "conv2d":
@@ -363,7 +363,7 @@ class ArrayUnit(EngineUnit):
         else:
             (cin,), (cout,), h, w, k, oh, ow, s, pad = l.in_shape, l.out_shape, 1, 1, 1, 1, 1, 1, (0, 0, 0, 0)
         (kh, kw), sy = pair(k), pair(s)[0]
-        win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(img["array_weights"]), len(img["array_biases"]),
+        win = window_config(cin, h, w, k, cout, oh, ow, rows, cols, len(mem["array_weights"]), len(mem["array_biases"]),
                             stride=s, pad=pad, features=ctx.window)
         win, reach = depthwise_window(win, layer, rows) if dw else (win, 0)
         w2 = l.weight.reshape(cout, -1).astype(np.int64)
@@ -375,11 +375,11 @@ class ArrayUnit(EngineUnit):
         spad = np.zeros(n_og * rows, dtype=np.int64)
         spad[:cout] = l.shift if l.out is not None else 0
         # word (og, kidx) holds the rows of group og at reduction step kidx
-        img["array_weights"] += _pack_rows(wpad.reshape(n_og, rows, -1).transpose(0, 2, 1).reshape(-1, rows), ctx.w_width)
-        img["array_biases"] += _pack_rows(bpad.reshape(n_og, rows), ctx.acc_width)
+        mem["array_weights"] += _pack_rows(wpad.reshape(n_og, rows, -1).transpose(0, 2, 1).reshape(-1, rows), ctx.w_width)
+        mem["array_biases"] += _pack_rows(bpad.reshape(n_og, rows), ctx.acc_width)
         if self.kind in ctx.per_channel:
             words = np.array([shift_word(int(v), ctx.acc_width) for v in spad], dtype=object)
-            img["array_shifts"] += _pack_rows(words.reshape(n_og, rows), shift_layout(ctx.acc_width).size)
+            mem["array_shifts"] += _pack_rows(words.reshape(n_og, rows), shift_layout(ctx.acc_width).size)
         # the last element a tap inside the map reads, as the start of a vector: the last input row
         # it reaches, the last column tile's start
         last_row = min(h - 1, (oh - 1) * sy + kh - 1 - pad[0])
@@ -388,7 +388,7 @@ class ArrayUnit(EngineUnit):
         cfg = {"win": win, "rq": {**self.requant(layer, ctx), **mult_config(layer.mult)}, "logits": int(layer.out is None)}
         if ctx.adds is not None:  # a store that adds (hw.graph fused it), or passes its outputs on
             cfg["add"] = ctx.adds.get(i) or identity_config(layer.out, ctx.act_width, ctx.acc_width)
-        return Lowered(cfg, macs, top)
+        return LoweredLayer(cfg, macs, top)
 
     def latency(self, s) -> int:
         return ArrayEngine.latency(s.config, s.adds)
@@ -408,14 +408,15 @@ class ArrayUnit(EngineUnit):
         return {"macs": p.macs, "ideal_cycles": p.macs / pes, "utilisation": p.macs / pes / cycles}
 
     def memory_inits(self, s) -> dict[str, tuple[list[int], int]]:
-        rows, img = s.config.rows, s.images
-        return {"array_weights": (img["array_weights"], rows * s.w_width),
-                "array_biases": (img["array_biases"], rows * s.acc_width),
-                "array_shifts": (img["array_shifts"], rows * s.shift_width)}
+        rows, mem = s.config.rows, s.memory_contents
+        return {"array_weights": (mem["array_weights"], rows * s.w_width),
+                "array_biases": (mem["array_biases"], rows * s.acc_width),
+                "array_shifts": (mem["array_shifts"], rows * s.shift_width)}
 
     def memory_bits(self, p, s) -> int:
         rows, groups, k = s.config.rows, p.cfg["win"]["n_og_m1"] + 1, p.cfg["win"]["k_steps"]
-        return groups * k * rows * s.w_width + groups * rows * (s.acc_width + s.shift_width * bool(s.images["array_shifts"]))
+        shifts = bool(s.memory_contents["array_shifts"])
+        return groups * k * rows * s.w_width + groups * rows * (s.acc_width + s.shift_width * shifts)
 
     def address_constants(self, p) -> list[int]:
         return [v for v in p.cfg["win"].values() if isinstance(v, int)]
@@ -425,7 +426,7 @@ class ArrayUnit(EngineUnit):
         return s.config.pes + s.config.cols * bool(average_mult_bits(s.plan.layers))
 
     def build(self, s) -> ArrayEngine:
-        img = s.images
-        return ArrayEngine(s.config, s.addr_width, s.act_width, s.w_width, s.acc_width, img["array_weights"],
-                           img["array_biases"], window=s.window, shift_words=img["array_shifts"], adds=s.adds,
+        mem = s.memory_contents
+        return ArrayEngine(s.config, s.addr_width, s.act_width, s.w_width, s.acc_width, mem["array_weights"],
+                           mem["array_biases"], window=s.window, shift_words=mem["array_shifts"], adds=s.adds,
                            mult_bits=average_mult_bits(s.plan.layers))

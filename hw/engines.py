@@ -91,7 +91,7 @@ class EngineSignature(wiring.Signature):
 
 
 @dataclass
-class Lowering:
+class LoweringContext:
     """What lowering a layer to a pass needs beside the layer: the array and the datapath widths,
     the window generator's features, the engines whose shifts come per channel, the sparse
     engine's lanes, the plan-initialised memories' contents (by memory name), filled layer by
@@ -106,7 +106,7 @@ class Lowering:
     index_bits: int
     window: WindowFeatures
     per_channel: set[str]
-    images: dict[str, list] = field(default_factory=dict)
+    memory_contents: dict[str, list] = field(default_factory=dict)
     lanes: int = 1
     encoded: dict = field(default_factory=dict)
     act_width: int = 8
@@ -114,7 +114,7 @@ class Lowering:
 
 
 @dataclass
-class Lowered:
+class LoweredLayer:
     """One layer's pass: its constants, its useful work (dense MACs, stored entries), and the
     highest flat address it reads (as the start of a vector)."""
 
@@ -161,7 +161,7 @@ class Schedule:
     value_bits: int
     index_bits: int
     window: WindowFeatures
-    images: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
+    memory_contents: dict[str, list]  # the plan-initialised memories' contents, by memory name (the sparse ones per lane)
     lanes: int  # the sparse engine's
     adds: bool = False  # whether a pass stores a residual add (the array's skip bus, hw.residual)
 
@@ -216,7 +216,7 @@ class EngineUnit:
     """One engine kind. The defaults are those of an engine without plan memories or layers."""
 
     kind = ""
-    memories: tuple[str, ...] = ()  # its plan-initialised memories, as named in Schedule.images
+    memories: tuple[str, ...] = ()  # its plan-initialised memories, as named in Schedule.memory_contents
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -225,11 +225,11 @@ class EngineUnit:
         """Whether this engine runs `layer`."""
         return False
 
-    def lower(self, i: int, layer: Layer, ctx: Lowering) -> Lowered:
+    def lower(self, i: int, layer: Layer, ctx: LoweringContext) -> LoweredLayer:
         """Layer `i`'s pass constants; refuses (UnsupportedPlan) what the engine cannot run."""
         raise NotImplementedError
 
-    def requant(self, layer: Layer, ctx: Lowering) -> dict:
+    def requant(self, layer: Layer, ctx: LoweringContext) -> dict:
         """The requantizer's layer constants (none for raw accumulators; no shift when per channel)."""
         shift = None if self.kind in ctx.per_channel else layer.shift
         return {} if layer.out is None else requant_config(shift, layer.relu, layer.out, ctx.acc_width)
@@ -258,9 +258,9 @@ class EngineUnit:
         """Bits the pass's layer occupies in the plan-initialised memories."""
         return 0
 
-    def addresses(self, images: dict[str, list[int]]) -> list[int]:
+    def addresses(self, memory_contents: dict[str, list[int]]) -> list[int]:
         """The largest values its memory address counters hold."""
-        return [len(images[n]) for n in self.memories]
+        return [len(memory_contents[n]) for n in self.memories]
 
     def address_constants(self, p: Pass) -> list[int]:
         """The pass's constants that are addresses or counts (they size the address width)."""

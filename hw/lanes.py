@@ -205,26 +205,26 @@ class SparseLane(wiring.Component):
         return m
 
 
-def lay_out(images: dict[str, list[list[int]]], sp, bias, shift_words: list[int] | None, lanes: int,
+def lay_out(memory_contents: dict[str, list[list[int]]], sp, bias, shift_words: list[int] | None, lanes: int,
             value_bits: int, index_bits: int, acc_width: int) -> list[dict]:
     """Deal one P-layer's rows to the lanes (`partition`) and append them to each lane's memory
-    images (`sparse_entries`, `sparse_row_end`, `sparse_rows`, and with `shift_words`
+    contents (`sparse_entries`, `sparse_row_end`, `sparse_rows`, and with `shift_words`
     `sparse_shifts`: one list per lane); returns each lane's part of the pass (lane_layout)."""
     names = MEMORIES[:3] + (MEMORIES[3:] if shift_words is not None else ())
     for name in names:
-        images[name] = images[name] or [[] for _ in range(lanes)]
+        memory_contents[name] = memory_contents[name] or [[] for _ in range(lanes)]
     counts = np.diff(sp.row_ptr)
     parts = partition(counts + row_wait(lanes) + 1, lanes)
     vmask, amask = (1 << value_bits) - 1, (1 << acc_width) - 1
     words = [((int(v) & vmask) << index_bits) | int(d) for v, d in zip(sp.values, sp.deltas)]
     out = []
     for l, part in enumerate(parts):
-        ent, ends, rows = (images[k][l] for k in names[:3])
+        ent, ends, rows = (memory_contents[k][l] for k in names[:3])
         out.append({"live": int(bool(part)), "rows_m1": max(len(part) - 1, 0), "row_base": len(ends), "e_base": len(ent)})
         for r in part:
             ent += words[sp.row_ptr[r]:sp.row_ptr[r + 1]]
             ends.append(len(ent))
             rows.append((int(bias[r]) & amask) | (r << acc_width))
             if shift_words is not None:
-                images["sparse_shifts"][l].append(shift_words[r])
+                memory_contents["sparse_shifts"][l].append(shift_words[r])
     return out

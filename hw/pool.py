@@ -21,7 +21,7 @@ from functools import reduce
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
-from hw.engines import EngineSignature, EngineUnit, Lowered, refuse
+from hw.engines import EngineSignature, EngineUnit, LoweredLayer, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, done_when_quiet
 
 POOL_FIELDS = ("c_m1", "oh_m1", "n_xt_m1", "in_w", "d_ch", "out_ow", "last_cols")
@@ -229,7 +229,7 @@ class PoolUnit(EngineUnit):
     def runs(self, layer) -> bool:
         return layer.kind == "maxpool"
 
-    def lower(self, i, layer, ctx) -> Lowered:
+    def lower(self, i, layer, ctx) -> LoweredLayer:
         k = layer.kernel
         if layer.stride != k or not 2 <= k <= MAX_KERNEL:
             raise refuse(i, layer, f"max-pool {k}x{k} stride {layer.stride}: the pool engine makes k x k stride k "
@@ -237,7 +237,7 @@ class PoolUnit(EngineUnit):
         (c, h, w), cols = layer.in_shape, ctx.config.cols
         cfg = pool_config(c, h, w, cols, k)
         top = (c - 1) * h * w + (k * cfg["oh_m1"] + k - 1) * w + (k * cfg["n_xt_m1"] + k - 1) * cols
-        return Lowered(cfg, 0, top)
+        return LoweredLayer(cfg, 0, top)
 
     def latency(self, s) -> int:
         return PoolEngine.LATENCY

@@ -19,7 +19,7 @@ from hw.array import AVERAGES, ArrayUnit, window_features
 from hw.config import ArrayConfig
 from hw.cycles import stage_cycles
 from hw.depthwise import is_depthwise
-from hw.engines import EngineUnit, Lowering, Pass, Schedule, UnsupportedPlan, refuse
+from hw.engines import EngineUnit, LoweringContext, Pass, Schedule, UnsupportedPlan, refuse
 from hw.graph import INPUT_TENSOR, Buffers, check_shapes, steps
 from hw.memories import banks_for
 from hw.pool import PoolUnit
@@ -137,8 +137,9 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
                                           layers[st.requant] if st.requant is not None else None, act_width, acc_width)
             except ValueError as e:
                 raise refuse(st.add, layers[st.add], str(e)) from None
-    ctx = Lowering(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
-                   {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded, act_width, adds if adds else None)
+    ctx = LoweringContext(config, acc_width, w_width, value_bits, index_bits, window_features(layers), per_channel,
+                          {name: [] for u in REGISTRY for name in u.memories}, lanes, encoded, act_width,
+                          adds if adds else None)
     # Buffers (hw.graph.Buffers): 0 holds the image (the load's stage hands it to the first
     # layer's); each layer stage has buffers of its own, reused as its tensors die, and writes its
     # last output into a new buffer that the next stage reads. A stage boundary lies where the
@@ -179,11 +180,11 @@ def _schedule(plan: Plan, config: ArrayConfig) -> Schedule:
     banks = banks_for(config.cols)
     depths = tuple(max(sizes[b], reads[b] + 2 * banks + 1) for b in range(len(sizes)))
     consts = [v for p in passes for v in p.unit.address_constants(p)]
-    counters = [v for u in REGISTRY for v in u.addresses(ctx.images)]
+    counters = [v for u in REGISTRY for v in u.addresses(ctx.memory_contents)]
     addr_width = max(int(abs(d) + banks).bit_length() for d in (*depths, *consts, *counters))
     units_used = [u for u in REGISTRY if any(p.unit is u for p in passes)]
     return Schedule(plan, config, passes, units_used, act_width, w_width, acc_width, addr_width, depths, value_bits,
-                    index_bits, ctx.window, ctx.images, lanes, bool(adds))
+                    index_bits, ctx.window, ctx.memory_contents, lanes, bool(adds))
 
 
 __all__ = ["EMIT", "LAYER_UNITS", "LOAD", "MAX_BITS", "REGISTRY", "SPARSE", "schedule"]

@@ -18,7 +18,7 @@ from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
-from hw.engines import EngineSignature, EngineUnit, Lowered
+from hw.engines import EngineSignature, EngineUnit, LoweredLayer
 from hw.lanes import MEMORIES, SparseLane, copy_layout, copy_width, lane_layout, lay_out, row_wait, sum_layout
 from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, delayed, done_when_quiet
 from hw.requant import LATENCY as REQUANT_LATENCY, Requantizer, requant_layout, shift_word
@@ -181,17 +181,18 @@ class SparseUnit(EngineUnit):
     def runs(self, layer) -> bool:
         return layer.kind == "linear" and layer.sparse is not None
 
-    def lower(self, i, layer, ctx) -> Lowered:
+    def lower(self, i, layer, ctx) -> LoweredLayer:
         """The layer's rows dealt to the lanes and appended to their memories; the pass's bases."""
         shifts, sp = None, ctx.encoded[i]
         if self.kind in ctx.per_channel:
             shifts = [shift_word(int(v), ctx.acc_width)
                       for v in np.broadcast_to(layer.shift if layer.out is not None else 0, layer.bias.shape)]
-        lanes = lay_out(ctx.images, sp, layer.bias, shifts, ctx.lanes, ctx.value_bits, ctx.index_bits, ctx.acc_width)
+        lanes = lay_out(ctx.memory_contents, sp, layer.bias, shifts, ctx.lanes, ctx.value_bits, ctx.index_bits,
+                        ctx.acc_width)
         width = copy_width(ctx.config.cols)
         words = -(-int(layer.in_shape[0]) // width)
         cfg = {"words_m1": words - 1, "lanes": lanes, "rq": self.requant(layer, ctx), "logits": int(layer.out is None)}
-        return Lowered(cfg, sp.entries, (words - 1) * width)
+        return LoweredLayer(cfg, sp.entries, (words - 1) * width)
 
     def lane_cycles(self, p, s) -> list[int]:
         """Cycles each lane issues for in the pass (0: none of its rows)."""
@@ -201,7 +202,7 @@ class SparseUnit(EngineUnit):
                 out.append(0)
                 continue
             rows = lane["rows_m1"] + 1
-            entries = s.images["sparse_row_end"][l][lane["row_base"] + rows - 1] - lane["e_base"]
+            entries = s.memory_contents["sparse_row_end"][l][lane["row_base"] + rows - 1] - lane["e_base"]
             out.append((wait + 1) * rows + entries)
         return out
 
@@ -217,8 +218,8 @@ class SparseUnit(EngineUnit):
 
     def memory_inits(self, s) -> dict[str, tuple[list[int], int]]:
         """Each memory's lanes one after another."""
-        img = s.images
-        join = lambda name: [w for lane in img[name] for w in lane]
+        mem = s.memory_contents
+        join = lambda name: [w for lane in mem[name] for w in lane]
         return {"sparse_entries": (join("sparse_entries"), s.value_bits + s.index_bits),
                 "sparse_row_end": (join("sparse_row_end"), s.addr_width),
                 "sparse_rows": (join("sparse_rows"), s.acc_width + self.out_bits(s)),
@@ -226,18 +227,18 @@ class SparseUnit(EngineUnit):
 
     def out_bits(self, s) -> int:
         """Bits of a row's output index beside its bias (as SparseLane stores it)."""
-        return max([1] + [(w >> s.acc_width).bit_length() for lane in s.images["sparse_rows"] for w in lane])
+        return max([1] + [(w >> s.acc_width).bit_length() for lane in s.memory_contents["sparse_rows"] for w in lane])
 
     def memory_bits(self, p, s) -> int:
-        has_shifts = any(s.images["sparse_shifts"])
+        has_shifts = any(s.memory_contents["sparse_shifts"])
         per_row = s.addr_width + s.acc_width + self.out_bits(s) + s.shift_width * has_shifts
         rows = sum(lane["rows_m1"] + 1 for lane in p.cfg["lanes"] if lane["live"])
         return p.macs * (s.value_bits + s.index_bits) + rows * per_row
 
-    def addresses(self, images) -> list[int]:
+    def addresses(self, memory_contents) -> list[int]:
         """Each lane's entry counter runs to one past its last entry."""
-        return [max([0] + [len(lane) + 1 for lane in images["sparse_entries"]]),
-                max([0] + [len(lane) for lane in images["sparse_row_end"]])]
+        return [max([0] + [len(lane) + 1 for lane in memory_contents["sparse_entries"]]),
+                max([0] + [len(lane) for lane in memory_contents["sparse_row_end"]])]
 
     def address_constants(self, p) -> list[int]:
         return [p.cfg["words_m1"] + 1] + [v for lane in p.cfg["lanes"] for v in lane.values()]
@@ -252,8 +253,8 @@ class SparseUnit(EngineUnit):
         return s.lanes
 
     def build(self, s) -> SparseEngine:
-        img = s.images
+        mem = s.memory_contents
         words = max(p.cfg["words_m1"] + 1 for p in s.passes if p.unit is self)
         return SparseEngine(s.config.cols, s.addr_width, s.act_width, s.acc_width, s.value_bits, s.index_bits,
-                            img["sparse_entries"], img["sparse_row_end"], img["sparse_rows"],
-                            shifts=img["sparse_shifts"], copy_words=words)
+                            mem["sparse_entries"], mem["sparse_row_end"], mem["sparse_rows"],
+                            shifts=mem["sparse_shifts"], copy_words=words)

@@ -27,12 +27,12 @@ ACC = 24
 def _engine(weight, bias, value_bits, index_bits, cols, lanes, shifts=None):
     """The engine holding one layer, and the pass's constants without the requantizer's."""
     sp = encode_rows(weight, value_bits, index_bits)
-    images = {k: [] for k in SparseUnit.memories}
+    mem = {k: [] for k in SparseUnit.memories}
     words = None if shifts is None else [shift_word(int(s), ACC) for s in shifts]
-    lane_cfg = lay_out(images, sp, bias, words, lanes, value_bits, index_bits, ACC)
+    lane_cfg = lay_out(mem, sp, bias, words, lanes, value_bits, index_bits, ACC)
     copies = -(-weight.shape[1] // copy_width(cols))
-    dut = SparseEngine(cols, 12, 8, ACC, value_bits, index_bits, images["sparse_entries"], images["sparse_row_end"],
-                       images["sparse_rows"], shifts=images["sparse_shifts"], copy_words=copies)
+    dut = SparseEngine(cols, 12, 8, ACC, value_bits, index_bits, mem["sparse_entries"], mem["sparse_row_end"],
+                       mem["sparse_rows"], shifts=mem["sparse_shifts"], copy_words=copies)
     return sp, dut, {"words_m1": copies - 1, "lanes": lane_cfg}
 
 
@@ -120,11 +120,11 @@ def test_sparse_second_layer_offsets():
     """A layer placed after another in the lanes' memories (each lane's row_base, e_base)."""
     rng = np.random.default_rng(7)
     w1, w2 = rng.integers(-3, 4, size=(4, 10)), rng.integers(-3, 4, size=(3, 10))
-    images = {k: [] for k in SparseUnit.memories}
-    lay_out(images, encode_rows(w1, 4, 3), [0] * 4, None, 2, 4, 3, ACC)
-    lanes = lay_out(images, encode_rows(w2, 4, 3), [5, -5, 9], None, 2, 4, 3, ACC)
+    mem = {k: [] for k in SparseUnit.memories}
+    lay_out(mem, encode_rows(w1, 4, 3), [0] * 4, None, 2, 4, 3, ACC)
+    lanes = lay_out(mem, encode_rows(w2, 4, 3), [5, -5, 9], None, 2, 4, 3, ACC)
     assert all(lane["e_base"] > 0 and lane["row_base"] > 0 for lane in lanes)
-    dut = SparseEngine(2, 12, 8, ACC, 4, 3, images["sparse_entries"], images["sparse_row_end"], images["sparse_rows"],
+    dut = SparseEngine(2, 12, 8, ACC, 4, 3, mem["sparse_entries"], mem["sparse_row_end"], mem["sparse_rows"],
                        copy_words=5)
     x = rng.integers(0, 256, size=10)
     cfg = {"words_m1": 4, "lanes": lanes, "logits": 1, "rq": {}}
@@ -154,18 +154,18 @@ def test_lane_accounting_adds_up_to_the_layer():
     fc2 = plan.layers[-1]
     s = schedule(plan, ArrayConfig(2, 3, lanes=3))
     p, p2 = [p for p in s.passes if p.kind == "sparse"]
-    img, unit = s.images, p.unit
-    assert s.lanes == 3 and len(img["sparse_entries"]) == 3 and not img["sparse_shifts"]
+    mem, unit = s.memory_contents, p.unit
+    assert s.lanes == 3 and len(mem["sparse_entries"]) == 3 and not mem["sparse_shifts"]
     assert p.macs == fc1.sparse.entries and p2.macs == np.count_nonzero(fc2.weight)
-    assert sum(len(e) for e in img["sparse_entries"]) == p.macs + p2.macs
-    outs = sorted((w >> s.acc_width) for lane in img["sparse_rows"] for w in lane)
+    assert sum(len(e) for e in mem["sparse_entries"]) == p.macs + p2.macs
+    outs = sorted((w >> s.acc_width) for lane in mem["sparse_rows"] for w in lane)
     assert outs == sorted([*range(fc1.out_shape[0]), *range(fc2.out_shape[0])])
     assert sum(lane["rows_m1"] + 1 for lane in p.cfg["lanes"] if lane["live"]) == fc1.out_shape[0]
     assert unit.multipliers(s) == 3
     entries, width = s.memory_inits["sparse_entries"]
     assert len(entries) == p.macs + p2.macs and width == s.value_bits + s.index_bits
     assert sum(unit.lane_cycles(p, s)) == fc1.sparse.entries + (row_wait(3) + 1) * fc1.out_shape[0]
-    assert max(len(e) for e in img["sparse_entries"]) < 1 << s.addr_width
+    assert max(len(e) for e in mem["sparse_entries"]) < 1 << s.addr_width
     assert p.cfg["words_m1"] + 1 == -(-fc1.in_shape[0] // copy_width(3))
 
 

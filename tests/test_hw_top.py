@@ -119,7 +119,7 @@ def test_generate_writes_verilog_and_memories(tmp_path):
     assert sorted(n.strip() for n in header.split(",")) == sorted(inv.ports)
     assert inv.ports["trace__data"] == Port("output", 3 * 8) and inv.ports["pixels__ready"] == Port("output", 1)
     weights = [m for m in inv.memories if m.name.startswith("array.weights")]
-    assert sum(m.depth for m in weights) == len(schedule(plan, ArrayConfig(2, 3)).images["array_weights"])
+    assert sum(m.depth for m in weights) == len(schedule(plan, ArrayConfig(2, 3)).memory_contents["array_weights"])
     assert all(m.initialised and m.read_ports == 1 and m.write_ports == 0 for m in weights)
     banks = [m for m in inv.memories if m.name.startswith("buf")]
     assert banks and all(not m.initialised and m.read_ports == m.write_ports == 1 for m in banks)
@@ -201,7 +201,8 @@ def test_vocabulary_matches_reference_cycle_exact(array, seed):
     image = random_image(rng, plan)
     dut = Accelerator(plan, ArrayConfig.parse(array))
     s = dut.sched
-    assert s.window == WindowFeatures(pad=True, max_stride=2) and s.images["array_shifts"] and s.images["sparse_shifts"]
+    mem = s.memory_contents
+    assert s.window == WindowFeatures(pad=True, max_stride=2) and mem["array_shifts"] and mem["sparse_shifts"]
     passes, model = check_against_reference(dut, plan, image), predict(s)
     assert [c for _, c in passes] == [r["cycles"] for r in model["layers"]]
 
@@ -243,7 +244,7 @@ def test_global_pool_runs_as_a_one_channel_conv_without_stride_hardware(array):
 
 def test_basic_plan_generates_no_vocabulary_hardware():
     s = schedule(random_plan(np.random.default_rng(4)), ArrayConfig(2, 2))
-    assert s.window == WindowFeatures() and not s.images["array_shifts"] and not s.images["sparse_shifts"]
+    assert s.window == WindowFeatures() and not s.memory_contents["array_shifts"] and not s.memory_contents["sparse_shifts"]
     assert not {"array_shifts", "sparse_shifts"} & set(s.memory_inits)
 
 
