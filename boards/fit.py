@@ -286,12 +286,13 @@ def auto_array(plan, profile: BoardProfile):
 
 
 def array_for(plan, array: str | None, board: str):
-    """The ArrayConfig of an `--array` option: RxC as written (the hardware's default when None),
-    or `auto` (auto_array on `board`); with `auto`, also the fit's one-line message, else None."""
-    from hw.config import ArrayConfig
+    """The ArrayConfig of an `--array` option (hw.config.parse_array_option), `auto` resolved by
+    auto_array on `board`; with `auto`, also the fit's one-line message, else None."""
+    from hw.config import parse_array_option
 
-    if array is None or array.strip().lower() != "auto":
-        return (ArrayConfig.parse(array) if array is not None else ArrayConfig()), None
+    config = parse_array_option(array)
+    if config is not None:
+        return config, None
     from boards.profiles import get_profile
 
     config, fit = auto_array(plan, get_profile(board))

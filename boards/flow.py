@@ -111,22 +111,20 @@ def prepare_out(out: str | Path, force: bool) -> Path:
     return out
 
 
-def parse_array(array: str | None):
-    """The ArrayConfig of `--array RxC` (the hardware's default when None), or None for 'auto'."""
-    from hw.config import ArrayConfig
+def _array_option(array: str | None):
+    """hw.config.parse_array_option (None: auto), its refusal a BoardError for the CLI's one line."""
+    from hw.config import parse_array_option
 
-    if array is not None and array.strip().lower() == "auto":
-        return None
     try:
-        return ArrayConfig.parse(array) if array is not None else ArrayConfig()
+        return parse_array_option(array)
     except ValueError as e:
-        raise BoardError(f"--array: {e}; or use --array auto") from None
+        raise BoardError(f"--array: {e}") from None
 
 
 def choose_array(plan, profile: BoardProfile, array: str | None):
     """(ArrayConfig, FitResult): the given shape, the hardware's default, or with 'auto' the one that fits
     with the fewest predicted cycles (boards.fit.auto_array)."""
-    config = parse_array(array)
+    config = _array_option(array)
     if config is None:
         return auto_array(plan, profile)
     fit = check_fit(accelerator_demand(plan, config.rows, config.cols), profile)
@@ -219,7 +217,7 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
         raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/ or DIR/{split}.npz)")
     if limit < 1:
         raise BoardError(f"--limit must be at least 1, got {limit}")
-    parse_array(array)
+    _array_option(array)
     bit_period(clock_mhz * 1e6, baud)
     if bitstream and profile.has_open_toolchain:
         check_tools(profile)
@@ -269,4 +267,4 @@ def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None
 
 
 __all__ = ["EXIT_TIMING_NOT_MET", "OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array",
-           "cycle_model", "parse_array", "prepare_out", "rtl_images", "run"]
+           "cycle_model", "prepare_out", "rtl_images", "run"]

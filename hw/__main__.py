@@ -49,8 +49,10 @@ def _table(info: dict) -> str:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from boards.fit import array_for
+    from hw.config import parse_array_option
     from hw.top import generate
     t0 = time.monotonic()
+    parse_array_option(args.array)  # a bad --array is refused before the plan is compiled
     plan = _plan(args)
     config, fit = array_for(plan, args.array, args.board)
     if fit:

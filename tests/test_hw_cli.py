@@ -29,6 +29,8 @@ def test_refusals_are_one_line_and_exit_2(tmp_path, capsys):
         (["--plan", str(tmp_path / "missing")], "no such plan file"),
         (["--onnx", str(tmp_path / "missing.onnx")], "missing.onnx"),
         (["--plan", str(tmp_path / "bad"), "--array", "0x3"], "array must be 1..16 x 1..16"),
+        # the option is read before the model: its error comes first
+        (["--onnx", str(tmp_path / "missing.onnx"), "--array", "ten"], "RxC, RxC/L (L sparse lanes) or auto"),
     ]
     for args, message in cases:
         assert main(["generate", *args, "--out", str(tmp_path / "o")]) == 2

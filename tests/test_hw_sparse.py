@@ -179,15 +179,6 @@ def test_auto_lanes_follow_the_entries():
     assert schedule(big, ArrayConfig(2, 2, lanes=2)).lanes == 2
 
 
-def test_array_config_takes_lanes():
-    assert ArrayConfig.parse("10x9") == ArrayConfig(10, 9) and str(ArrayConfig(10, 9)) == "10x9"
-    assert ArrayConfig.parse("10x9/2") == ArrayConfig(10, 9, 2) and str(ArrayConfig(10, 9, 2)) == "10x9/2"
-    with pytest.raises(ValueError, match="RxC or RxC/L"):
-        ArrayConfig.parse("10x9/x")
-    with pytest.raises(ValueError, match="sparse lanes must be 1..16"):
-        ArrayConfig(10, 9, 17)
-
-
 @pytest.mark.parametrize("lanes", [3, 5])
 def test_accelerator_with_lanes_matches_reference_and_cycle_model(lanes):
     """The whole accelerator on several lanes: logits equal the reference, and every pass takes
