@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType, Layer, pair
-from hw.config import ArrayConfig  # sim.verify imports it from here
+from hw.config import ArrayConfig
 from hw.depthwise import as_row_conv, depthwise_window, is_depthwise
 from hw.engines import EngineSignature, EngineUnit, LoweredLayer, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom

@@ -13,8 +13,6 @@ from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.schedule import schedule  # noqa: F401  (sim/__main__.py imports it from here)
-
 if TYPE_CHECKING:
     from hw.engines import Schedule
 

@@ -1,11 +1,13 @@
 """`python -m sim run`: the accelerator RTL under Verilator against ONNX Runtime on real images.
 
     python -m sim run [--onnx model.onnx] --data DIR --split val|test [--limit N] [--array RxC[/L]|auto [--board B]]
-                      --json FILE [--clock-mhz 100]
+                      --json FILE [--clock-mhz 100] [--jobs N] [--ray [ADDRESS]]
 
 Prints one line per image and a summary; writes the summary (and per-image results) to --json.
 A model whose metadata names no classes (a plain Brevitas export) runs on any ImageFolder data:
 its logits are compared, and the class-based figures (accuracy) say that the model names no classes.
+--jobs N shards the images over N simulator processes on this machine, --ray over a Ray cluster;
+the JSON is the same either way, in image order (sim.shards).
 Exit status: 0 all bit-exact, 1 a mismatch (its location and waveform are printed) or a failed
 build/simulation, 2 bad input, 130 Ctrl-C (the JSON is written atomically, at the end).
 """
@@ -21,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from sim.shards import LOCAL_RAY, check_reachable, import_ray, ray_cpus, shutdown_local_ray
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +45,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--json", type=Path, required=True, help="where to write the summary JSON")
     r.add_argument("--clock-mhz", type=float, default=100.0, help="board clock for images/s (default 100)")
     r.add_argument("--work", type=Path, help="keep Verilog, runs and waveforms here (default: a temp folder, removed when all is bit-exact)")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="split the images into N contiguous shards, each simulated by its own Verilator process at "
+                        "once (default 1; with --ray, the cluster's CPUs); results merge in image order, with the "
+                        "figures of one stream")
+    r.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
+                   help="run the shards as tasks of the Ray cluster at ADDRESS (its head, e.g. 10.0.0.1:6379), or of a "
+                        "local Ray started for this run when no address is given; needs the optional extra: "
+                        'pip install -e ".[cluster]"')
     r.add_argument("--gaps", action="store_true", help="random bubbles in the pixel stream")
     r.add_argument("--backpressure", action="store_true", help="random ready on the logits stream")
     r.set_defaults(func=run)
@@ -67,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from boards.fit import array_for
     from boards.profiles import get_profile
     from export.compile import compile_onnx, default_onnx
-    from hw.sequencer import schedule
+    from hw.schedule import schedule
     from common.atomic import atomic_write_text, check_writable
     from common.tools import end_tools_on_sigterm
     from quant.data import check_model_input, load_split
@@ -79,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if not 0 < args.clock_mhz < math.inf:
         raise UsageError(f"--clock-mhz must be positive, got {args.clock_mhz}")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.ray is not None:  # a missing Ray or an unreachable cluster is said now
+        import_ray()
+        if args.ray != LOCAL_RAY:
+            check_reachable(args.ray)
     multipliers = get_profile(args.board).dsps  # an unknown board is refused now, not after ONNX Runtime
     check_writable(args.json)
     if not (args.data / args.split).is_dir() and not (args.data / f"{args.split}.npz").is_file():
@@ -122,9 +140,13 @@ def run(args: argparse.Namespace) -> int:
             bar.write(f"image {r['index']:4d}  {label}  rtl {got:>10}  cycles {r['cycles']}  {status}", file=sys.stderr)
             bar.update(1)
 
+        jobs = args.jobs or (ray_cpus(args.ray) if args.ray is not None else 1)
+        if jobs > 1 or args.ray is not None:
+            bar.write(f"{min(jobs, len(images))} shards on " + (f"Ray ({args.ray})" if args.ray else "this machine"),
+                      file=sys.stderr)
         out = verify(plan, array, images, expected, labels=labels if named else None, work_dir=work, clock_mhz=args.clock_mhz,
                      gaps=args.gaps, backpressure=args.backpressure, on_image=line, multipliers=multipliers,
-                     log=lambda m: bar.write(m, file=sys.stderr))
+                     log=lambda m: bar.write(m, file=sys.stderr), jobs=jobs, ray=args.ray)
         bar.close()
         classes = ({"model_classes": plan.class_names} if named else
                    {"model_classes": None, "classes_note": "the model names no classes: logits compared, no accuracy"})
@@ -141,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
               f"{args.board} DSP bound {s['dsp_bound_images_per_second'] or 0:.0f}), "
               f"simulator {s['sim_cycles_per_second'] / 1e6:.2f} M cycles/s "
               f"({s['sim_cycles_per_cpu_second'] / 1e6:.2f} M per CPU second) -> {args.json}")
+        if s.get("stream_note"):
+            print(f"no stream figures: {s['stream_note']}")
         if out.diagnosis:
             print(out.diagnosis)
         if s["bit_exact"] != s["images"]:
@@ -154,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         if args.work is None and not isinstance(e, RuntimeError):  # a failed build or simulation names its log there
             shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        shutdown_local_ray(args.ray)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ layer, channel and pixel where the RTL departs from export.reference.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,13 +18,13 @@ import numpy as np
 from export.plan import Plan
 from hw.inventory import INVENTORY_FILE, Inventory
 from hw.stream_io import pixel_bytes
-from sim import runner
+from sim import runner, shards
 from sim.golden import first_difference, read_trace
 
 
 def generate_rtl(plan: Plan, array: str, out_dir: str | Path) -> Path:
     """The accelerator's Verilog and its port and memory inventory for `plan` on a `RxC` array."""
-    from hw.array import ArrayConfig
+    from hw.config import ArrayConfig
     from hw.top import generate
     out_dir = Path(out_dir)
     generate(plan, ArrayConfig.parse(array), out_dir)
@@ -48,7 +49,7 @@ class Outcome:
 
 
 def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | None = None,
-                   effective_macs: int | None = None) -> dict:
+                   effective_macs: int | None = None, stream_cycles: int | None | tuple = ()) -> dict:
     """Latency and throughput of the run as one stream of images, and the board's DSP bound (stream_rates).
 
     latency_cycles: the accelerator's own start-to-done count of one image (the mean; it does not
@@ -57,11 +58,12 @@ def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | Non
     overlap as far as the hardware lets them; None unless every image ran without error.
     dsp_bound_images_per_second: `multipliers` x the clock / `effective_macs` (dense MACs of the
     array layers, stored entries of the sparse ones), the rate a board whose every multiplier did
-    one useful MAC per cycle would reach; dsp_efficiency: throughput over it."""
+    one useful MAC per cycle would reach; dsp_efficiency: throughput over it. `stream_cycles`,
+    when given, is the stream's span measured otherwise (sim.shards.merged_stream_cycles)."""
     cycles = [r["cycles"] for r in records if r["cycles"] is not None]
     spans = [(r.get("start_cycle"), r.get("done_cycle")) for r in records]
     ok = bool(records) and all(r["error"] is None for r in records) and all(a is not None and b is not None for a, b in spans)
-    stream = spans[-1][1] - spans[0][0] if ok else None
+    stream = (spans[-1][1] - spans[0][0] if ok else None) if stream_cycles == () else stream_cycles
     return {"latency_cycles": float(np.mean(cycles)) if cycles else None, "stream_images": len(records),
             "stream_cycles": stream, "dsp_multipliers": multipliers, "effective_macs": effective_macs,
             **stream_rates(len(records), stream, clock_mhz, multipliers, effective_macs)}
@@ -79,7 +81,7 @@ def stream_rates(images: int, stream_cycles: int | None, clock_mhz: float, multi
 
 
 def summarize(records: list[dict], sim: dict, clock_mhz: float, multipliers: int | None = None,
-              effective_macs: int | None = None) -> dict:
+              effective_macs: int | None = None, stream_cycles: int | None | tuple = ()) -> dict:
     cycles = [r["cycles"] for r in records if r["cycles"] is not None]
     mean = float(np.mean(cycles)) if cycles else None
     labelled = [r for r in records if "label" in r]
@@ -97,17 +99,23 @@ def summarize(records: list[dict], sim: dict, clock_mhz: float, multipliers: int
         "sim_wall_s": round(sim["wall_s"], 3),
         "sim_cycles_per_second": round(sim["sim_cycles_per_second"]),
         "sim_cycles_per_cpu_second": round(sim["sim_cycles_per_cpu_second"]),
-        **stream_figures(records, clock_mhz, multipliers, effective_macs),
+        **stream_figures(records, clock_mhz, multipliers, effective_macs, stream_cycles),
     }
 
 
 def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
            labels: np.ndarray | None = None, work_dir: str | Path | None = None, clock_mhz: float = 100.0,
            gaps: bool = False, backpressure: bool = False, diagnose: bool = True, multipliers: int | None = None,
-           on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None) -> Outcome:
+           on_image: Callable[[dict], None] | None = None, log: Callable[[str], None] | None = None,
+           jobs: int = 1, ray: str | None = None) -> Outcome:
     """Generate the accelerator for `plan` on an `array` ("RxC"), simulate `images` (integers of the
     plan's input type, (N, *input_shape)) and compare with `expected` integer logits (N, classes),
-    e.g. from sim.golden.expected_logits. `multipliers`: the board's, for the DSP-bound figures."""
+    e.g. from sim.golden.expected_logits. `multipliers`: the board's, for the DSP-bound figures.
+
+    `jobs` > 1 splits the images into that many contiguous shards, each on its own simulator
+    process; `ray` (an address, or sim.shards.LOCAL_RAY) runs the shards as tasks of a Ray
+    cluster instead. The records come back in image order, and the figures are those of one
+    stream (sim.shards.merged_stream_cycles); `summary["shards"]` says where each shard ran."""
     images = np.asarray(images)
     expected = np.asarray(expected, dtype=np.int64)
     if images.shape[1:] != tuple(plan.input_shape):
@@ -116,9 +124,10 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
     if expected.shape != (len(images), plan.layers[-1].out_shape[0]):
         raise ValueError(f"expected logits are {expected.shape}, need ({len(images)}, {plan.layers[-1].out_shape[0]})")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sim-"))
+    parts = shards.shard_ranges(len(images), jobs)
     rtl_dir = generate_rtl(plan, array, work_dir / "rtl")
     pixels = int(np.prod(plan.input_shape))
-    build = runner.build(rtl_dir, pixels, log=log)
+    build = runner.build(rtl_dir, pixels, log=log) if ray is None else None
     records: list[dict] = []
 
     def judge(rec: dict) -> None:
@@ -137,10 +146,25 @@ def verify(plan: Plan, array: str, images: np.ndarray, expected: np.ndarray, *,
         if on_image:
             on_image(r)
 
-    sim = runner.simulate(build, stream, expected.shape[1], work_dir / "run", timeout_cycles=timeout_cycles(plan),
-                          gaps=gaps, backpressure=backpressure, on_image=judge)
-    out = Outcome(records, summarize(records, sim.summary, clock_mhz, multipliers, plan.macs_effective), run_dir=work_dir,
-                  mismatches=[r["index"] for r in records if not r["bit_exact"]])
+    limit = timeout_cycles(plan)
+    t0 = time.perf_counter()
+    if ray is None:
+        done = shards.run_local(build, stream, expected.shape[1], work_dir, parts, timeout_cycles=limit, gaps=gaps,
+                                backpressure=backpressure, on_image=judge)
+    else:
+        done = shards.run_ray(rtl_dir, pixels, stream, expected.shape[1], parts, ray, timeout_cycles=limit, gaps=gaps,
+                              backpressure=backpressure, on_image=judge)
+    wall = time.perf_counter() - t0
+    records.sort(key=lambda r: r["index"])
+    span, why = shards.merged_stream_cycles(done)
+    sim = done[0].summary if len(done) == 1 else shards.merged_sim_summary(done, wall)
+    summary = summarize(records, sim, clock_mhz, multipliers, plan.macs_effective, span)
+    summary["shards"] = [{"first": s.first, "images": len(s.records), "host": s.host,
+                          "wall_s": round(s.summary["wall_s"], 3)} for s in done]
+    summary["jobs"], summary["backend"] = len(done), "ray" if ray is not None else "local"
+    if why and len(done) > 1:
+        summary["stream_note"] = why
+    out = Outcome(records, summary, run_dir=work_dir, mismatches=[r["index"] for r in records if not r["bit_exact"]])
     if out.mismatches and diagnose:
         first = out.mismatches[0]
         out.diagnosis, out.waveform = locate(plan, array, rtl_dir, images, first, work_dir, got=records[first], log=log)
