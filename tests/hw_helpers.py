@@ -210,14 +210,16 @@ def first_mismatch(plan: Plan, outs: list[np.ndarray], writes, width: int, store
 def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: bool, max_cycles: int = 20_000):
     """Run one pass of an array / pool / sparse engine against a numpy activation buffer.
 
-    The buffer answers `raddr` READ_LATENCY cycles later with `rdata[c] = tensor[raddr + c]` (0
-    past the end), as hw.memories.ActivationBuffer does. Returns (written {addr: raw value}, logits
+    The buffer answers `raddr` READ_LATENCY cycles later with `rdata[c] = tensor[raddr + c * s]` (0
+    past the end; s the pass's column stride, 1 but for a strided conv), as
+    hw.memories.ActivationBuffer does. Returns (written {addr: raw value}, logits
     {addr: value}, cycles from start to done inclusive).
     """
     from hw.memories import READ_LATENCY
 
     flat = np.asarray(tensor, dtype=np.int64).reshape(-1)
     cols = len(engine.rdata)
+    stride = cfg.get("win", {}).get("stride_m1", 0) + 1
     written, logits = {}, {}
     out = {}
 
@@ -247,7 +249,7 @@ def run_engine(engine, cfg: dict, tensor: np.ndarray, *, width: int, signed: boo
             ctx.set(engine.start, 0)
             addr = asked.pop(0)
             for c in range(cols):
-                ctx.set(engine.rdata[c], element(addr + c))
+                ctx.set(engine.rdata[c], element(addr + c * stride))
         raise AssertionError(f"engine not done within {max_cycles} cycles")
 
     sim = Simulator(engine)

@@ -1,8 +1,9 @@
 """Verification ladder step 3: the generated accelerator RTL under cocotb + Verilator against
 ONNX Runtime, bit for bit: random models from export's strategy on 1x1, 4x4 and 8x8 arrays at 8
 and 4 bits, pruned and unpruned, of the basic and the full vocabulary (padding, stride 2,
-average and global pools, per-channel shifts); a tiny residual network; the mismatch report; the
-bundled paper model on seeded random images."""
+average and global pools, per-channel shifts); random graphs of the standard vocabulary (residual
+blocks, depthwise and non-square convs, signed inputs) at fixed seeds; a tiny residual network; the
+mismatch report; the bundled paper model on seeded random images."""
 
 from __future__ import annotations
 
@@ -78,6 +79,26 @@ def test_residual_model_bit_exact(tmp_path):
     assert [l.kind for l in plan.layers].count("add") == 2 and "requant" in [l.kind for l in plan.layers]
     images = random_images(plan, 2, seed=1)
     out = verify(plan, "4x4", images, expected_logits(onnx, plan, images), work_dir=tmp_path / "sim")
+    assert out.diagnosis is None, out.diagnosis
+    assert out.summary["bit_exact"] == len(images), out.records
+
+
+# (array, seed): random graphs of the "standard" vocabulary that the hardware runs. Seed 40: a
+# depthwise 4x3 conv, stride (2, 1), pads (0, 2), int8 input. Seed 58: a depthwise 3x2 stride-2
+# conv, a 1x2 average (rule 14), a stride-2 residual block, a global average, a P-layer. Seed 129:
+# a depthwise 3x3 stride-2 "same" conv, an identity residual block, a 3x3 max-pool, a global average.
+STANDARD_CASES = [("4x4", 40), ("3x5", 58), ("8x8", 129)]
+
+
+@pytest.mark.parametrize("array,seed", STANDARD_CASES)
+def test_standard_graph_bit_exact(tmp_path, array, seed):
+    spec = drawn(model_specs(vocabulary="standard", max_size=10), seed)
+    onnx, plan = materialize(spec, tmp_path)
+    kinds = [l.kind for l in plan.layers]
+    assert any(l.kind == "conv2d" and l.groups > 1 for l in plan.layers), spec
+    assert seed != 58 or ("add" in kinds and "avgpool" in kinds and any(l.sparse is not None for l in plan.layers)), spec
+    images = random_images(plan, 3, seed=seed)
+    out = verify(plan, array, images, expected_logits(onnx, plan, images), work_dir=tmp_path / "sim")
     assert out.diagnosis is None, out.diagnosis
     assert out.summary["bit_exact"] == len(images), out.records
 
