@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from export.plan import IntType, Layer, pair
 from hw.config import ArrayConfig
-from hw.depthwise import as_row_conv, depthwise_window, is_depthwise
+from hw.depthwise import as_dense_groups, as_row_conv, depthwise_window, is_depthwise
 from hw.engines import EngineSignature, EngineUnit, LoweredLayer, refuse
 from hw.memories import QUIET_LATENCY, READ_LATENCY, ROM_LATENCY, delay_line, delayed, done_when_quiet, rom
 from hw.pe import PE
@@ -280,7 +280,7 @@ def as_conv(l: Layer) -> Layer:
     """An average pool (or an activation requantizer) as the conv the array runs, bit-exact: no
     bias, the layer's shift, no ReLU (a requantizer keeps its own).
 
-    A global pool over a square map (or an average pool whose non-square window is the whole map)
+    A global pool (or an average pool whose non-square window is the whole map)
     with one shift is one 1-channel conv over the buffer read as a (1, C*H, W) image: an H x W
     window of ones, stride (H, W), one output per channel (H*W weights, one output column, so no
     stride hardware). Otherwise weight[c, c] = 1 over the window (a kh x kw window, stride the
@@ -292,7 +292,7 @@ def as_conv(l: Layer) -> Layer:
         return replace(l, kind="conv2d", weight=np.eye(c, dtype=np.int8).reshape(c, c, 1, 1),
                        bias=np.zeros(c, dtype=np.int64), w_type=IntType(2, True, 0))
     c, h, w = l.in_shape
-    whole = l.kind == "globalavgpool" and h == w or l.kind == "avgpool" and l.kernel_hw == (h, w) and h != w
+    whole = l.kind == "globalavgpool" or l.kind == "avgpool" and l.kernel_hw == (h, w) and h != w
     if whole and np.ndim(l.shift) == 0:
         k = h if h == w else (h, w)
         return replace(l, kind="conv2d", in_shape=(1, c * h, w), out_shape=(1, c, 1), kernel=k, stride=k,
@@ -353,7 +353,8 @@ class ArrayUnit(EngineUnit):
                 int(np.prod(layer.out_shape)) * (layer.unit.count(layer) if layer.kind in AVERAGES else 1))
         rows, cols, mem = ctx.config.rows, ctx.config.cols, ctx.memory_contents
         dw = is_depthwise(layer)
-        l = as_conv(layer) if layer.kind in (*AVERAGES, "requant") else as_row_conv(layer, rows) if dw else layer
+        l = (as_conv(layer) if layer.kind in (*AVERAGES, "requant") else as_row_conv(layer, rows) if dw else
+             as_dense_groups(layer) if layer.kind == "conv2d" and layer.groups > 1 else layer)
         if l.kind == "conv2d":
             if len(l.in_shape) != 3:
                 raise refuse(i, l, f"input shape {tuple(l.in_shape)}: a conv needs a (C, H, W) input")

@@ -12,9 +12,12 @@ the window generator's depthwise mode (hw.window) moves each group to its own in
 writes virtual channel r to output row y0 + r.
 
 Utilisation: kh / ((rows - 1) * sy + kh) of the PEs on full tiles at column stride 1 (3x3, 10 rows:
-25% at stride 1, 14% at row stride 2; a column stride sx divides it by sx; a map of OH < rows
-rows reaches OH * kh / (rows * ((OH - 1) * sy + kh))), against 1 / Cin for a dense conv with a
-diagonal weight. Grouped convs with 1 < groups < Cin are not generated.
+25% at stride 1, 14% at row stride 2; a column stride sx keeps the columns a strided read
+reaches, hw.window.strided_cols; a map of OH < rows rows reaches OH * kh / (rows * ((OH - 1) * sy
++ kh))), against 1 / Cin for a dense conv with a diagonal weight.
+
+A grouped conv with 1 < groups < Cin runs as the dense conv with the block-diagonal weight
+(`as_dense_groups`): exact, at groups times the multiplies it needs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ from export.plan import Layer
 def is_depthwise(l: Layer) -> bool:
     """Whether `l` is a depthwise conv: one input and one output channel per group."""
     return l.kind == "conv2d" and l.groups > 1 and l.groups == l.in_shape[0] == l.out_shape[0]
+
+
+def as_dense_groups(l: Layer) -> Layer:
+    """Grouped conv `l` as the ungrouped conv with the same outputs: group g's Cout / groups
+    output channels weigh its Cin / groups input channels with their own weights, every other
+    input channel with 0."""
+    g, cin, cout = l.groups, l.in_shape[0], l.out_shape[0]
+    ci, co = cin // g, cout // g
+    weight = np.zeros((cout, cin, *l.weight.shape[2:]), dtype=l.weight.dtype)
+    for k in range(g):
+        weight[k * co:(k + 1) * co, k * ci:(k + 1) * ci] = l.weight[k * co:(k + 1) * co]
+    return replace(l, groups=1, weight=weight)
 
 
 def as_row_conv(l: Layer, rows: int) -> Layer:

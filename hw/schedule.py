@@ -18,7 +18,6 @@ from export.plan import Layer, Plan
 from hw.array import AVERAGES, ArrayUnit, window_features
 from hw.config import ArrayConfig
 from hw.cycles import stage_cycles
-from hw.depthwise import is_depthwise
 from hw.engines import EngineUnit, LoweringContext, Pass, Schedule, UnsupportedPlan, refuse
 from hw.graph import INPUT_TENSOR, Buffers, check_shapes, steps
 from hw.memories import banks_for
@@ -47,14 +46,12 @@ def _check_types(i: int, l: Layer) -> None:
 
 
 def _check_kind(i: int, l: Layer) -> None:
-    """The engines run ungrouped and depthwise layers, with square kernels and strides except in
-    convs (plan version 3 can say more); graphs of them with residual adds (hw.graph)."""
+    """The engines run convs of any groups (hw.depthwise), and square max-pool windows and strides;
+    convs and averages take any kh x kw; graphs of them with residual adds (hw.graph)."""
     square = isinstance(l.kernel, int) and isinstance(l.stride, int)
-    what = (f"{l.groups} groups" if l.groups != 1 and not is_depthwise(l) else
-            f"kernel {l.kernel} / stride {l.stride}" if not square and l.kind not in ("conv2d", "avgpool") else None)
-    if what is not None:
-        raise refuse(i, l, f"{what}: the hardware runs ungrouped and depthwise layers, square but for convs and "
-                           "average pools")
+    if not square and l.kind not in ("conv2d", "avgpool", "globalavgpool"):
+        raise refuse(i, l, f"kernel {l.kernel} / stride {l.stride}: the max-pool engine takes square windows and "
+                           "strides; use a k x k pool")
 
 
 def _unit_for(layer: Layer, after_sparse: bool = False) -> EngineUnit | None:

@@ -87,7 +87,9 @@ def test_residual_model_bit_exact(tmp_path):
 # depthwise 4x3 conv, stride (2, 1), pads (0, 2), int8 input. Seed 58: a depthwise 3x2 stride-2
 # conv, a 1x2 average (rule 14), a stride-2 residual block, a global average, a P-layer. Seed 129:
 # a depthwise 3x3 stride-2 "same" conv, an identity residual block, a 3x3 max-pool, a global average.
-STANDARD_CASES = [("4x4", 40), ("3x5", 58), ("8x8", 129)]
+# Seed 74: a global average over a non-square 7x3 map. Seed 75: a grouped conv (2 groups of 1 -> 2
+# channels, on the array as its block-diagonal dense conv).
+STANDARD_CASES = [("4x4", 40), ("3x5", 58), ("8x8", 129), ("2x3", 74), ("4x4", 75)]
 
 
 @pytest.mark.parametrize("array,seed", STANDARD_CASES)
