@@ -52,8 +52,9 @@ def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | Non
                    effective_macs: int | None = None, stream_cycles: int | None | tuple = ()) -> dict:
     """Latency and throughput of the run as one stream of images, and the board's DSP bound (stream_rates).
 
-    latency_cycles: the accelerator's own start-to-done count of one image (the mean; it does not
-    depend on the pixels). throughput: images / simulator cycles from the first image's `start` to
+    latency_cycles: the accelerator's own start-to-done count of an image that finds it idle (the
+    least of the images' counts: the stream's first; later images of a stream also wait for the
+    stages ahead of them, and the counts do not depend on the pixels). throughput: images / simulator cycles from the first image's `start` to
     the last image's `done`; the testbench starts each image as soon as `busy` allows, so images
     overlap as far as the hardware lets them; None unless every image ran without error.
     dsp_bound_images_per_second: `multipliers` x the clock / `effective_macs` (dense MACs of the
@@ -64,7 +65,7 @@ def stream_figures(records: list[dict], clock_mhz: float, multipliers: int | Non
     spans = [(r.get("start_cycle"), r.get("done_cycle")) for r in records]
     ok = bool(records) and all(r["error"] is None for r in records) and all(a is not None and b is not None for a, b in spans)
     stream = (spans[-1][1] - spans[0][0] if ok else None) if stream_cycles == () else stream_cycles
-    return {"latency_cycles": float(np.mean(cycles)) if cycles else None, "stream_images": len(records),
+    return {"latency_cycles": min(cycles) if cycles else None, "stream_images": len(records),
             "stream_cycles": stream, "dsp_multipliers": multipliers, "effective_macs": effective_macs,
             **stream_rates(len(records), stream, clock_mhz, multipliers, effective_macs)}
 
