@@ -1,12 +1,13 @@
 """Latency, stream throughput and DSP efficiency of the bundled models in RTL simulation.
 
-For the paper model and the edge model on one board (default the ULX3S-85F), each on the array
+For the paper, edge and resnet8 models on one board (default the ULX3S-85F), each on the array
 bitstream-rtl would build (`--array`, default the hardware's default; `auto` picks per model):
 latency and throughput cycles, images/s at 100 MHz and at the last measured Fmax, the board's
 DSP-bound images/s and the efficiency against it, per-pass cycles and utilisation (hw's cycle
 model, which the RTL run checks), and the simulator's speed. A measurement, not a test:
 
-    python benchmarks/throughput.py [--images 8] [--data DIR] [--array RxC|auto] [--json FILE]
+    python benchmarks/throughput.py [--images 8] [--data DIR] [--cifar DIR] [--models paper,edge,resnet8]
+                                    [--array RxC|auto] [--json FILE]
 
 It writes its rows to benchmarks/results/throughput.json (or --json). The Fmax of a model comes
 from `--fmax MODEL=MHZ` (e.g. from a bitstream-rtl report.json), else from the previous results
@@ -25,7 +26,7 @@ from boards.fit import array_for
 from boards.flow import rtl_images
 from boards.profiles import DEFAULT_BOARD, get_profile
 from common.atomic import atomic_write_text
-from common.data import default_data
+from common.data import DEFAULT_DATA, default_data
 from export.compile import compile_onnx
 from export.onnx_export import export
 from hw.cycles import predict
@@ -34,7 +35,8 @@ from quant.checkpoint import BUNDLED_DIR, BUNDLED_QAT
 from sim.golden import expected_logits
 from sim.verify import verify
 
-MODELS = {"paper": BUNDLED_QAT, "edge": BUNDLED_DIR / "edge_qat.pt"}
+MODELS = {"paper": BUNDLED_QAT, "edge": BUNDLED_DIR / "edge_qat.pt", "resnet8": BUNDLED_DIR / "resnet8_qat.pt"}
+CIFAR = "resnet8"  # the model that reads --cifar, the others --data
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 Fmax = dict[tuple[str, str | None], tuple[float, str]]  # (model, array or None for any) -> (MHz, its source)
 
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--board", default=DEFAULT_BOARD)
     p.add_argument("--array", default=None, help="RxC or auto (default: the hardware's default, as bitstream-rtl)")
     p.add_argument("--data", type=Path, default=default_data(), help="ImageFolder root (default: seeded random images without ../shared)")
-    p.add_argument("--models", default="paper,edge")
+    p.add_argument("--cifar", type=Path, default=Path(DEFAULT_DATA).parent / "cifar10",
+                   help="CIFAR-10 ImageFolder root for resnet8 (default: ../shared/data/cifar10; seeded random images "
+                        "where it is missing)")
+    p.add_argument("--models", default="paper,edge,resnet8")
     p.add_argument("--fmax", action="append", default=[], metavar="MODEL=MHZ", help="the last measured Fmax of a model")
     p.add_argument("--json", type=Path, default=RESULTS, help="results file to write (default %(default)s)")
     args = p.parse_args(argv)
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         for name in args.models.split(","):
-            r = measure(name, MODELS[name], args.board, args.array, args.images, args.data, fmax, Path(tmp))
+            data = args.cifar if name == CIFAR else args.data
+            r = measure(name, MODELS[name], args.board, args.array, args.images, data, fmax, Path(tmp))
             rows.append(r)
             print(f"{name} on {args.board}, array {r['array']}: bit-exact {r['bit_exact']}/{r['images']}; "
                   f"latency {r['latency_cycles']:,.0f} cycles, throughput {r['throughput_cycles_per_image']:,.0f} cycles/image; "
