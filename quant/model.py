@@ -8,6 +8,7 @@ float checkpoint loads into the quantized model. Each weighted layer is NP (dens
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class LayerSpec:
         return kind_of(self.kind, f"layer ({self.kind})")
 
 
+ARRAY_TEXT = re.compile(r"\d+x\d+(/\d+)?")  # the form of ModelConfig.array; hw.config checks its bounds
+
+
 @dataclass
 class ModelConfig:
     arch: str
@@ -53,6 +57,10 @@ class ModelConfig:
     in_signed: bool = False  # int8 inputs q seen as q / 128 (else uint8 p seen as p / 256; contract rule 2)
     quantized: bool = False
     bn_folded: bool = False  # batch norm already folded into the convs (the QAT model and its float twin)
+    # the PE array (RxC, or RxC/L with L sparse lanes) `bitstream-rtl` builds for this model when no
+    # --array is given: its hardware folding, as FINN keeps a folding config beside a model; None:
+    # the hardware's default
+    array: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +84,8 @@ class ModelConfig:
         if not isinstance(d.get("in_signed", False), bool):
             raise ConfigError(f"{where}: field 'in_signed' must be true or false, got {d['in_signed']!r}")
         d["in_shape"] = tuple(shape)
+        if d.get("array") is not None and not (isinstance(d["array"], str) and ARRAY_TEXT.fullmatch(d["array"].strip())):
+            raise ConfigError(f"{where}: field 'array' must be a PE array RxC or RxC/L (e.g. \"16x5\"), got {d['array']!r}")
         return cls(**d)
 
     def validate(self) -> "ModelConfig":

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from quant.model import ConfigError, build, named_config, quantized_twin, shapes
+from quant.model import ConfigError, ModelConfig, build, named_config, quantized_twin, shapes
 
 EXPECTED_SHAPES = {
     "paper": [(10, 62, 62), (10, 31, 31), (20, 27, 27), (20, 13, 13), (3380,), (128,), (5,)],
@@ -248,3 +248,14 @@ def test_a_bad_residual_block_names_the_field(tmp_path, layer, match):
     f = _arch(tmp_path, [layer, {"kind": "gap"}, {"kind": "flatten"}, {"kind": "linear", "out": 5, "relu": False}])
     with pytest.raises(ConfigError, match=match):
         named_config(str(f))
+
+
+def test_a_description_may_name_its_pe_array():
+    """`array`: the PE array the chain builds for the model by default (its hardware folding);
+    resnet8's names 16x5; a malformed one is one line naming the field."""
+    assert named_config("resnet8").array == "16x5" and named_config("paper").array is None
+    d = {"layers": [{"kind": "flatten"}, {"kind": "linear", "out": 5, "relu": False}], "array": "12x7/2"}
+    assert ModelConfig.from_dict(d, "m.json", strict=True).array == "12x7/2"
+    for bad in ("auto", "10 x 9", 16):
+        with pytest.raises(ConfigError, match=r"m.json: field 'array' must be a PE array RxC or RxC/L"):
+            ModelConfig.from_dict({**d, "array": bad}, "m.json")
