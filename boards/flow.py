@@ -1,8 +1,9 @@
 """`python -m export bitstream-rtl`: checkpoint -> ONNX -> plan -> Verilog -> RTL check -> bitstream + report.
 
 export/__main__.py wires the subcommand with `add_arguments(parser)` and `run(args)`; the work
-is `bitstream_rtl(...)`, which returns the report it writes. Each step prints one line when it
-starts and its elapsed time when it ends; the board build adds per-tool progress.
+is `bitstream_rtl(ChainConfig(...))`, which walks `STEPS` and returns the report it writes. Each
+step prints one line when it starts and its elapsed time when it ends; the board build adds
+per-tool progress.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,6 +38,56 @@ EXIT_TIMING_NOT_MET = 3  # the CLI's exit status when the RTL is bit-exact but t
 
 class OutputExists(BoardError, FileExistsError):
     """The output folder exists and --force was not given."""
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The settings of one `bitstream-rtl` run, one field per CLI option (`--pnr-timeout` is `pnr_timeout_s`)."""
+
+    checkpoint: str | None = None
+    float_checkpoint: str | None = None
+    board: str = DEFAULT_BOARD
+    array: str | None = None
+    data: str | None = None
+    split: str = "val"
+    limit: int = DEFAULT_IMAGES
+    out: str | Path = "out"
+    force: bool = False
+    clock_mhz: float | None = None
+    baud: int = DEFAULT_BAUD
+    bitstream: bool = True
+    seed: int = 0
+    random_images: bool = False
+    pnr_timeout_s: float | None = PNR_TIMEOUT_S
+
+    @property
+    def profile(self) -> BoardProfile:
+        return get_profile(self.board)
+
+    @property
+    def core_clock_mhz(self) -> float:
+        """The clock to build and time for: `clock_mhz`, else the board's."""
+        return self.profile.clock_mhz if self.clock_mhz is None else self.clock_mhz
+
+    def validate(self) -> None:
+        """Refuses bad settings before any work, each with the one line the CLI prints; the tools are checked last."""
+        profile, clock_mhz = self.profile, self.core_clock_mhz
+        if not 0 < clock_mhz < math.inf:
+            raise BoardError(f"--clock-mhz {clock_mhz:g}: the core clock must be a positive number of MHz, "
+                             f"e.g. {profile.clock_mhz:g}")
+        if self.pnr_timeout_s is not None and not 0 < self.pnr_timeout_s < math.inf:
+            raise BoardError(f"--pnr-timeout {self.pnr_timeout_s:g}: must be a positive number of seconds, "
+                             f"e.g. {PNR_TIMEOUT_S:.0f}")
+        data, split = self.data, self.split
+        if data is not None and not (Path(data) / split).is_dir() and not (Path(data) / f"{split}.npz").is_file():
+            raise BoardError(f"{Path(data) / split}: no such folder "
+                             f"(--data DIR needs DIR/{split}/<class>/ or DIR/{split}.npz)")
+        if self.limit < 1:
+            raise BoardError(f"--limit must be at least 1, got {self.limit}")
+        _array_option(self.array)
+        bit_period(clock_mhz * 1e6, self.baud)
+        if self.bitstream and profile.has_open_toolchain:
+            check_tools(profile)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,38 +119,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bitstream", dest="bitstream", action="store_false",
                    help="stop after the fit check, RTL and simulation (no synthesis / place and route)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random images and of nextpnr")
-    p.add_argument("--pnr-timeout", type=float, default=PNR_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--pnr-timeout", dest="pnr_timeout_s", type=float, default=PNR_TIMEOUT_S, metavar="SECONDS",
                    help="stop place-and-route after this long with an error (default %(default).0f)")
 
 
 def run(args: argparse.Namespace) -> int:
     """The CLI body: 0 when every simulated image was bit-exact and timing was met (or not measured),
     1 when an image was not bit-exact, EXIT_TIMING_NOT_MET when only timing was not met."""
-    report = bitstream_rtl(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, board=args.board,
-                           array=args.array, data=args.data, split=args.split, limit=args.limit, out=args.out,
-                           force=args.force, clock_mhz=args.clock_mhz, baud=args.baud, bitstream=args.bitstream,
-                           seed=args.seed, random_images=args.random_images, pnr_timeout_s=args.pnr_timeout)
+    report = bitstream_rtl(ChainConfig(**{f.name: getattr(args, f.name) for f in fields(ChainConfig)}))
     print(report["summary"])
     if report["bit_exact"] != report["images"]:
         return 1
     return EXIT_TIMING_NOT_MET if report["timing_met"] is False else 0
-
-
-class _Steps:
-    """One line per step: its number and name, then its elapsed time."""
-
-    def __init__(self, total: int, say: Callable[[str], None]):
-        self.total, self.n, self.say, self.t0 = total, 0, say, time.monotonic()
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str, fn: Callable, *a, **kw):
-        self.n += 1
-        self.say(f"[{self.n}/{self.total}] {name} ...")
-        t = time.monotonic()
-        out = fn(*a, **kw)
-        self.seconds[name] = round(time.monotonic() - t, 2)
-        self.say(f"[{self.n}/{self.total}] {name}: done in {self.seconds[name]:.1f} s (total {time.monotonic() - self.t0:.0f} s)")
-        return out
 
 
 def prepare_out(out: str | Path, force: bool) -> Path:
@@ -193,78 +225,170 @@ def accuracies(checkpoint: str | None, float_checkpoint: str | None, data: str |
     return out
 
 
-def bitstream_rtl(*, checkpoint: str | None = None, float_checkpoint: str | None = None, board: str = DEFAULT_BOARD,
-                  array: str | None = None, data: str | None = None, split: str = "val", limit: int = DEFAULT_IMAGES,
-                  out: str | Path = "out", force: bool = False, clock_mhz: float | None = None,
-                  baud: int = DEFAULT_BAUD, bitstream: bool = True,
-                  seed: int = 0, random_images: bool = False, say: Callable[[str], None] = print_progress,
-                  pnr_timeout_s: float | None = PNR_TIMEOUT_S) -> dict:
-    """The whole chain into `out`; returns the report (also written as report.json and report.md)."""
-    from export.compile import compile_onnx
+@dataclass
+class ChainRun:
+    """One run of the chain: its settings, then what each step hands on to the next."""
+
+    config: ChainConfig
+    profile: BoardProfile
+    clock_mhz: float
+    out: Path
+    say: Callable[[str], None]
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: the background board build stops
+    seconds: dict[str, float] = field(default_factory=dict)  # per step title, for the report
+    onnx_path: Path | None = None
+    plan: Any = None
+    array_config: Any = None
+    fit: Any = None
+    rtl: dict | None = None  # hw's cycle model
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    source: str = ""
+    expected: np.ndarray | None = None
+    pending: Future | None = None
+    outcome: Any = None
+    accuracy: dict | None = None
+    host: dict | None = None
+    built: BuildResult | None = None
+    report: dict | None = None
+
+
+def _export_onnx(run: ChainRun) -> None:
     from export.onnx_export import export
-    from export.ort import host_throughput
-    from hw.top import Accelerator, resources
+
+    run.onnx_path = export(run.config.checkpoint, run.out / "model.onnx")
+
+
+def _compile_plan(run: ChainRun) -> None:
+    from export.compile import compile_onnx
+
+    run.plan = compile_onnx(run.onnx_path)
+    run.plan.save(run.out / "plan")
+
+
+def _fit_check(run: ChainRun) -> None:
+    run.array_config, run.fit = choose_array(run.plan, run.profile, run.config.array)
+
+
+def _prepare_simulation(run: ChainRun) -> None:
+    """After the fit check: the array it chose, the RTL images (before synthesis starts), the board build
+    started in the background, ONNX Runtime's logits for the images."""
     from sim.golden import expected_logits
+
+    c = run.config
+    run.say(f"    array {run.array_config}: {run.fit.message()}")
+    run.rtl = cycle_model(run.plan, run.array_config)
+    run.images, run.labels, run.source = rtl_images(run.plan, None if c.random_images else c.data, c.split, c.limit, c.seed)
+    if c.bitstream:
+        run.pending = _start_board_build(run)
+    run.expected = expected_logits(run.onnx_path, run.plan, run.images)
+
+
+def _start_board_build(run: ChainRun) -> Future:
+    """The board build runs tools in subprocesses: start it now, next to the simulation."""
+    from hw.top import Accelerator
+
+    plan, c = run.plan, run.config
+    top = BoardTop(Accelerator(plan, run.array_config), int(np.prod(plan.input_shape)), plan.layers[-1].out_shape[0],
+                   c.baud, run.clock_mhz)
+    run.say(f"[board] {run.profile.toolchain} build started in the background (lines marked 'board')")
+    end_tools_on_sigterm()  # the build's thread cannot install the handler itself
+    pool = ThreadPoolExecutor(1)
+    pending = pool.submit(build, top, run.profile, run.out / "board", seed=c.seed + 1, pnr_timeout_s=c.pnr_timeout_s,
+                          progress=lambda line: run.say("    board " + line), cancel=run.cancel)
+    pool.shutdown(wait=False)
+    return pending
+
+
+def _simulate(run: ChainRun) -> None:
+    """sim.verify generates the accelerator's Verilog and its inventory into out/rtl, then runs it on the images."""
     from sim.verify import verify
 
-    profile = get_profile(board)
-    clock_mhz = profile.clock_mhz if clock_mhz is None else clock_mhz
-    if not 0 < clock_mhz < math.inf:
-        raise BoardError(f"--clock-mhz {clock_mhz:g}: the core clock must be a positive number of MHz, e.g. {profile.clock_mhz:g}")
-    if pnr_timeout_s is not None and not 0 < pnr_timeout_s < math.inf:
-        raise BoardError(f"--pnr-timeout {pnr_timeout_s:g}: must be a positive number of seconds, e.g. {PNR_TIMEOUT_S:.0f}")
-    if data is not None and not (Path(data) / split).is_dir() and not (Path(data) / f"{split}.npz").is_file():
-        raise BoardError(f"{Path(data) / split}: no such folder (--data DIR needs DIR/{split}/<class>/ or DIR/{split}.npz)")
-    if limit < 1:
-        raise BoardError(f"--limit must be at least 1, got {limit}")
-    _array_option(array)
-    bit_period(clock_mhz * 1e6, baud)
-    if bitstream and profile.has_open_toolchain:
-        check_tools(profile)
-    out = prepare_out(out, force)
-    step = _Steps(8 if bitstream else 7, say)
+    run.outcome = verify(run.plan, str(run.array_config), run.images, run.expected, labels=run.labels,
+                         work_dir=run.out, clock_mhz=run.clock_mhz, multipliers=run.profile.dsps, log=run.say)
 
-    onnx_path = step("export ONNX", export, checkpoint, out / "model.onnx")
-    plan = step("compile the layer plan", compile_onnx, onnx_path)
-    plan.save(out / "plan")
-    config, fit = step(f"fit check on {profile.name}", choose_array, plan, profile, array)
-    say(f"    array {config}: {fit.message()}")
-    rtl = cycle_model(plan, config)
-    images, labels, source = rtl_images(plan, None if random_images else data, split, limit, seed)  # before synthesis
 
-    # The board build runs tools in subprocesses: start it now, next to the simulation.
-    cancel = threading.Event()
-    pending = None
-    if bitstream:
-        n_pixels = int(np.prod(plan.input_shape))
-        top = BoardTop(Accelerator(plan, config), n_pixels, plan.layers[-1].out_shape[0], baud, clock_mhz)
-        say(f"[board] {profile.toolchain} build started in the background (lines marked 'board')")
-        end_tools_on_sigterm()  # the build's thread cannot install the handler itself
-        pool = ThreadPoolExecutor(1)
-        pending = pool.submit(build, top, profile, out / "board", seed=seed + 1, pnr_timeout_s=pnr_timeout_s,
-                              progress=lambda line: say("    board " + line), cancel=cancel)
-        pool.shutdown(wait=False)
+def _say_bit_exact(run: ChainRun) -> None:
+    o = run.outcome
+    run.say(f"    bit-exact {o.summary['bit_exact']}/{o.summary['images']}" + (f"; {o.diagnosis}" if o.diagnosis else ""))
+
+
+def _accuracy(run: ChainRun) -> None:
+    c = run.config
+    run.accuracy = accuracies(c.checkpoint, c.float_checkpoint, c.data, c.split, run.out / "plots")
+
+
+def _host_throughput(run: ChainRun) -> None:
+    from export.ort import host_throughput
+
+    run.host = host_throughput(run.onnx_path, run.images, 64, os.cpu_count())
+
+
+def _wait_for_board(run: ChainRun) -> None:
+    run.built = run.pending.result()
+
+
+def _write_report(run: ChainRun) -> str:
+    from hw.top import resources
+
+    run.report = write_report(run.out, plan=run.plan, profile=run.profile, config=run.array_config, fit=run.fit,
+                              rtl=run.rtl, outcome=run.outcome, accuracy=run.accuracy, built=run.built,
+                              steps=run.seconds, source=run.source, onnx_path=run.onnx_path, clock_mhz=run.clock_mhz,
+                              host=run.host, multipliers=resources(run.plan, run.array_config)["multipliers"])
+    atomic_write_text(run.out / "rtl_records.json", json.dumps(run.outcome.records, indent=1))
+    return f"wrote {run.out / 'report.md'} and {run.out / 'report.json'}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of the chain. Its progress lines carry `title` formatted with the run's fields and the time
+    `work` took; `then` runs after them (a note, the next step's inputs). An untimed step's work returns its line."""
+
+    title: str
+    work: Callable[[ChainRun], str | None]
+    then: Callable[[ChainRun], None] | None = None
+    timed: bool = True
+    bitstream_only: bool = False  # left out with --no-bitstream
+
+
+STEPS: tuple[Step, ...] = (
+    Step("export ONNX", _export_onnx),
+    Step("compile the layer plan", _compile_plan),
+    Step("fit check on {profile.name}", _fit_check, then=_prepare_simulation),
+    Step("Verilog + RTL simulation ({source})", _simulate, then=_say_bit_exact),
+    Step("accuracy (quant.evaluate)", _accuracy),
+    Step("ONNX Runtime on this CPU (batch 64, BASIC)", _host_throughput),
+    Step("board build ({profile.toolchain}), waiting", _wait_for_board, bitstream_only=True),
+    Step("report", _write_report, timed=False),
+)
+
+
+def bitstream_rtl(config: ChainConfig, say: Callable[[str], None] = print_progress) -> dict:
+    """The whole chain into `config.out`, step by step (STEPS); returns the report (also written as report.json
+    and report.md). On an error the background board build is stopped before the error goes on."""
+    config.validate()
+    run = ChainRun(config, config.profile, config.core_clock_mhz, prepare_out(config.out, config.force), say)
+    steps = [s for s in STEPS if config.bitstream or not s.bitstream_only]
+    t0 = time.monotonic()
     try:
-        expected = expected_logits(onnx_path, plan, images)
-        # sim.verify generates the accelerator's Verilog and its inventory into out/rtl
-        outcome = step(f"Verilog + RTL simulation ({source})", verify, plan, str(config), images, expected,
-                       labels=labels, work_dir=out, clock_mhz=clock_mhz, multipliers=profile.dsps, log=say)
-        say(f"    bit-exact {outcome.summary['bit_exact']}/{outcome.summary['images']}"
-            + (f"; {outcome.diagnosis}" if outcome.diagnosis else ""))
-        acc = step("accuracy (quant.evaluate)", accuracies, checkpoint, float_checkpoint, data, split, out / "plots")
-        host = step("ONNX Runtime on this CPU (batch 64, BASIC)", host_throughput, onnx_path, images, 64, os.cpu_count())
-        built: BuildResult | None = step(f"board build ({profile.toolchain}), waiting", pending.result) if pending else None
+        for k, step in enumerate(steps, 1):
+            head = f"[{k}/{len(steps)}]"
+            if not step.timed:
+                say(f"{head} {step.work(run)}")
+                continue
+            title = step.title.format(**vars(run))
+            say(f"{head} {title} ...")
+            t = time.monotonic()
+            step.work(run)
+            run.seconds[title] = round(time.monotonic() - t, 2)
+            say(f"{head} {title}: done in {run.seconds[title]:.1f} s (total {time.monotonic() - t0:.0f} s)")
+            if step.then is not None:
+                step.then(run)
     except BaseException:
-        cancel.set()
+        run.cancel.set()
         raise
-    report = write_report(out, plan=plan, profile=profile, config=config, fit=fit, rtl=rtl, outcome=outcome,
-                          accuracy=acc, built=built, steps=step.seconds, source=source, onnx_path=onnx_path,
-                          clock_mhz=clock_mhz, host=host, multipliers=resources(plan, config)["multipliers"])
-    atomic_write_text(out / "rtl_records.json", json.dumps(outcome.records, indent=1))
-    step.n += 1
-    say(f"[{step.n}/{step.total}] wrote {out / 'report.md'} and {out / 'report.json'}")
-    return report
+    return run.report
 
 
-__all__ = ["EXIT_TIMING_NOT_MET", "OutputExists", "accuracies", "add_arguments", "bitstream_rtl", "choose_array",
-           "cycle_model", "prepare_out", "rtl_images", "run"]
+__all__ = ["EXIT_TIMING_NOT_MET", "STEPS", "ChainConfig", "ChainRun", "OutputExists", "Step", "accuracies",
+           "add_arguments", "bitstream_rtl", "choose_array", "cycle_model", "prepare_out", "rtl_images", "run"]

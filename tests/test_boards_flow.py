@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from boards.errors import BoardError
-from boards.flow import OutputExists, bitstream_rtl, prepare_out
+from boards.flow import ChainConfig, OutputExists, bitstream_rtl, prepare_out
 from tests.boards_helpers import random_checkpoint
 
 REPORT_KEYS = ("accuracy_float", "accuracy_quant", "compression_ratio", "bit_exact", "images", "fmax_mhz",
@@ -29,7 +29,8 @@ def test_whole_chain_on_the_up5k(tiny_ckpt, tmp_path):
     picked a 2x3 array for the pipelined design, 4,869 of the UP5K's 5,280 cells, which did not place."""
     out = tmp_path / "out"
     lines = []
-    rep = bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="auto", limit=3, out=out, say=lines.append)
+    rep = bitstream_rtl(ChainConfig(checkpoint=str(tiny_ckpt), board="icebreaker", array="auto", limit=3, out=out),
+                        say=lines.append)
 
     for name in ("model.onnx", "plan.json", "plan.npz", "rtl/accelerator.v", "board/top.il", "board/top.pcf",
                  "board/build_top.sh", "board/synth.log", "board/pnr.log", "board/top.bin", "report.json", "report.md"):
@@ -116,8 +117,8 @@ def test_data_of_other_classes_is_refused_before_synthesis_starts(tiny_ckpt, tmp
     monkeypatch.setattr(boards.flow, "check_tools", lambda profile: None)
     monkeypatch.setattr(boards.flow, "build", lambda *a, **k: started.append(a))
     with pytest.raises(BoardError, match=r"classes \['zebra'\] are not the model's"):
-        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", data=str(tmp_path / "data"), limit=1,
-                      out=tmp_path / "out", say=lambda line: None)
+        bitstream_rtl(ChainConfig(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", data=str(tmp_path / "data"),
+                                  limit=1, out=tmp_path / "out"), say=lambda line: None)
     assert started == []
 
 
@@ -133,8 +134,8 @@ def test_paper_model_on_the_ulx3s_85f(tmp_path):
 
     bundled = checkpoint.BUNDLED_QAT.is_file()
     ckpt = None if bundled else str(paper_checkpoint(tmp_path / "paper.pt"))
-    rep = bitstream_rtl(checkpoint=ckpt, board="ulx3s-85f", data=default_data() if bundled else None,
-                        limit=8, out=tmp_path / "out")
+    rep = bitstream_rtl(ChainConfig(checkpoint=ckpt, board="ulx3s-85f", data=default_data() if bundled else None,
+                                    limit=8, out=tmp_path / "out"))
     print(rep["summary"])
     print(json.dumps({k: rep[k] for k in ("fmax_mhz", "requested_mhz", "critical_path", "images_per_second",
                                           "utilisation", "seconds")}, indent=1))
@@ -156,8 +157,8 @@ def test_a_failing_simulation_stops_the_background_build(tiny_ckpt, tmp_path, mo
 
     monkeypatch.setattr(sim.verify, "verify", broken)
     with pytest.raises(RuntimeError, match="simulator exploded"):
-        bitstream_rtl(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", limit=1, out=tmp_path / "out",
-                      say=lambda line: None)
+        bitstream_rtl(ChainConfig(checkpoint=str(tiny_ckpt), board="icebreaker", array="2x1", limit=1,
+                                  out=tmp_path / "out"), say=lambda line: None)
     time.sleep(2)
     children = subprocess.run(["pgrep", "-P", str(__import__("os").getpid())], capture_output=True, text=True).stdout
     assert not children.strip(), f"tool processes left running: {children}"

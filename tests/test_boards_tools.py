@@ -150,7 +150,7 @@ def test_bitstream_rtl_exits_3_when_only_timing_is_not_met(bit_exact, timing_met
     from export.__main__ import main
 
     report = {"summary": "s", "images": 4, "bit_exact": bit_exact, "timing_met": timing_met}
-    monkeypatch.setattr(flow, "bitstream_rtl", lambda **kw: report)
+    monkeypatch.setattr(flow, "bitstream_rtl", lambda config, say=None: report)
     assert main(["bitstream-rtl", "--no-bitstream"]) == status
     with pytest.raises(SystemExit):
         main(["bitstream-rtl", "--help"])
