@@ -103,7 +103,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default=DEFAULT_BOARD, help=f"target board: {', '.join(PROFILES)} (default %(default)s)")
     p.add_argument("--array", default=None,
                    help="systolic array RxC, or 'auto' for the one that fits the board with the fewest predicted cycles "
-                        "per image (default: the hardware's default)")
+                        "per image (default: the array the model's description names, as resnet8's names 16x5, else the "
+                        "hardware's default 10x9)")
     p.add_argument("--data", default=default_data(),
                    help="ImageFolder root (DIR/<split>/<class>/) for accuracy, plots and the RTL images "
                         "(default: the shared animals5 set when present, %(default)s)")
@@ -266,8 +267,20 @@ def _compile_plan(run: ChainRun) -> None:
     run.plan.save(run.out / "plan")
 
 
+def model_array(checkpoint: str | None) -> str | None:
+    """The PE array the checkpoint's model description names (quant.model.ModelConfig.array), if any."""
+    from quant import checkpoint as ckpts
+
+    return (ckpts.load(checkpoint).get("config") or {}).get("array")
+
+
 def _fit_check(run: ChainRun) -> None:
-    run.array_config, run.fit = choose_array(run.plan, run.profile, run.config.array)
+    """--array as given; without it the array the model names, else the hardware's default."""
+    array = run.config.array
+    if array is None and (named := model_array(run.config.checkpoint)) is not None:
+        array = named
+        run.say(f"    the model names array {named} (its description's `array`; --array overrides it)")
+    run.array_config, run.fit = choose_array(run.plan, run.profile, array)
 
 
 def _prepare_simulation(run: ChainRun) -> None:

@@ -163,3 +163,19 @@ def test_a_failing_simulation_stops_the_background_build(tiny_ckpt, tmp_path, mo
     children = subprocess.run(["pgrep", "-P", str(__import__("os").getpid())], capture_output=True, text=True).stdout
     assert not children.strip(), f"tool processes left running: {children}"
     assert not (tmp_path / "out" / "board" / "top.bin").exists()
+
+
+def test_the_array_a_model_names_is_built_unless_array_is_given(tmp_path):
+    """A description's `array` (quant.model.ModelConfig.array) is the chain's default; --array wins."""
+    from dataclasses import replace
+
+    from tests.boards_helpers import tiny_config
+    ckpt = random_checkpoint(tmp_path / "named.pt", replace(tiny_config(), array="3x2"))
+    lines = []
+    rep = bitstream_rtl(ChainConfig(checkpoint=str(ckpt), bitstream=False, random_images=True, limit=1,
+                                    out=tmp_path / "named"), say=lines.append)
+    assert rep["array"] == "3x2" and rep["bit_exact"] == 1
+    assert any("the model names array 3x2" in l for l in lines)
+    given = bitstream_rtl(ChainConfig(checkpoint=str(ckpt), bitstream=False, random_images=True, limit=1, array="2x2",
+                                      out=tmp_path / "given"), say=lambda line: None)
+    assert given["array"] == "2x2"
