@@ -7,6 +7,10 @@ layer, channel and pixel where the RTL departs from export.reference.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,12 +26,81 @@ from sim import runner, shards
 from sim.golden import first_difference, read_trace
 
 
+# where generated accelerators are kept, by content: the plan, the array, the generator's sources
+RTL_CACHE_ENTRIES = 32
+
+
+def rtl_cache_dir() -> Path:
+    return Path(os.environ.get("SIM_RTL_CACHE_DIR", Path.home() / ".cache" / "cnn-codesign" / "rtl"))
+
+
+def _digest(h, value) -> None:
+    """Feed `value` (a plan, its layers and fields, arrays, scalars) into hash `h`, by content."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        h.update(type(value).__name__.encode())
+        for f in dataclasses.fields(value):
+            h.update(f.name.encode())
+            _digest(h, getattr(value, f.name))
+    elif isinstance(value, np.ndarray):
+        h.update(f"{value.dtype.str}{value.shape}".encode() + np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}{len(value)}".encode())
+        for v in value:
+            _digest(h, v)
+    elif isinstance(value, dict):
+        h.update(f"dict{len(value)}".encode())
+        for k in sorted(value, key=str):
+            _digest(h, k)
+            _digest(h, value[k])
+    else:
+        h.update(repr(value).encode() + b"\0")
+
+
+def rtl_key(plan: Plan, config) -> str:
+    """The generated accelerator's cache key: the plan's content, the array, and the sources of
+    the packages that generate it (hw, export) with Amaranth's version."""
+    import amaranth
+
+    import export
+    import hw
+    h = hashlib.sha256()
+    _digest(h, plan)
+    h.update(f"{config}|{amaranth.__version__}".encode())
+    for pkg in (hw, export):
+        root = Path(pkg.__file__).parent
+        for src in sorted(root.rglob("*.py")):
+            h.update(str(src.relative_to(root)).encode() + b"\0" + src.read_bytes())
+    return h.hexdigest()[:20]
+
+
 def generate_rtl(plan: Plan, array: str, out_dir: str | Path) -> Path:
-    """The accelerator's Verilog and its port and memory inventory for `plan` on a `RxC` array."""
+    """The accelerator's Verilog, its port and memory inventory and testbench for `plan` on a `RxC`
+    array in `out_dir`: copied from the RTL cache (rtl_cache_dir(), keyed by rtl_key) when the
+    same plan, array and generator made them before, else generated (hw.top.generate) and kept."""
     from hw.config import ArrayConfig
     from hw.top import generate
     out_dir = Path(out_dir)
-    generate(plan, ArrayConfig.parse(array), out_dir)
+    config = ArrayConfig.parse(array)
+    cache = rtl_cache_dir()
+    entry = cache / rtl_key(plan, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (entry / "ok").is_file():
+        os.utime(entry / "ok")  # used now: the last to be pruned
+        for f in entry.iterdir():
+            if f.name != "ok":
+                shutil.copyfile(f, out_dir / f.name)
+        return out_dir
+    files = generate(plan, config, out_dir)["files"]
+    tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copyfile(out_dir / name, tmp / name)
+        (tmp / "ok").write_text("")
+        os.replace(tmp, entry)
+        runner.prune_cache(cache, RTL_CACHE_ENTRIES)
+    except OSError:  # a read-only or full cache, or another process kept it first: the run goes on
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -99,3 +99,29 @@ def test_a_bad_ray_address_is_one_line(tmp_path, five_images, capsys):
                  "--json", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) <= 2 and "--ray 127.0.0.1:1: cannot connect" in err[-1] and not out.exists()
+
+
+def test_generated_rtl_is_kept_by_content(tmp_path, monkeypatch):
+    """sim.verify.generate_rtl: a second run of the same plan and array copies the accelerator from
+    the RTL cache (no generation), byte for byte; another weight or array is another entry."""
+    import copy
+
+    import numpy as np
+
+    import hw.top
+    from hw.config import ArrayConfig
+    from hw_helpers import random_plan
+    from sim.verify import generate_rtl, rtl_key
+    monkeypatch.setenv("SIM_RTL_CACHE_DIR", str(tmp_path / "cache"))
+    plan = random_plan(np.random.default_rng(3))
+    first = generate_rtl(plan, "2x2", tmp_path / "a")
+    monkeypatch.setattr(hw.top, "generate", lambda *a, **k: pytest.fail("generated again"))
+    second = generate_rtl(plan, "2x2", tmp_path / "b")
+    names = sorted(p.name for p in first.iterdir())
+    assert "accelerator.v" in names and names == sorted(p.name for p in second.iterdir())
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
+    other = copy.deepcopy(plan)
+    other.layers[0].weight = other.layers[0].weight.copy()
+    other.layers[0].weight.flat[0] ^= 1
+    keys = {rtl_key(plan, ArrayConfig(2, 2)), rtl_key(other, ArrayConfig(2, 2)), rtl_key(plan, ArrayConfig(2, 3))}
+    assert len(keys) == 3
