@@ -250,11 +250,14 @@ class SimResult:
 
 def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path, *,
              timeout_cycles: int, backpressure: bool = False, gaps: bool = False,
-             trace_file: Path | None = None, on_image: Callable[[dict], None] | None = None) -> SimResult:
+             trace_file: Path | None = None, on_image: Callable[[dict], None] | None = None,
+             stop: threading.Event | None = None) -> SimResult:
     """Run the cocotb testbench (sim.testbench) on uint8 `images` (N, C, H, W) in `run_dir`.
 
     `gaps` puts random bubbles into the pixel stream, `backpressure` random `ready` on the
     logits stream. `on_image` is called with each image's record as soon as it is written.
+    Setting `stop` (from another thread: a sharded run's Ctrl-C) ends the simulator with a
+    ToolchainError.
     """
     _toolchain_env()
     # absolute: the simulator runs with its own working directory, so a relative --out (the
@@ -309,6 +312,8 @@ def simulate(b: Build, images: np.ndarray, num_classes: int, run_dir: str | Path
                     on_image(records[-1])
             if not alive:
                 break
+            if stop is not None and stop.is_set():
+                raise ToolchainError("the simulation was stopped")
             thread.join(0.2)
     except BaseException:  # Ctrl-C, SIGTERM, an on_image that raised: the simulator ends with us
         cancel.set()

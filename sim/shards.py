@@ -68,7 +68,7 @@ def run_local(build: runner.Build, stream: np.ndarray, num_classes: int, work_di
               on_image: Callable[[dict], None] | None = None) -> list[Shard]:
     """Each shard of `stream` (uint8 images) through its own simulator process, all at once;
     `on_image` gets each record (global index) as it is written, from one thread at a time."""
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
     host = socket.gethostname()
 
     def one(k: int, part: range) -> Shard:
@@ -80,7 +80,8 @@ def run_local(build: runner.Build, stream: np.ndarray, num_classes: int, work_di
                     on_image({**rec, "index": rec["index"] + lo})
 
         res = runner.simulate(build, stream[lo:part.stop], num_classes, work_dir / (f"run{k}" if k else "run"),
-                              timeout_cycles=timeout_cycles, gaps=gaps, backpressure=backpressure, on_image=seen)
+                              timeout_cycles=timeout_cycles, gaps=gaps, backpressure=backpressure, on_image=seen,
+                              stop=stop)
         return Shard(part.start, _globalised(res.images, lo, part.start), res.summary, host)
 
     if len(parts) == 1:
@@ -89,9 +90,8 @@ def run_local(build: runner.Build, stream: np.ndarray, num_classes: int, work_di
         futures = [pool.submit(one, k, p) for k, p in enumerate(parts)]
         try:
             return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
+        except BaseException:  # Ctrl-C, SIGTERM, a shard that failed: every simulator ends with the run
+            stop.set()
             raise
 
 

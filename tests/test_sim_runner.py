@@ -277,3 +277,22 @@ def test_a_cache_path_with_a_space_works_and_keeps_no_build_folder(rtl, tmp_path
     images = np.full((1, *SHAPE), 3, dtype=np.uint8)
     res = runner.simulate(b, images, CLASSES, tmp_path / "a run", timeout_cycles=10_000)
     assert res.images[0]["logits"] == pixel_sums_expected(images[0], CLASSES).tolist()
+
+
+def test_a_failing_shard_ends_every_simulator_of_a_sharded_run(rtl, cache, built, tmp_path):
+    """sim.shards.run_local: when one shard's record handler raises (as Ctrl-C would end the main
+    thread), the other shards' simulators stop too, instead of running their images to the end."""
+    import time
+
+    from sim.shards import run_local, shard_ranges
+
+    images = np.zeros((20_000, *SHAPE), np.uint8)
+
+    def fail(rec):
+        raise KeyboardInterrupt
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_local(built, images, CLASSES, tmp_path, shard_ranges(len(images), 2), timeout_cycles=10_000, on_image=fail)
+    assert time.monotonic() - t0 < 60
+    assert processes_naming(tmp_path) == []
