@@ -317,29 +317,8 @@ def accelerator_demand(plan, rows: int, cols: int, *, lanes: int | None = None, 
 
     config = ArrayConfig(rows, cols, lanes)
     res = resources(plan, config, sched)
-    acc_width = res["acc_width"]
-    # per PE: accumulator, shadow register, operand registers and their muxes, about 6 LUTs per
-    # accumulator bit (measured: the paper model on 10x9 took 16.9k ECP5 LUTs with 26-bit sums)
-    logic = rows * cols * LUTS_PER_PE_ACC_BIT * acc_width + BASE_LOGIC_LUTS
-    logic += max(0, res["sparse_lanes"] - 1) * LUTS_PER_SPARSE_LANE
-    logic += max(0, len(res["buffers"]) - 2) * LUTS_PER_EXTRA_BUFFER_COL * cols
-    logic += res["adds"] * LUTS_PER_ADD_COL * cols
     mems = memories_of(Accelerator(plan, config)) if memories else ()
-    return Demand(mems, res["multipliers"], (res["act_width"] + 1, _w_width(plan)), logic)
-
-
-LUTS_PER_PE_ACC_BIT = 6
-BASE_LOGIC_LUTS = 2500  # sequencer, window generator, requantizers, pool, a one-lane sparse engine, UART
-# measured: yosys synth_ecp5 of the paper model's sparse engine alone, 1,097 LUT4s on one lane and
-# 2,260 on four (a CCU2C counted as two), 388 per added lane
-LUTS_PER_SPARSE_LANE = 390
-# the pipeline stages' buffers beyond the first two (each with its banks' address and write muxes
-# and a rotator) and their sequencers: an allowance, not measured per buffer. Without it the
-# tiny test model's auto array on the UP5K synthesised to 5,173 of 5,280 LCs and did not place.
-LUTS_PER_EXTRA_BUFFER_COL = 120
-# residual adds on the store (hw.residual): per array column a 9-bit and an accumulator-wide
-# requantizer, the shifted add and the skip bus's data mux; an allowance, not measured
-LUTS_PER_ADD_COL = 200
+    return Demand(mems, res["multipliers"], (res["act_width"] + 1, _w_width(plan)), res["logic_luts"])
 
 
 def _w_width(plan) -> int:

@@ -276,6 +276,14 @@ class ArrayEngine(wiring.Component):
         return m
 
 
+# per PE: accumulator, shadow register, operand registers and their muxes, about 6 LUTs per
+# accumulator bit (measured: the paper model on 10x9 took 16.9k ECP5 LUTs with 26-bit sums)
+LUTS_PER_PE_ACC_BIT = 6
+# residual adds on the store (hw.residual): per array column a 9-bit and an accumulator-wide
+# requantizer, the shifted add and the skip bus's data mux; an allowance, not measured alone
+LUTS_PER_ADD_COL = 200
+
+
 def as_conv(l: Layer) -> Layer:
     """An average pool (or an activation requantizer) as the conv the array runs, bit-exact: no
     bias, the layer's shift, no ReLU (a requantizer keeps its own).
@@ -425,6 +433,11 @@ class ArrayUnit(EngineUnit):
     def multipliers(self, s) -> int:
         """The PEs', and with averages over non-power-of-two counts the requantizers' (one a column)."""
         return s.config.pes + s.config.cols * bool(average_mult_bits(s.plan.layers))
+
+    def luts(self, s) -> int:
+        """Per PE its accumulator, shadow and operand registers and their muxes; per column, with
+        residual adds, the store's adder and requantizers."""
+        return s.config.pes * LUTS_PER_PE_ACC_BIT * s.acc_width + s.adds * LUTS_PER_ADD_COL * s.config.cols
 
     def build(self, s) -> ArrayEngine:
         mem = s.memory_contents

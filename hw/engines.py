@@ -269,6 +269,11 @@ class EngineUnit:
     def multipliers(self, s: Schedule) -> int:
         return 0
 
+    def luts(self, s: Schedule) -> int:
+        """LUT4s its logic takes beyond its multipliers and memories: an estimate, as FINN's per-op
+        lut_estimation; the fit check (boards.fit) sets it against a board's budget."""
+        return 0
+
     def write_elements(self, s: Schedule) -> int:
         """The most elements one of its buffer writes carries: a vector of `cols`, or 1."""
         return s.config.cols

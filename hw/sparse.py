@@ -23,6 +23,10 @@ from hw.lanes import MEMORIES, SparseLane, copy_layout, copy_width, lane_layout,
 from hw.memories import QUIET_LATENCY, READ_LATENCY, delay_line, delayed, done_when_quiet
 from hw.requant import LATENCY as REQUANT_LATENCY, Requantizer, requant_layout, shift_word
 
+# measured: yosys synth_ecp5 of the paper model's sparse engine alone, 1,097 LUT4s on one lane and
+# 2,260 on four (a CCU2C counted as two), 388 per added lane
+LUTS_PER_SPARSE_LANE = 390
+
 MAX_LANES = 16
 DEFAULT_LANES = 2  # the most lanes the schedule picks by itself (the paper model's sparse stage then keeps pace with a 10x14 array stage; on 10x9 one does)
 LANE_ENTRIES = 2048  # entries per lane the schedule asks for before adding one (8-bit entries: one ECP5 block)
@@ -251,6 +255,10 @@ class SparseUnit(EngineUnit):
 
     def multipliers(self, s) -> int:
         return s.lanes
+
+    def luts(self, s) -> int:
+        """Each lane beyond the first (the first is in hw.top's BASE_LOGIC_LUTS)."""
+        return max(0, s.lanes - 1) * LUTS_PER_SPARSE_LANE
 
     def build(self, s) -> SparseEngine:
         mem = s.memory_contents

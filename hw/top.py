@@ -210,13 +210,25 @@ class Accelerator(wiring.Component):
         return m
 
 
+# the logic every design has: sequencers, window generator, requantizers, pool, a one-lane sparse
+# engine, the board's UART (boards.top)
+BASE_LOGIC_LUTS = 2500
+# the pipeline stages' buffers beyond the first two (each with its banks' address and write muxes
+# and a rotator) and their sequencers: an allowance, not measured per buffer. Without it the
+# tiny test model's auto array on the UP5K synthesised to 5,173 of 5,280 LCs and did not place.
+LUTS_PER_EXTRA_BUFFER_COL = 120
+
+
 def resources(plan: Plan, config: ArrayConfig = ArrayConfig(), sched: Schedule | None = None) -> dict:
-    """What a board must hold: memory bits per memory, multipliers (the engines'), the sparse
-    engine's lanes (0 without one). `sched`, when given, is `schedule(plan, config)` already made."""
+    """What a board must hold: memory bits per memory, multipliers and estimated logic LUT4s (the
+    engines' own estimates, EngineUnit.luts, and the shared logic's), the sparse engine's lanes
+    (0 without one). `sched`, when given, is `schedule(plan, config)` already made."""
     s = sched or schedule(plan, config)
     bits = s.memory_bits
+    luts = (BASE_LOGIC_LUTS + sum(u.luts(s) for u in s.units)
+            + max(0, len(s.buffer_depths) - 2) * LUTS_PER_EXTRA_BUFFER_COL * config.cols)
     return {"memory_bits": bits, "memory_bits_total": sum(bits.values()), "buffers": list(s.buffer_depths),
-            "multipliers": sum(u.multipliers(s) for u in s.units),
+            "multipliers": sum(u.multipliers(s) for u in s.units), "logic_luts": luts,
             "sparse_lanes": s.lanes if "sparse" in s.engines else 0,
             "array": str(config), "act_width": s.act_width, "acc_width": s.acc_width, "adds": s.adds}
 

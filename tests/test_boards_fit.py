@@ -167,7 +167,8 @@ def test_sparse_lanes_count_in_the_demand():
     its copy of the input vector in 18-bit slices, from hw's inventory)."""
     import numpy as np
 
-    from boards.fit import LUTS_PER_SPARSE_LANE, accelerator_demand
+    from boards.fit import accelerator_demand
+    from hw.sparse import LUTS_PER_SPARSE_LANE
     from tests.hw_helpers import random_plan
 
     plan = random_plan(np.random.default_rng(4), density=0.6)
